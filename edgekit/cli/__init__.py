@@ -1,0 +1,91 @@
+"""The ``edgekit`` command line: a thin layer over the library.
+
+Commands live in their own modules and are imported only when run (or when ``--help`` lists
+them); none of them imports TensorFlow at module level, so ``edgekit --help`` is instant.
+Every :class:`~edgekit.errors.EdgekitError` becomes one ``error:`` line on stderr and the
+class's exit code; ``-v`` shows tracebacks and the native (C++) logs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from importlib import import_module
+
+import click
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+# command name -> "module:attribute"; registered explicitly, in the order --help shows them
+COMMANDS: dict[str, str] = {
+    "quantize": "edgekit.cli.cmd_quantize:quantize",
+    "validate": "edgekit.cli.cmd_validate:validate",
+    "inspect": "edgekit.cli.cmd_inspect:inspect",
+}
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(code)
+
+
+class EdgekitGroup(click.Group):
+    """A group that loads commands lazily and turns errors into one line and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(import_module(module), attr)
+
+    def invoke(self, ctx: click.Context):  # noqa: D102 - click API
+        verbose = bool(ctx.params.get("verbose"))
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as exc:
+            if verbose:
+                traceback.print_exc()
+            _fail(ctx, exc.one_line(), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted; no partial output was kept", 130)
+        except MemoryError:
+            _fail(ctx, "out of memory; use fewer --samples or a smaller dataset", 1)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # a bug or an unexpected library failure: still one line
+            if verbose:
+                traceback.print_exc()
+            detail = " ".join(str(exc).split())[:300]
+            _fail(ctx, f"unexpected {type(exc).__name__}: {detail} (rerun with -v for the traceback)", 1)
+
+
+@click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and the converter/runtime logs.")
+@click.version_option(__version__, prog_name="edgekit")
+def cli(verbose: bool) -> None:
+    """Take a trained Keras model to a small, fast, validated on-device artifact.
+
+    \b
+    Quick start (the bundled example):
+      edgekit quantize examples/fashion_mnist/model.keras --mode int8 \\
+          --data examples/fashion_mnist/calib.npz --scale 1/255 -o out/model_int8.tflite
+      edgekit validate out/model_int8.tflite --data examples/fashion_mnist/val.npz \\
+          --reference examples/fashion_mnist/model.keras
+    """
+    if verbose:
+        os.environ["EDGEKIT_VERBOSE"] = "1"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(prog_name="edgekit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

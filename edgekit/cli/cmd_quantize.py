@@ -1,0 +1,69 @@
+"""``edgekit quantize``: post-training quantization to a .tflite file with a manifest."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from edgekit.cli.options import (
+    data_key_options,
+    force_option,
+    json_option,
+    model_loading_options,
+    preprocessing_from_options,
+    preprocessing_options,
+)
+from edgekit.cli.render import console, err_console, human_bytes, kv_table, print_json, tensor_rows
+
+MODES = ["float32", "float16", "dynamic", "int8", "int16x8"]
+IO_TYPES = ["float", "int8", "uint8", "int16"]
+
+
+@click.command(short_help="Quantize a Keras model to a .tflite file (PTQ).")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .tflite file to write (a manifest .json is written beside it).")
+@click.option("--mode", type=click.Choice(MODES), default="int8", show_default=True, help="Quantization mode.")
+@click.option("--data", type=click.Path(), default=None, help="Calibration data: .npz, .npy or an image folder (needed for int8, int16x8).")
+@click.option("--samples", default=100, show_default=True, type=int, help="Calibration samples drawn (seeded) from --data.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for the calibration sample.")
+@click.option("--io-type", type=click.Choice(IO_TYPES), default="float", show_default=True, help="Input/output dtype (int8/uint8 need --mode int8; int16 needs int16x8).")
+@click.option("--allow-select-tf-ops", is_flag=True, help="Allow TensorFlow ops via Flex (delegates cannot run them).")
+@preprocessing_options
+@data_key_options
+@model_loading_options
+@force_option
+@json_option
+def quantize(model, output, mode, data, samples, seed, io_type, allow_select_tf_ops, scale, mean, std, x_key, y_key,
+             unsafe, custom_objects, force, as_json):
+    """Quantize MODEL (.keras, .h5 or SavedModel directory) to a TFLite file.
+
+    \b
+    Modes: float32 (no quantization), float16 (half-size weights, GPU friendly),
+    dynamic (int8 weights), int8 (full integer, needs --data), int16x8 (int16 activations,
+    needs --data). Only TFLite builtin ops are allowed unless --allow-select-tf-ops.
+    """
+    from edgekit.quantize import quantize as run_quantize
+
+    with err_console.status(f"Quantizing ({mode})...", spinner="dots") if not as_json else contextlib.nullcontext():
+        result = run_quantize(
+            model, output, mode=mode, data=data, samples=samples, seed=seed, io_type=io_type,
+            preprocessing=preprocessing_from_options(scale, mean, std), allow_select_tf_ops=allow_select_tf_ops,
+            force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
+        )
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    art = result.artifact
+    console.print(kv_table(f"Wrote {art.path}", [
+        ("mode", f"{result.mode.value} (I/O {result.io_type.value})"),
+        ("size", f"{human_bytes(art.size.bytes)} ({art.size.gzip_bytes:,} B gzipped)"),
+        ("sha256", art.sha256),
+        ("calibration", f"{result.calibration_samples} samples" if result.calibration_samples else "-"),
+        ("conversion", f"{result.conversion_seconds:.1f} s"),
+        ("operators", ", ".join(f"{k} x{v}" for k, v in result.info.op_histogram().items())),
+        ("manifest", art.manifest_path),
+    ]))
+    console.print(tensor_rows([t.to_dict() for t in result.info.inputs + result.info.outputs]))

@@ -1,0 +1,87 @@
+"""``edgekit validate``: accuracy, fidelity to the float model, latency and size of an artifact."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from edgekit.cli.options import (
+    data_key_options,
+    json_option,
+    model_loading_options,
+    preprocessing_from_options,
+    preprocessing_options,
+    run_options,
+)
+from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, print_json
+
+
+@click.command(short_help="Measure accuracy, latency and size of a .tflite artifact.")
+@click.argument("artifact", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Validation data: .npz (x, y), .npy or an image folder.")
+@click.option("--reference", type=click.Path(), default=None, help="The float model to compare outputs with (.keras, .h5, SavedModel).")
+@run_options
+@click.option("--samples", type=int, default=None, help="Validate on a seeded subset of this many samples.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for --samples.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Where to write the JSON report [default: ARTIFACT stem + .report.json].")
+@click.option("--runtime", type=click.Choice(["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"]), default="auto", show_default=True, help="Which TFLite runtime runs the artifact.")
+@preprocessing_options
+@data_key_options
+@model_loading_options
+@json_option
+def validate(artifact, data, reference, runs, warmup, threads, samples, seed, report, runtime, scale, mean, std,
+             x_key, y_key, unsafe, custom_objects, as_json):
+    """Run ARTIFACT (.tflite) with LiteRT on this machine and report accuracy against labels,
+    agreement with --reference, latency (p50/p90/p99, first inference, init, peak memory) and size.
+
+    Preprocessing defaults to the one recorded in the artifact's manifest (ARTIFACT .json).
+    """
+    from edgekit.validate import validate as run_validate
+
+    with err_console.status("Validating...", spinner="dots") if not as_json else contextlib.nullcontext():
+        result = run_validate(
+            artifact, data, reference=reference, preprocessing=preprocessing_from_options(scale, mean, std),
+            runs=runs, warmup=warmup, threads=threads, samples=samples, seed=seed, x_key=x_key, y_key=y_key,
+            report=report, unsafe=unsafe, custom_objects=custom_objects, runtime=runtime,
+        )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    render_validation(result)
+
+
+def render_validation(result) -> None:
+    """Prints a ValidationReport as tables."""
+    from rich.table import Table
+
+    rows = [("samples", result.samples)]
+    if result.accuracy:
+        rows.append(("top-1", f"{result.accuracy.top1:.2f}%"))
+        if result.accuracy.top5 is not None:
+            rows.append(("top-5", f"{result.accuracy.top5:.2f}%"))
+    if result.reference_accuracy:
+        rows.append(("reference top-1", f"{result.reference_accuracy.top1:.2f}%  (drop {result.accuracy_drop:+.2f} points)"))
+    console.print(kv_table(f"Accuracy of {result.artifact}", rows))
+    if result.comparisons:
+        table = Table(title="Against the reference model", title_justify="left", box=None, pad_edge=False)
+        for col in ("output", "top-1 agreement", "max abs err", "mean abs err", "cosine", "SQNR dB"):
+            table.add_column(col, justify="right" if col != "output" else "left", overflow="fold")
+        for c in result.comparisons:
+            table.add_row(c.output, fmt(c.top1_agreement) + ("%" if c.top1_agreement is not None else ""),
+                          f"{c.max_abs_error:.3g}", f"{c.mean_abs_error:.3g}", f"{c.cosine_similarity:.6f}", fmt(c.sqnr_db, 1))
+        console.print(table)
+    lat = result.latency
+    console.print(kv_table(f"Latency ({lat.runtime}, {lat.threads} thread(s), {lat.runs} runs after {lat.warmup} warm-up)", [
+        ("mean ± std", f"{lat.mean_ms:.3f} ± {lat.std_ms:.3f} ms"),
+        ("p50 / p90 / p99", f"{lat.p50_ms:.3f} / {lat.p90_ms:.3f} / {lat.p99_ms:.3f} ms"),
+        ("first inference", f"{lat.first_inference_ms:.3f} ms"),
+        ("init", f"{lat.init_ms:.1f} ms"),
+        ("peak memory", (f"{lat.peak_memory_mb:.1f} MB process RSS" if lat.peak_memory_mb else "-") + (
+            f", +{lat.model_memory_mb:.1f} MB over the loaded runtime" if lat.model_memory_mb is not None else "")),
+    ]))
+    console.print(kv_table("Size", [
+        ("on disk", f"{human_bytes(result.size.bytes)} ({result.size.bytes:,} B)"),
+        ("gzip", f"{human_bytes(result.size.gzip_bytes)} ({result.size.gzip_bytes:,} B)"),
+        ("report", result.report_path or "-"),
+    ]))

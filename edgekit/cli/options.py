@@ -1,0 +1,57 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+F = Callable[..., Any]
+
+
+def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(func: F) -> F:
+        for deco in reversed(decorators):
+            func = deco(func)
+        return func
+
+    return apply
+
+
+model_loading_options = _stack(
+    click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs Python code stored in the model file)."),
+    click.option(
+        "--custom-objects", type=click.Path(dir_okay=False), default=None,
+        help="A .py file defining the custom classes the model uses (its code runs).",
+    ),
+)
+
+data_key_options = _stack(
+    click.option("--x-key", default="x", show_default=True, help="Name of the input array in a .npz file."),
+    click.option("--y-key", default="y", show_default=True, help="Name of the label array in a .npz file."),
+)
+
+preprocessing_options = _stack(
+    click.option("--scale", default=None, help="Multiply raw inputs by this, e.g. 1/255."),
+    click.option("--mean", default=None, help="Subtract after scaling; one value or one per channel (0.5,0.5,0.5)."),
+    click.option("--std", default=None, help="Divide after subtracting the mean; one value or one per channel."),
+)
+
+run_options = _stack(
+    click.option("--runs", default=50, show_default=True, type=int, help="Timed inference runs."),
+    click.option("--warmup", default=5, show_default=True, type=int, help="Untimed warm-up runs before timing."),
+    click.option("--threads", default=1, show_default=True, type=int, help="Interpreter threads."),
+)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+
+def preprocessing_from_options(scale: str | None, mean: str | None, std: str | None):
+    """A Preprocessing from the CLI strings, or None when none was given."""
+    if scale is None and mean is None and std is None:
+        return None
+    from edgekit.data import parse_preprocessing
+
+    return parse_preprocessing(scale, mean, std)

@@ -1,0 +1,65 @@
+"""Rendering of results as rich tables (stdout) or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_json(payload: Any) -> None:
+    """Prints JSON to stdout (plain, no colour)."""
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def human_bytes(n: float | int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        if value == float("inf"):
+            return "inf"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, fmt(value))
+    return table
+
+
+def tensor_rows(specs: list[dict[str, Any]]) -> Table:
+    table = Table(show_header=True, box=None, pad_edge=False)
+    for col in ("name", "shape", "dtype", "quantization (scale, zero point)"):
+        table.add_column(col)
+    for spec in specs:
+        q = spec.get("quantization")
+        if q:
+            scales, zps = q["scales"], q["zero_points"]
+            qtext = f"{scales[0]:.6g}, {zps[0]}" if len(scales) == 1 else f"per-channel x{len(scales)} (axis {q['axis']})"
+        else:
+            qtext = "-"
+        shape = "x".join("?" if d is None or d == -1 else str(d) for d in spec.get("shape", ()))
+        table.add_row(str(spec.get("name", "")), shape or "scalar", str(spec.get("dtype")), qtext)
+    return table

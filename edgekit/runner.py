@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""edgekit's self-contained LiteRT runner: runs a .tflite file, measures latency, returns outputs.
+
+This file imports only the standard library, numpy and whichever TFLite runtime the machine has
+(``ai_edge_litert`` or ``tflite_runtime``), so the same file runs in a child process here (a crash
+in native code cannot take edgekit down) and is copied as-is to a device (Raspberry Pi, ARM64
+board) to measure accuracy on the device's own kernels.
+
+Usage::
+
+    python runner.py --model m.tflite --result r.json [--inputs x.npy --outputs y.npz]
+                     [--threads 1] [--runs 50] [--warmup 5] [--runtime auto]
+
+``--inputs`` holds preprocessed float32 samples (N, ...); inputs with an integer dtype are
+quantized here with the model's own scale and zero point, and integer outputs are dequantized.
+Without ``--inputs`` a deterministic pseudo-random input is used (latency only). On an error
+the last stderr line is ``EDGEKIT_ERROR: <message>`` and the exit code is 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+RUNNER_VERSION = 1
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"EDGEKIT_ERROR: {message}\n")
+    sys.stderr.flush()
+    sys.exit(3)
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def _load_runtime(name: str):
+    """Returns (Interpreter class, runtime name, version)."""
+    tried = []
+    order = ["ai_edge_litert", "tflite_runtime"] if name == "auto" else [name]
+    for candidate in order:
+        try:
+            if candidate == "ai_edge_litert":
+                import ai_edge_litert as pkg
+                from ai_edge_litert import interpreter as mod
+            elif candidate == "tflite_runtime":
+                import tflite_runtime as pkg
+                from tflite_runtime import interpreter as mod
+            elif candidate == "tensorflow":
+                import tensorflow as pkg
+                mod = pkg.lite
+            else:
+                _fail(f"unknown runtime '{candidate}' (expected auto, ai_edge_litert, tflite_runtime or tensorflow)")
+            return mod.Interpreter, candidate, getattr(pkg, "__version__", "unknown")
+        except ImportError as exc:
+            tried.append(f"{candidate}: {exc}")
+    _fail("no TFLite runtime found (" + "; ".join(tried) + "); install ai-edge-litert or tflite-runtime")
+    raise AssertionError  # unreachable
+
+
+def _quantize(np, x, detail):
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    if not scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(x / scale + zero)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize(np, y, detail):
+    if np.issubdtype(y.dtype, np.floating):
+        return y.astype(np.float32)
+    scale, zero = detail["quantization"]
+    if not scale:
+        return y.astype(np.float32)
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def _synthetic(np, detail):
+    rng = np.random.default_rng(0)
+    shape = [max(1, int(d)) for d in detail["shape"]]
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating):
+        return rng.uniform(-1, 1, shape).astype(dtype)
+    if dtype == np.bool_:
+        return np.zeros(shape, dtype=dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a .tflite model and measure it.")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--result", required=True)
+    parser.add_argument("--inputs")
+    parser.add_argument("--outputs")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--runtime", default="auto")
+    args = parser.parse_args(argv)
+
+    try:
+        import numpy as np
+    except ImportError:
+        _fail("numpy is not installed where the runner runs; install numpy")
+    Interpreter, runtime, version = _load_runtime(args.runtime)
+    baseline_rss = _rss_mb()  # after imports: what the model and its runs add comes on top
+
+    started = time.perf_counter()
+    try:
+        interp = Interpreter(model_path=args.model, num_threads=args.threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        _fail(f"{runtime} could not load the model: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}")
+    init_ms = (time.perf_counter() - started) * 1000.0
+    in_details = interp.get_input_details()
+    out_details = interp.get_output_details()
+
+    samples = None
+    if args.inputs:
+        samples = np.load(args.inputs, allow_pickle=False)
+        if len(in_details) != 1:
+            _fail(f"the model has {len(in_details)} inputs; the runner feeds single-input models")
+        want = tuple(int(d) for d in in_details[0]["shape"][1:])
+        if tuple(samples.shape[1:]) != want:
+            _fail(f"inputs have per-sample shape {tuple(samples.shape[1:])}, the model expects {want}")
+        if int(in_details[0]["shape"][0]) != 1:
+            interp.resize_tensor_input(in_details[0]["index"], [1, *want])
+            interp.allocate_tensors()
+            in_details = interp.get_input_details()
+        feeds = [[_quantize(np, samples[i: i + 1], in_details[0])] for i in range(samples.shape[0])]
+    else:
+        feeds = [[_synthetic(np, d) for d in in_details]]
+
+    def set_inputs(values):
+        for detail, value in zip(in_details, values):
+            interp.set_tensor(detail["index"], value)
+
+    def invoke() -> float:
+        t0 = time.perf_counter_ns()
+        interp.invoke()
+        return (time.perf_counter_ns() - t0) / 1e6
+
+    try:
+        set_inputs(feeds[0])
+        first_ms = invoke()
+        outputs = [[] for _ in out_details]
+        if samples is not None:
+            for i, feed in enumerate(feeds):
+                if i:
+                    set_inputs(feed)
+                    interp.invoke()
+                for k, detail in enumerate(out_details):
+                    outputs[k].append(_dequantize(np, interp.get_tensor(detail["index"]), detail))
+        set_inputs(feeds[0])
+        for _ in range(args.warmup):
+            interp.invoke()
+        timings = [invoke() for _ in range(args.runs)]
+    except (ValueError, RuntimeError) as exc:
+        _fail(f"{runtime} failed while running the model: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}")
+
+    if args.outputs and samples is not None:
+        np.savez(args.outputs, **{f"out_{k}": np.concatenate(v) for k, v in enumerate(outputs)})
+    result = {
+        "runner_version": RUNNER_VERSION,
+        "runtime": runtime,
+        "runtime_version": version,
+        "threads": args.threads,
+        "warmup": args.warmup,
+        "init_ms": init_ms,
+        "first_inference_ms": first_ms,
+        "timings_ms": timings,
+        "baseline_rss_mb": baseline_rss,
+        "peak_rss_mb": _peak_rss_mb(),
+        "samples": 0 if samples is None else int(samples.shape[0]),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "pid": os.getpid(),
+    }
+    with open(args.result, "w") as fh:
+        json.dump(result, fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

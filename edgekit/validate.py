@@ -1,0 +1,196 @@
+"""Validates an artifact: accuracy against labels and a reference model, latency, size.
+
+Example:
+    >>> report = validate("model_int8.tflite", "val.npz", reference="model.keras")  # doctest: +SKIP
+    >>> report.accuracy.top1, report.latency.p50_ms  # doctest: +SKIP
+    (90.1, 0.21)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.data import load_dataset
+from edgekit.errors import DataError, InputError
+from edgekit.fsutil import require_file, sha256_file, size_info, write_json_atomic
+from edgekit.manifest import preprocessing_from_manifest, read_manifest, report_path_for, versions
+from edgekit.metrics import accuracy, compare_outputs, is_classifier_output
+from edgekit.runtime import RunResult, check_run_options, run_local
+from edgekit.tflite_file import TfliteInfo, read_tflite
+from edgekit.types import AccuracyResult, LatencyStats, OutputComparison, Preprocessing, SizeInfo
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Everything ``edgekit validate`` measured, ready for a table or JSON."""
+
+    artifact: str
+    sha256: str
+    size: SizeInfo
+    samples: int
+    accuracy: AccuracyResult | None
+    reference_accuracy: AccuracyResult | None
+    comparisons: list[OutputComparison]
+    latency: LatencyStats
+    preprocessing: Preprocessing
+    data: dict[str, Any]
+    reference: dict[str, Any] | None
+    labels: list[str] | None = None
+    device: dict[str, Any] = field(default_factory=lambda: {"name": "local", "transport": "local"})
+    versions: dict[str, Any] = field(default_factory=versions)
+    report_path: str | None = None
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        """Reference top-1 minus artifact top-1, in points (positive = the artifact is worse)."""
+        if self.accuracy is None or self.reference_accuracy is None:
+            return None
+        return self.reference_accuracy.top1 - self.accuracy.top1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "sha256": self.sha256,
+            "size": self.size.to_dict(),
+            "samples": self.samples,
+            "accuracy": self.accuracy.to_dict() if self.accuracy else None,
+            "reference_accuracy": self.reference_accuracy.to_dict() if self.reference_accuracy else None,
+            "accuracy_drop": self.accuracy_drop,
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "latency": self.latency.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "data": self.data,
+            "reference": self.reference,
+            "labels": self.labels,
+            "device": self.device,
+            "versions": self.versions,
+        }
+
+
+def _check_outputs(info: TfliteInfo, outputs: list[np.ndarray], labels: np.ndarray | None) -> None:
+    if labels is None:
+        return
+    first = outputs[0]
+    if is_classifier_output(first.reshape(first.shape[0], -1)):
+        classes = first.reshape(first.shape[0], -1).shape[1]
+        if labels.max(initial=0) >= classes:
+            raise DataError(
+                f"labels go up to {int(labels.max())}, but the model has {classes} classes (ids 0..{classes - 1})",
+                hint="check the labels belong to this model's dataset",
+            )
+
+
+def latency_stats(run: RunResult) -> LatencyStats:
+    """LatencyStats from a runner result."""
+    return LatencyStats.from_samples(
+        run.timings_ms,
+        warmup=run.warmup,
+        threads=run.threads,
+        first_inference_ms=run.first_inference_ms,
+        init_ms=run.init_ms,
+        peak_memory_mb=run.peak_rss_mb,
+        runtime=f"{run.runtime} {run.runtime_version}",
+        model_memory_mb=(
+            max(0.0, run.peak_rss_mb - run.baseline_rss_mb)
+            if run.peak_rss_mb is not None and run.baseline_rss_mb is not None else None
+        ),
+    )
+
+
+def validate(
+    artifact: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    reference: str | os.PathLike[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int = 1,
+    samples: int | None = None,
+    seed: int = 0,
+    x_key: str = "x",
+    y_key: str = "y",
+    report: str | os.PathLike[str] | None = None,
+    write_report: bool = True,
+    unsafe: bool = False,
+    custom_objects: str | os.PathLike[str] | None = None,
+    runtime: str = "auto",
+) -> ValidationReport:
+    """Runs ``artifact`` on ``data`` with LiteRT on this machine and measures it.
+
+    Preprocessing defaults to the one recorded in the artifact's manifest. With ``reference``
+    (the float Keras model or SavedModel), outputs are compared per output (top-1 agreement,
+    max/mean absolute error, cosine similarity, SQNR). The report is written to ``report`` or
+    beside the artifact (``model.report.json``) unless ``write_report`` is False.
+    """
+    check_run_options(runs, warmup, threads)
+    if samples is not None and samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}", hint="omit it to use all samples")
+    path = require_file(artifact, "artifact")
+    info = read_tflite(path)  # parse and check before native code sees the file
+    if len(info.inputs) != 1:
+        raise InputError(f"{path} has {len(info.inputs)} inputs; validate handles single-input models", hint="validate multi-input models from Python")
+    manifest = read_manifest(path)
+    pre = preprocessing if preprocessing is not None else preprocessing_from_manifest(manifest)
+    ref_model = None
+    if reference is not None:
+        from edgekit.models import load_model
+
+        ref_model = load_model(reference, unsafe=unsafe, custom_objects=custom_objects)
+    input_shape = tuple(None if d < 0 else d for d in info.inputs[0].shape)
+    input_shape = (None, *input_shape[1:])
+    dataset = load_dataset(data, input_shape=input_shape, preprocessing=pre, x_key=x_key, y_key=y_key, limit=samples, seed=seed)
+    if ref_model is not None:
+        want = tuple(ref_model.input_shape[1:])
+        if len(want) != len(input_shape) - 1 or any(w is not None and w != g for w, g in zip(want, input_shape[1:], strict=False)):
+            raise InputError(
+                f"reference model input {want} does not match the artifact input {tuple(input_shape[1:])}",
+                hint="pass the model the artifact was converted from",
+            )
+
+    run = run_local(path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
+    _check_outputs(info, run.outputs, dataset.y)
+    acc = accuracy(run.outputs[0], dataset.y) if dataset.y is not None and is_classifier_output(run.outputs[0].reshape(len(dataset), -1)) else None
+    ref_acc = None
+    comparisons: list[OutputComparison] = []
+    if ref_model is not None:
+        ref_out = ref_model.predict(dataset.x)
+        if len(ref_out) != len(run.outputs):
+            raise InputError(
+                f"reference model has {len(ref_out)} outputs, the artifact {len(run.outputs)}",
+                hint="pass the model the artifact was converted from",
+            )
+        for spec, ref, out in zip(info.outputs, ref_out, run.outputs, strict=True):
+            if ref.size != out.size:
+                raise InputError(f"reference output shape {ref.shape} differs from the artifact's {out.shape}", hint="pass the model the artifact was converted from")
+            comparisons.append(compare_outputs(spec.name, ref.reshape(out.shape), out))
+        if dataset.y is not None and acc is not None:
+            ref_acc = accuracy(ref_out[0].reshape(run.outputs[0].shape), dataset.y)
+
+    labels = (manifest or {}).get("labels") or (list(dataset.labels) if dataset.labels else None)
+    result = ValidationReport(
+        artifact=str(path),
+        sha256=sha256_file(path),
+        size=size_info(path),
+        samples=len(dataset),
+        accuracy=acc,
+        reference_accuracy=ref_acc,
+        comparisons=comparisons,
+        latency=latency_stats(run),
+        preprocessing=dataset.preprocessing,
+        data={"path": dataset.source, "sha256": dataset.sha256, "samples": len(dataset), "labelled": dataset.y is not None},
+        reference={"path": ref_model.path, "sha256": ref_model.sha256, "format": ref_model.format} if ref_model else None,
+        labels=labels,
+    )
+    if write_report:
+        out_path = Path(report) if report is not None else report_path_for(path)
+        if out_path.resolve() in (path.resolve(), Path(data).resolve()) or (reference and out_path.resolve() == Path(reference).resolve()):
+            raise InputError(f"--report {out_path} would overwrite an input", hint="choose another report path")
+        write_json_atomic(out_path, result.to_dict())
+        result = ValidationReport(**{**result.__dict__, "report_path": str(out_path)})
+    return result
