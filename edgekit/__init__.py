@@ -1,10 +1,13 @@
 """edgekit: take a trained Keras model to a small, fast, validated on-device artifact.
 
-The public API is imported lazily so ``import edgekit`` (and ``edgekit --help``) stays fast::
+Each step is a module with a function of the same name; importing ``edgekit`` itself is light::
 
-    import edgekit
-    result = edgekit.quantize("model.keras", "model_int8.tflite", mode="int8", data="calib.npz")
-    report = edgekit.validate("model_int8.tflite", "val.npz", reference="model.keras")
+    from edgekit.quantize import quantize
+    from edgekit.validate import validate
+    result = quantize("model.keras", "model_int8.tflite", mode="int8", data="calib.npz")
+    report = validate("model_int8.tflite", "val.npz", reference="model.keras")
+
+A few helpers are also reachable lazily from the package (``edgekit.load_model`` ...).
 """
 
 from __future__ import annotations
@@ -15,9 +18,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "quantize": "edgekit.quantize",
     "convert": "edgekit.quantize",
-    "validate": "edgekit.validate",
     "load_model": "edgekit.models",
     "load_dataset": "edgekit.data",
     "read_tflite": "edgekit.tflite_file",

@@ -109,6 +109,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if head[4:8] == b"TFL3":
         return "tflite"
     suffix = p.suffix.lower()
+    if suffix == ".tflite":
+        raise ModelError(f"{p} is not a TFLite model (no 'TFL3' file identifier; corrupt or not a flatbuffer)", hint="re-export it with the TFLite/LiteRT converter")
     if suffix in KERAS_SUFFIXES:
         raise ModelError(f"{p} is not a valid .keras archive (not a zip file; truncated or corrupt?)", hint="re-save the model with model.save('model.keras')")
     if suffix in H5_SUFFIXES:
