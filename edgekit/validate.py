@@ -102,6 +102,17 @@ def latency_stats(run: RunResult) -> LatencyStats:
     )
 
 
+def _report_path(path: Path, data: Any, reference: Any, report: Any) -> Path:
+    """Where the report goes; checked before any work so a bad path fails early."""
+    out = Path(report) if report is not None else report_path_for(path)
+    inputs = [Path(p).resolve() for p in (path, data, reference) if p is not None]
+    if out.resolve() in inputs:
+        raise InputError(f"--report {out} would overwrite an input", hint="choose another report path")
+    if out.is_dir() or not out.parent.is_dir():
+        raise InputError(f"cannot write the report to {out}", hint="give a file path in an existing folder with --report")
+    return out
+
+
 def validate(
     artifact: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -132,6 +143,7 @@ def validate(
     if samples is not None and samples < 1:
         raise InputError(f"--samples must be at least 1, got {samples}", hint="omit it to use all samples")
     path = require_file(artifact, "artifact")
+    report_path = _report_path(path, data, reference, report) if write_report else None
     info = read_tflite(path)  # parse and check before native code sees the file
     if len(info.inputs) != 1:
         raise InputError(f"{path} has {len(info.inputs)} inputs; validate handles single-input models", hint="validate multi-input models from Python")
@@ -187,10 +199,7 @@ def validate(
         reference={"path": ref_model.path, "sha256": ref_model.sha256, "format": ref_model.format} if ref_model else None,
         labels=labels,
     )
-    if write_report:
-        out_path = Path(report) if report is not None else report_path_for(path)
-        if out_path.resolve() in (path.resolve(), Path(data).resolve()) or (reference and out_path.resolve() == Path(reference).resolve()):
-            raise InputError(f"--report {out_path} would overwrite an input", hint="choose another report path")
-        write_json_atomic(out_path, result.to_dict())
-        result = ValidationReport(**{**result.__dict__, "report_path": str(out_path)})
+    if report_path is not None:
+        write_json_atomic(report_path, result.to_dict())
+        result = ValidationReport(**{**result.__dict__, "report_path": str(report_path)})
     return result

@@ -6,7 +6,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from conftest import files_in
 
 

@@ -1,0 +1,39 @@
+# The two quick-start targets (README): `make demo` and `make test`. Each does all set-up itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMPLE := examples/fashion_mnist
+
+.PHONY: demo test setup system-deps bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+## Quantize the bundled Fashion-MNIST model to int8 and validate it against the float model.
+demo: setup
+	mkdir -p out
+	$(BIN)/edgekit quantize $(EXAMPLE)/model.keras --mode int8 --data $(EXAMPLE)/calib.npz --scale 1/255 \
+		-o out/model_int8.tflite --force
+	$(BIN)/edgekit validate out/model_int8.tflite --data $(EXAMPLE)/val.npz --reference $(EXAMPLE)/model.keras
+
+## System packages the tests use (sshd for the SSH device tests, adb, qemu-user for ARM64).
+system-deps:
+	bash scripts/system-deps.sh
+
+## The whole test suite (CI runs this through .ci/run).
+test: setup system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(BIN)/python bench/bench_quantize.py
+
+lint: setup
+	$(BIN)/ruff check edgekit tests bench
+
+clean:
+	rm -rf out build dist *.egg-info
