@@ -156,7 +156,6 @@ class LatencyStats(_Serializable):
     init_ms: float
     peak_memory_mb: float | None
     runtime: str
-    model_memory_mb: float | None = None
 
     @classmethod
     def from_samples(
@@ -169,7 +168,6 @@ class LatencyStats(_Serializable):
         init_ms: float,
         peak_memory_mb: float | None,
         runtime: str,
-        model_memory_mb: float | None = None,
     ) -> LatencyStats:
         """Computes the statistics from raw per-run timings."""
         arr = np.asarray(samples_ms, dtype=np.float64)
@@ -191,7 +189,6 @@ class LatencyStats(_Serializable):
             init_ms=float(init_ms),
             peak_memory_mb=peak_memory_mb,
             runtime=runtime,
-            model_memory_mb=model_memory_mb,
         )
 
 

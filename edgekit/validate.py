@@ -95,10 +95,6 @@ def latency_stats(run: RunResult) -> LatencyStats:
         init_ms=run.init_ms,
         peak_memory_mb=run.peak_rss_mb,
         runtime=f"{run.runtime} {run.runtime_version}",
-        model_memory_mb=(
-            max(0.0, run.peak_rss_mb - run.baseline_rss_mb)
-            if run.peak_rss_mb is not None and run.baseline_rss_mb is not None else None
-        ),
     )
 
 
@@ -131,6 +127,8 @@ def validate(
     unsafe: bool = False,
     custom_objects: str | os.PathLike[str] | None = None,
     runtime: str = "auto",
+    device: Any = None,
+    devices_dir: str | os.PathLike[str] | None = None,
 ) -> ValidationReport:
     """Runs ``artifact`` on ``data`` with LiteRT on this machine and measures it.
 
@@ -138,8 +136,17 @@ def validate(
     (the float Keras model or SavedModel), outputs are compared per output (top-1 agreement,
     max/mean absolute error, cosine similarity, SQNR). The report is written to ``report`` or
     beside the artifact (``model.report.json``) unless ``write_report`` is False.
+
+    With ``device`` (a profile name, path or :class:`~edgekit.devices.profiles.DeviceProfile`)
+    the artifact runs there instead (:func:`edgekit.devices.run.run_on_device`) and the
+    report's ``device`` entry holds the probe, the runtime, the thermal state and where accuracy
+    was measured.
     """
     check_run_options(runs, warmup, threads)
+    if device is not None:
+        from edgekit.devices.profiles import load_profile
+
+        device = load_profile(device, devices_dir=devices_dir)  # a bad name fails before any work
     if samples is not None and samples < 1:
         raise InputError(f"--samples must be at least 1, got {samples}", hint="omit it to use all samples")
     path = require_file(artifact, "artifact")
@@ -165,7 +172,15 @@ def validate(
                 hint="pass the model the artifact was converted from",
             )
 
-    run = run_local(path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
+    device_report = None
+    if device is None:
+        run = run_local(path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
+        latency = latency_stats(run)
+    else:
+        from edgekit.devices.run import run_on_device
+
+        on_device = run_on_device(device, path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
+        run, latency, device_report = on_device.run, on_device.latency, on_device.report
     _check_outputs(info, run.outputs, dataset.y)
     acc = accuracy(run.outputs[0], dataset.y) if dataset.y is not None and is_classifier_output(run.outputs[0].reshape(len(dataset), -1)) else None
     ref_acc = None
@@ -193,11 +208,12 @@ def validate(
         accuracy=acc,
         reference_accuracy=ref_acc,
         comparisons=comparisons,
-        latency=latency_stats(run),
+        latency=latency,
         preprocessing=dataset.preprocessing,
         data={"path": dataset.source, "sha256": dataset.sha256, "samples": len(dataset), "labelled": dataset.y is not None},
         reference={"path": ref_model.path, "sha256": ref_model.sha256, "format": ref_model.format} if ref_model else None,
         labels=labels,
+        **({"device": device_report} if device_report is not None else {}),
     )
     if report_path is not None:
         write_json_atomic(report_path, result.to_dict())

@@ -8,6 +8,7 @@ import click
 
 from edgekit.cli.options import (
     data_key_options,
+    devices_dir_option,
     json_option,
     model_loading_options,
     preprocessing_from_options,
@@ -29,9 +30,11 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @preprocessing_options
 @data_key_options
 @model_loading_options
+@click.option("--device", default=None, help="Run on this device profile (name or .yaml path; edgekit devices list) instead of this machine.")
+@devices_dir_option
 @json_option
 def validate(artifact, data, reference, runs, warmup, threads, samples, seed, report, runtime, scale, mean, std,
-             x_key, y_key, unsafe, custom_objects, as_json):
+             x_key, y_key, unsafe, custom_objects, device, devices_dir, as_json):
     """Run ARTIFACT (.tflite) with LiteRT on this machine and report accuracy against labels,
     agreement with --reference, latency (p50/p90/p99, first inference, init, peak memory) and size.
 
@@ -39,16 +42,26 @@ def validate(artifact, data, reference, runs, warmup, threads, samples, seed, re
     """
     from edgekit.validate import validate as run_validate
 
+    if device is not None and click.get_current_context().get_parameter_source("threads") == click.core.ParameterSource.DEFAULT:
+        from edgekit.devices.profiles import load_profile
+
+        threads = load_profile(device, devices_dir=devices_dir).threads  # the profile's threads unless --threads
+
     with err_console.status("Validating...", spinner="dots") if not as_json else contextlib.nullcontext():
         result = run_validate(
             artifact, data, reference=reference, preprocessing=preprocessing_from_options(scale, mean, std),
             runs=runs, warmup=warmup, threads=threads, samples=samples, seed=seed, x_key=x_key, y_key=y_key,
             report=report, unsafe=unsafe, custom_objects=custom_objects, runtime=runtime,
+            device=device, devices_dir=devices_dir,
         )
     if as_json:
         print_json(result.to_dict())
         return
     render_validation(result)
+    if device is not None:
+        from edgekit.cli.cmd_devices import render_device_run
+
+        render_device_run(result.device)
 
 
 def render_validation(result) -> None:
@@ -61,7 +74,8 @@ def render_validation(result) -> None:
         if result.accuracy.top5 is not None:
             rows.append(("top-5", f"{result.accuracy.top5:.2f}%"))
     if result.reference_accuracy:
-        rows.append(("reference top-1", f"{result.reference_accuracy.top1:.2f}%  (drop {result.accuracy_drop:+.2f} points)"))
+        delta = -result.accuracy_drop
+        rows.append(("reference top-1", f"{result.reference_accuracy.top1:.2f}%  (artifact {delta:+.2f} points)"))
     console.print(kv_table(f"Accuracy of {result.artifact}", rows))
     if result.comparisons:
         table = Table(title="Against the reference model", title_justify="left", box=None, pad_edge=False)
@@ -77,8 +91,8 @@ def render_validation(result) -> None:
         ("p50 / p90 / p99", f"{lat.p50_ms:.3f} / {lat.p90_ms:.3f} / {lat.p99_ms:.3f} ms"),
         ("first inference", f"{lat.first_inference_ms:.3f} ms"),
         ("init", f"{lat.init_ms:.1f} ms"),
-        ("peak memory", (f"{lat.peak_memory_mb:.1f} MB process RSS" if lat.peak_memory_mb else "-") + (
-            f", +{lat.model_memory_mb:.1f} MB over the loaded runtime" if lat.model_memory_mb is not None else "")),
+        ("peak memory", f"{lat.peak_memory_mb:.1f} MB (runner process RSS: Python, numpy, LiteRT and the model)"
+         if lat.peak_memory_mb else "-"),
     ]))
     console.print(kv_table("Size", [
         ("on disk", f"{human_bytes(result.size.bytes)} ({result.size.bytes:,} B)"),
