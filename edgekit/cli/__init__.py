@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "quantize": "edgekit.cli.cmd_quantize:quantize",
     "validate": "edgekit.cli.cmd_validate:validate",
     "inspect": "edgekit.cli.cmd_inspect:inspect",
+    "export": "edgekit.cli.cmd_export:export",
+    "check": "edgekit.cli.cmd_check:check",
 }
 
 

@@ -55,3 +55,9 @@ def preprocessing_from_options(scale: str | None, mean: str | None, std: str | N
     from edgekit.data import parse_preprocessing
 
     return parse_preprocessing(scale, mean, std)
+
+
+devices_dir_option = click.option(
+    "--devices-dir", type=click.Path(file_okay=False), default=None,
+    help="A folder of your own device profiles (NAME.yaml), searched before EDGEKIT_DEVICES and the bundled ones.",
+)

@@ -16,6 +16,19 @@
 # Needs only: apt-get, dpkg-deb, tar, pip (any host Python), qemu-user-static
 # (installed via apt-get when missing). Idempotent: a stamp file makes reruns
 # take well under a second; partial builds are done in temp dirs and moved in.
+#
+# Layout of TARGET_DIR:
+#   sysroot/                 merged-/usr arm64 Debian tree with python3.11
+#   cpu/<qemu-cpu>/          qemu -L prefix per emulated CPU: symlinks into
+#                            sysroot/ plus a proc/cpuinfo describing that CPU
+#   site-<runtime>/          unpacked aarch64 wheels, used via PYTHONPATH
+#   bin/python-<runtime>     wrappers (CPU from $QEMU_CPU, default cortex-a72)
+#
+# Why cpu/<qemu-cpu>/proc/cpuinfo: qemu 7.2 (bookworm) passes the host's x86
+# /proc/cpuinfo through to aarch64 guests. The pytorch/cpuinfo library inside
+# ai-edge-litert then finds no "CPU part" lines and the Interpreter segfaults
+# (SIGSEGV at address 0x8). qemu's -L prefix also redirects the guest's
+# open("/proc/cpuinfo"), so each prefix carries a Raspberry-Pi-like one.
 set -euo pipefail
 
 ROOT="${1:-${EDGEKIT_ARM64_ROOT:-$HOME/.cache/edgekit/arm64}}"
@@ -43,7 +56,14 @@ RUNTIMES=(
 rt_name() { echo "${1%%|*}"; }
 rt_reqs() { local r="${1#*|}"; echo "${r%%|*}"; }
 rt_mod()  { echo "${1##*|}"; }
-STAMP_VERSION=1
+# qemu -cpu name|MIDR variant|MIDR part|revision|Features line|board (for /proc/cpuinfo)
+CPUS=(
+  "cortex-a53|0x0|0xd03|4|fp asimd evtstrm crc32 cpuid|Raspberry Pi 3 Model B Plus Rev 1.3"
+  "cortex-a72|0x0|0xd08|3|fp asimd evtstrm crc32 cpuid|Raspberry Pi 4 Model B Rev 1.4"
+  "cortex-a76|0x4|0xd0b|1|fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp|Raspberry Pi 5 Model B Rev 1.0"
+)
+DEFAULT_CPU=cortex-a72               # also what sysroot/proc/cpuinfo describes
+STAMP_VERSION=2
 
 log() { printf '[setup_arm64] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -58,7 +78,7 @@ hash_str() { printf '%s' "$1" | sha256sum | cut -c1-16; }
 
 SYSROOT_KEY="v${STAMP_VERSION} suite=${SUITE} arch=${ARCH} seeds=${SEEDS[*]} excludes=${EXCLUDES[*]}"
 site_key() { echo "v${STAMP_VERSION} py=${PYVER} platforms=${PLATFORMS[*]} reqs=$1"; }
-ALL_KEY="$SYSROOT_KEY"
+ALL_KEY="$SYSROOT_KEY cpus=${CPUS[*]}"
 for rt in "${RUNTIMES[@]}"; do ALL_KEY+=" | $(site_key "$(rt_reqs "$rt")")"; done
 ALL_HASH="$(hash_str "$ALL_KEY")"
 
@@ -70,21 +90,35 @@ print_usage() {
   local qemu_path; qemu_path="$(command -v "$QEMU" || echo "/usr/bin/$QEMU")"
   echo
   echo "ARM64 sysroot ready in: $ROOT"
-  echo "Run Python for each runtime (choose -cpu cortex-a72 = Pi 4, -cpu cortex-a76 = Pi 5):"
+  echo "Run Python for each runtime (-cpu cortex-a72 = Raspberry Pi 4, cortex-a76 = Pi 5,"
+  echo "cortex-a53 = Pi 3 / Zero 2 W; keep -cpu X and -L $ROOT/cpu/X in step):"
+  local rt name cpu
   for rt in "${RUNTIMES[@]}"; do
-    local name; name="$(rt_name "$rt")"
+    name="$(rt_name "$rt")"
     echo
     echo "  # $name ($(rt_reqs "$rt"))"
-    echo "  env -u PYTHONHOME PYTHONNOUSERSITE=1 PYTHONPATH=$ROOT/site-$name \\"
-    echo "    $qemu_path -cpu cortex-a76 -L $SYSROOT $SYSROOT/usr/bin/python$PYVER -s SCRIPT.py ARGS"
-    echo "  # or: QEMU_CPU=cortex-a72 $ROOT/bin/python-$name SCRIPT.py ARGS"
+    for cpu in cortex-a72 cortex-a76; do
+      echo "  env -u PYTHONHOME PYTHONNOUSERSITE=1 PYTHONPATH=$ROOT/site-$name $qemu_path -cpu $cpu -L $ROOT/cpu/$cpu $SYSROOT/usr/bin/python$PYVER -s SCRIPT.py ARGS"
+    done
+    echo "  # same, shorter: QEMU_CPU=cortex-a76 $ROOT/bin/python-$name SCRIPT.py ARGS   (default CPU: $DEFAULT_CPU)"
   done
+  echo
+  echo "Note: on cortex-a72 (no LSE atomics) ai-edge-litert 2.2/2.3's CompiledModel API aborts with SIGILL"
+  echo "(exit 132) while loading libLiteRtWebGpuAccelerator.so; the Interpreter API works. See tests/qemu/README.md."
   echo
 }
 
 # ---------------------------------------------------------------- fast path
+tree_complete() {  # everything the stamp vouches for is still on disk
+  local rt c
+  [ -x "$SYSROOT/usr/bin/python$PYVER" ] || return 1
+  for rt in "${RUNTIMES[@]}"; do [ -f "$ROOT/site-$(rt_name "$rt")/.edgekit-stamp" ] || return 1; done
+  for c in "${CPUS[@]}"; do [ -f "$ROOT/cpu/${c%%|*}/proc/cpuinfo" ] || return 1; done
+  for rt in "${RUNTIMES[@]}"; do [ -x "$ROOT/bin/python-$(rt_name "$rt")" ] || return 1; done
+}
 if [ "${EDGEKIT_ARM64_FORCE:-0}" != 1 ] && [ -f "$STAMP" ] \
-   && [ "$(cat "$STAMP")" = "$ALL_HASH" ] && command -v "$QEMU" >/dev/null 2>&1; then
+   && [ "$(cat "$STAMP")" = "$ALL_HASH" ] && command -v "$QEMU" >/dev/null 2>&1 \
+   && tree_complete; then
   log "up to date (stamp $STAMP); set EDGEKIT_ARM64_FORCE=1 to rebuild"
   print_usage
   exit 0
@@ -174,6 +208,7 @@ one_sources_file() {  # deb822-style .sources
     tolower($1) == "suites:" { $1 = ""; suites = $0 }
     END { flush() }' "$2"
 }
+# shellcheck disable=SC1091
 HOST_ID="$(. /etc/os-release 2>/dev/null && echo "${ID:-}")"
 MIRROR="${EDGEKIT_DEBIAN_MIRROR:-}"
 SEC_MIRROR="${EDGEKIT_DEBIAN_SECURITY_MIRROR:-}"
@@ -236,7 +271,7 @@ resolve_closure() {
   : >"$status"
   for p in "${EXCLUDES[@]}"; do
     ver="$(papt apt-cache policy "$p" | awk '/Candidate:/ {print $2; exit}')"
-    [ -n "$ver" ] && [ "$ver" != "(none)" ] || continue
+    if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then continue; fi
     printf 'Package: %s\nStatus: install ok installed\nPriority: optional\nArchitecture: %s\nMulti-Arch: foreign\nVersion: %s\nDescription: stub (excluded from edgekit sysroot)\n\n' \
       "$p" "$ARCH" "$ver" >>"$status"
   done
@@ -257,23 +292,26 @@ build_sysroot() {
   [ "${#pkgs[@]}" -gt 0 ] || die "empty dependency closure"
   log "dependency closure (${#pkgs[@]} packages): ${pkgs[*]}"
   local debdir="$ROOT/debs"
-  mkdir -p "$debdir"
+  rm -rf "$debdir"; mkdir -p "$debdir"
   ( cd "$debdir" && papt apt-get download -qq "${pkgs[@]}" )
   local tmp="$ROOT/.sysroot.tmp"
   rm -rf "$tmp"
   # Merged-/usr layout, like a real bookworm (Raspberry Pi OS) install.
-  mkdir -p "$tmp"/usr/{bin,sbin,lib} "$tmp"/etc "$tmp"/tmp
+  mkdir -p "$tmp"/usr/{bin,sbin,lib} "$tmp"/etc
   ln -s usr/bin "$tmp/bin"; ln -s usr/sbin "$tmp/sbin"; ln -s usr/lib "$tmp/lib"
-  local p name deb
+  local p name deb cands f
   for p in "${pkgs[@]}"; do
     name="${p%%=*}"
-    deb="$(ls "$debdir/${name}"_*_"$ARCH".deb "$debdir/${name}"_*_all.deb 2>/dev/null | head -n1 || true)"
+    cands=("$debdir/${name}"_*_"$ARCH".deb "$debdir/${name}"_*_all.deb)
+    deb=""
+    for f in "${cands[@]}"; do [ -f "$f" ] && { deb="$f"; break; }; done
     [ -n "$deb" ] || die "downloaded .deb for $name not found in $debdir"
     # dpkg-deb -x would replace the lib -> usr/lib symlink by a directory,
     # so extract its data tarball with --keep-directory-symlink instead.
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" --keep-directory-symlink --no-same-owner
   done
   printf '%s\n' "${pkgs[@]}" >"$tmp/.edgekit-packages"
+  write_cpuinfo "$tmp/proc/cpuinfo" "$(cpu_entry "$DEFAULT_CPU")"
   # Sanity check: the interpreter and stdlib extension modules load under qemu.
   "$QEMU" -L "$tmp" "$tmp/usr/bin/python$PYVER" -s -S -c \
     'import sys, os, ssl, ctypes, zlib, bz2, lzma, sqlite3, json, hashlib, uuid, decimal; print(sys.version.split()[0], sys.platform, os.uname().machine)' \
@@ -281,6 +319,49 @@ build_sysroot() {
   hash_str "$SYSROOT_KEY" >"$tmp/.edgekit-stamp"
   rm -rf "$SYSROOT"
   mv "$tmp" "$SYSROOT"
+}
+
+cpu_entry() {  # $1 = qemu cpu name -> its CPUS line
+  local c
+  for c in "${CPUS[@]}"; do [ "${c%%|*}" = "$1" ] && { echo "$c"; return; }; done
+  die "unknown cpu $1"
+}
+
+# /proc/cpuinfo as a 64-bit Raspberry Pi OS kernel prints it. At least as many
+# "processor" entries as the host has CPUs (qemu shows the guest the host's
+# /sys/devices/system/cpu), and at least 4 like a real Pi.
+write_cpuinfo() {  # $1 = file, $2 = CPUS line
+  local file="$1" variant part rev features board n i
+  IFS='|' read -r _ variant part rev features board <<<"$2"
+  n="$(getconf _NPROCESSORS_CONF 2>/dev/null || echo 4)"
+  [ "$n" -ge 4 ] 2>/dev/null || n=4
+  mkdir -p "$(dirname "$file")"
+  {
+    for ((i = 0; i < n; i++)); do
+      printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %s\n\n' \
+        "$i" "$features" "$variant" "$part" "$rev"
+    done
+    printf 'Model\t\t: %s\n' "$board"
+  } >"$file"
+}
+
+# cpu/<name>/: a qemu -L prefix = symlinks to everything in sysroot/ except
+# proc/, plus that CPU's own proc/cpuinfo. Cheap; rebuilt on every full run.
+build_cpu_prefixes() {
+  local c name tmp entry
+  for c in "${CPUS[@]}"; do
+    name="${c%%|*}"
+    tmp="$ROOT/.cpu-$name.tmp"
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    for entry in "$SYSROOT"/*; do
+      [ "$(basename "$entry")" = proc ] && continue
+      ln -s "../../sysroot/$(basename "$entry")" "$tmp/$(basename "$entry")"
+    done
+    write_cpuinfo "$tmp/proc/cpuinfo" "$c"
+    mkdir -p "$ROOT/cpu"
+    rm -rf "$ROOT/cpu/$name"
+    mv "$tmp" "$ROOT/cpu/$name"
+  done
 }
 
 unpack_wheel() {  # $1 = wheel, $2 = site dir
@@ -313,11 +394,11 @@ build_site() {  # $1 = name, $2 = requirements, $3 = runtime module
     --only-binary=:all: --implementation cp --python-version "$PYVER" \
     --abi "cp${PYVER/./}" "${plat_args[@]}" "${req_args[@]}"
   for w in "$wheels"/*.whl; do unpack_wheel "$w" "$tmp"; done
-  (cd "$wheels" && ls -1 ./*.whl | sed 's|^\./||') >"$tmp/.edgekit-wheels"
+  for w in "$wheels"/*.whl; do basename "$w"; done >"$tmp/.edgekit-wheels"
   # Sanity check: numpy and the runtime's Interpreter import under qemu
-  # (on cortex-a76; see README for the cortex-a72 / litert 2.3.0 caveat).
+  # (on cortex-a76; see README.md for the cortex-a72 CompiledModel SIGILL).
   env -u PYTHONHOME PYTHONNOUSERSITE=1 PYTHONPATH="$tmp" \
-    "$QEMU" -cpu cortex-a76 -L "$SYSROOT" "$SYSROOT/usr/bin/python$PYVER" -s -c \
+    "$QEMU" -cpu cortex-a76 -L "$ROOT/cpu/cortex-a76" "$SYSROOT/usr/bin/python$PYVER" -s -c \
     "import numpy, $mod as m; print('$name: numpy', numpy.__version__, '+', m.Interpreter.__module__)" >&2 \
     || die "numpy / $mod do not import from $tmp"
   echo "$key" >"$tmp/.edgekit-stamp"
@@ -333,15 +414,20 @@ write_wrappers() {
     cat >"$ROOT/bin/python-$name" <<EOF
 #!/bin/sh
 # arm64 Python $PYVER with site-$name ($(rt_reqs "$rt")) under qemu-user.
-# CPU model: \$QEMU_CPU (e.g. cortex-a72 = Raspberry Pi 4, cortex-a76 = Pi 5; default: qemu's "max").
-unset PYTHONHOME
-PYTHONNOUSERSITE=1 PYTHONPATH="$ROOT/site-$name" exec $(command -v "$QEMU") -L "$SYSROOT" "$SYSROOT/usr/bin/python$PYVER" -s "\$@"
+# CPU: \$QEMU_CPU (cortex-a72 = Raspberry Pi 4 [default], cortex-a76 = Pi 5,
+# cortex-a53 = Pi 3 / Zero 2 W, or any qemu model; unknown ones use sysroot/).
+cpu="\${QEMU_CPU:-$DEFAULT_CPU}"
+prefix="$ROOT/cpu/\$cpu"
+[ -d "\$prefix" ] || prefix="$SYSROOT"
+unset PYTHONHOME QEMU_CPU
+PYTHONNOUSERSITE=1 PYTHONPATH="$ROOT/site-$name" exec $(command -v "$QEMU") -cpu "\$cpu" -L "\$prefix" "$SYSROOT/usr/bin/python$PYVER" -s "\$@"
 EOF
     chmod +x "$ROOT/bin/python-$name"
   done
 }
 
 build_sysroot
+build_cpu_prefixes
 for rt in "${RUNTIMES[@]}"; do build_site "$(rt_name "$rt")" "$(rt_reqs "$rt")" "$(rt_mod "$rt")"; done
 write_wrappers
 

@@ -4,6 +4,7 @@
 Run a model (under qemu, see README.md / setup_arm64.sh for the full command):
 
     python smoke.py MODEL.tflite [--seed N] [--runtime auto|litert|tflite]
+                                 [--api interpreter|compiled]
                                  [--compare REF.json] [--repeat N]
 
 It loads MODEL.tflite with whichever runtime is importable
@@ -16,6 +17,13 @@ inputs) and prints one JSON document with the outputs on stdout. With
 document produced the same way (e.g. on x86 with ai_edge_litert), and exits 3
 if --tolerance is exceeded.
 
+--api compiled runs the model through ai_edge_litert's CompiledModel API
+(LiteRT Environment + CPU accelerator) instead of the Interpreter; it feeds the
+same inputs, so its JSON can be compared with the Interpreter's. In
+ai-edge-litert 2.2/2.3 creating that Environment dlopens
+libLiteRtWebGpuAccelerator.so, which aborts with SIGILL on CPUs without LSE
+atomics (Cortex-A72 / Raspberry Pi 4): see README.md.
+
 Make test models on x86 (needs TensorFlow; not part of the arm64 run):
 
     /work/main/.venv/bin/python smoke.py --make-models /tmp/edgekit-qemu
@@ -23,6 +31,7 @@ Make test models on x86 (needs TensorFlow; not part of the arm64 run):
 writes tiny_conv_f32.tflite and tiny_conv_int8.tflite (full-int8, int8 I/O,
 calibrated with a representative dataset) there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,8 +90,8 @@ def load_interpreter_class(which: str):
     errors = []
     if which in ("auto", "litert"):
         try:
-            from ai_edge_litert.interpreter import Interpreter  # type: ignore
             import ai_edge_litert  # type: ignore
+            from ai_edge_litert.interpreter import Interpreter  # type: ignore
 
             version = getattr(ai_edge_litert, "__version__", None)
             if version is None:
@@ -97,8 +106,8 @@ def load_interpreter_class(which: str):
             errors.append(f"ai_edge_litert: {e}")
     if which in ("auto", "tflite"):
         try:
-            from tflite_runtime.interpreter import Interpreter  # type: ignore
             import tflite_runtime  # type: ignore
+            from tflite_runtime.interpreter import Interpreter  # type: ignore
 
             return Interpreter, "tflite_runtime", getattr(tflite_runtime, "__version__", "unknown")
         except ImportError as e:
@@ -111,35 +120,94 @@ def _quant(detail: dict):
     return {"scale": float(scale), "zero_point": int(zero_point)}
 
 
-def run(model: str, seed: int, which: str, repeat: int, threads: int) -> dict:
-    Interpreter, runtime, version = load_interpreter_class(which)
-    t0 = time.perf_counter()
-    interp = Interpreter(model_path=model, num_threads=threads)
-    interp.allocate_tensors()
-    t_load = time.perf_counter() - t0
+def _input_entry(d: dict, x: np.ndarray) -> dict:
+    return {
+        "name": d["name"],
+        "shape": [int(s) for s in d["shape"]],
+        "dtype": np.dtype(d["dtype"]).name,
+        "quantization": _quant(d),
+        "sum": float(np.asarray(x, dtype=np.float64).sum()),
+    }
 
+
+def _invoke_interpreter(interp, seed: int, repeat: int):
     inputs = []
     for i, d in enumerate(interp.get_input_details()):
         x = make_input(d, seed, i)
         interp.set_tensor(d["index"], x)
-        inputs.append({
-            "name": d["name"], "shape": [int(s) for s in d["shape"]],
-            "dtype": np.dtype(d["dtype"]).name, "quantization": _quant(d),
-            "sum": float(np.asarray(x, dtype=np.float64).sum()),
-        })
+        inputs.append(_input_entry(d, x))
     times = []
     for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
         interp.invoke()
         times.append(time.perf_counter() - t0)
+    results = [(d, interp.get_tensor(d["index"])) for d in interp.get_output_details()]
+    return inputs, results, times
+
+
+def _invoke_compiled(model: str, interp, seed: int, repeat: int):
+    """Same inputs as _invoke_interpreter, run through CompiledModel (CPU)."""
+    from ai_edge_litert.compiled_model import CompiledModel  # type: ignore
+
+    in_order = [d["index"] for d in interp.get_input_details()]
+    out_order = [d["index"] for d in interp.get_output_details()]
+    sigs = interp.get_signature_list()
+    if not sigs:
+        raise SystemExit("--api compiled needs a model with a signature")
+    key = next(iter(sigs))
+    runner = interp.get_signature_runner(key)
+    in_det, out_det = runner.get_input_details(), runner.get_output_details()
+
+    cm = CompiledModel.from_file(model)  # CPU accelerator by default (2.1+)
+    sig_index = cm.get_signature_index(key)
+    cm_sig = cm.get_signature_list()[key]
+    in_bufs = cm.create_input_buffers(sig_index)
+    out_bufs = cm.create_output_buffers(sig_index)
+    inputs = []
+    for name, buf in zip(cm_sig["inputs"], in_bufs):
+        d = in_det[name]
+        x = make_input(d, seed, in_order.index(d["index"]))
+        buf.write(np.ascontiguousarray(x))
+        inputs.append((in_order.index(d["index"]), _input_entry(d, x)))
+    times = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        cm.run_by_index(sig_index, in_bufs, out_bufs)
+        times.append(time.perf_counter() - t0)
+    results = []
+    for name, buf in zip(cm_sig["outputs"], out_bufs):
+        d = out_det[name]
+        shape = tuple(int(s) for s in d["shape"])
+        y = buf.read(int(np.prod(shape)), np.dtype(d["dtype"]).type).reshape(shape)
+        results.append((out_order.index(d["index"]), d, y))
+    inputs = [e for _, e in sorted(inputs, key=lambda t: t[0])]
+    results = [(d, y) for _, d, y in sorted(results, key=lambda t: t[0])]
+    return inputs, results, times
+
+
+def run(model: str, seed: int, which: str, repeat: int, threads: int, api: str = "interpreter") -> dict:
+    Interpreter, runtime, version = load_interpreter_class(which)
+    if api == "compiled" and runtime != "ai_edge_litert":
+        raise SystemExit("--api compiled needs ai_edge_litert")
+    t0 = time.perf_counter()
+    interp = Interpreter(model_path=model, num_threads=threads)
+    interp.allocate_tensors()
+    t_load = time.perf_counter() - t0
+    if api == "compiled":
+        t0 = time.perf_counter()
+        inputs, results, times = _invoke_compiled(model, interp, seed, repeat)
+        t_load = time.perf_counter() - t0 - sum(times)
+    else:
+        inputs, results, times = _invoke_interpreter(interp, seed, repeat)
 
     outputs = []
-    for d in interp.get_output_details():
-        y = interp.get_tensor(d["index"])
+    for d, y in results:
         q = _quant(d)
         entry = {
-            "name": d["name"], "shape": [int(s) for s in y.shape],
-            "dtype": y.dtype.name, "quantization": q,
+            "name": d["name"],
+            "shape": [int(s) for s in y.shape],
+            "dtype": y.dtype.name,
+            "quantization": q,
             "values": y.reshape(-1).tolist(),
         }
         if np.issubdtype(y.dtype, np.integer) and q["scale"]:
@@ -150,6 +218,7 @@ def run(model: str, seed: int, which: str, repeat: int, threads: int) -> dict:
         "model": os.path.abspath(model),
         "runtime": runtime,
         "runtime_version": version,
+        "api": api,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -182,8 +251,11 @@ def compare(result: dict, ref: dict) -> dict:
             item["max_abs_diff_dequantized"] = float(np.max(np.abs(da))) if da.size else 0.0
         overall = max(overall, diff)
         per_output.append(item)
-    return {"reference": {k: ref.get(k) for k in ("runtime", "runtime_version", "machine")},
-            "max_abs_diff": overall, "per_output": per_output}
+    return {
+        "reference": {k: ref.get(k) for k in ("runtime", "runtime_version", "machine")},
+        "max_abs_diff": overall,
+        "per_output": per_output,
+    }
 
 
 # -------------------------------------------------------------- test models
@@ -194,13 +266,15 @@ def make_models(outdir: str, seed: int) -> None:
 
     keras = tf.keras
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input(shape=(16, 16, 3), batch_size=1, name="image"),
-        keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
-        keras.layers.MaxPooling2D(2, name="pool"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(10, name="logits"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(16, 16, 3), batch_size=1, name="image"),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
     os.makedirs(outdir, exist_ok=True)
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -223,8 +297,7 @@ def make_models(outdir: str, seed: int) -> None:
     p8 = os.path.join(outdir, "tiny_conv_int8.tflite")
     with open(p8, "wb") as f:
         f.write(i8)
-    print(json.dumps({"float32": p32, "float32_bytes": len(f32),
-                      "int8": p8, "int8_bytes": len(i8)}, indent=2))
+    print(json.dumps({"float32": p32, "float32_bytes": len(f32), "int8": p8, "int8_bytes": len(i8)}, indent=2))
 
 
 def main(argv=None) -> int:
@@ -232,11 +305,16 @@ def main(argv=None) -> int:
     ap.add_argument("model", nargs="?", help=".tflite file to run")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--runtime", choices=("auto", "litert", "tflite"), default="auto")
+    ap.add_argument(
+        "--api",
+        choices=("interpreter", "compiled"),
+        default="interpreter",
+        help="ai_edge_litert only: Interpreter (default) or CompiledModel API",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1, help="invoke N times, report the fastest")
     ap.add_argument("--compare", metavar="REF.json", help="reference output JSON to diff against")
-    ap.add_argument("--tolerance", type=float, default=None,
-                    help="with --compare: exit 3 if max abs diff (raw values) exceeds this")
+    ap.add_argument("--tolerance", type=float, default=None, help="with --compare: exit 3 if max abs diff (raw values) exceeds this")
     ap.add_argument("--make-models", metavar="OUTDIR", help="build test models with TensorFlow (x86)")
     args = ap.parse_args(argv)
 
@@ -245,7 +323,7 @@ def main(argv=None) -> int:
         return 0
     if not args.model:
         ap.error("a .tflite model path is required")
-    result = run(args.model, args.seed, args.runtime, args.repeat, args.threads)
+    result = run(args.model, args.seed, args.runtime, args.repeat, args.threads, args.api)
     rc = 0
     if args.compare:
         with open(args.compare) as f:

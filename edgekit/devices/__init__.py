@@ -1,0 +1,1 @@
+"""Target devices: profiles, transports (local, SSH, ADB), probes and on-device runs."""
