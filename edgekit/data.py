@@ -145,8 +145,9 @@ def load_dataset(
     p = Path(path)
     pre = preprocessing or Preprocessing()
     if p.is_dir():
-        x, y, labels = _load_image_folder(p, input_shape)
+        x, y, labels = _load_image_folder(p, input_shape, limit=limit, seed=seed)
         digest = _hash_array(x)
+        limit = None  # already applied while listing the files
     else:
         require_file(p, "data file")
         suffix = p.suffix.lower()
@@ -176,6 +177,35 @@ def load_dataset(
     return Dataset(x=xp, y=y_clean, source=str(p), sha256=digest, preprocessing=pre, labels=labels)
 
 
+def _npz_member_memmap(p: Path, key: str) -> np.ndarray | None:
+    """A read-only memory map of an uncompressed (``np.savez``) member, or None if compressed.
+
+    Lets a data file far larger than memory be sampled without reading it whole.
+    """
+    with zipfile.ZipFile(p) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(p, "rb") as fh:
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            if local[:4] != b"PK\x03\x04":
+                return None
+            name_len = int.from_bytes(local[26:28], "little")
+            extra_len = int.from_bytes(local[28:30], "little")
+            start = info.header_offset + 30 + name_len + extra_len
+            fh.seek(start)
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            if dtype.hasobject:
+                return None
+            offset = fh.tell()
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
 def _load_npz(p: Path, x_key: str, y_key: str):
     try:
         with np.load(p, allow_pickle=False) as npz:
@@ -185,7 +215,9 @@ def _load_npz(p: Path, x_key: str, y_key: str):
                     f"data {p} has no array '{x_key}' (it has: {', '.join(keys) or 'none'})",
                     hint="name the input array with --x-key",
                 )
-            x = npz[x_key]
+            x = _npz_member_memmap(p, x_key)
+            if x is None:
+                x = npz[x_key]
             y = npz[y_key] if y_key in keys else None
             labels = tuple(str(v) for v in npz["labels"].tolist()) if "labels" in keys and npz["labels"].dtype.kind == "U" else None
     except DataError:
@@ -210,7 +242,7 @@ def _load_npy(p: Path) -> np.ndarray:
         raise DataError(f"data {p} cannot be read as .npy ({type(exc).__name__}: truncated or corrupt?)", hint="save it again with numpy.save") from None
 
 
-def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None):
+def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, limit: int | None = None, seed: int = 0):
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -224,19 +256,23 @@ def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None):
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels or 3)
     if mode is None:
         raise DataError(f"the model expects {channels} channels; images can be read as 1, 3 or 4", hint="give a .npz instead")
+    files = [
+        (f, label) for label, cls in enumerate(classes)
+        for f in sorted((p / cls).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if limit is not None and limit < len(files):  # decode only the sampled images
+        rng = np.random.default_rng(seed)
+        files = [files[i] for i in np.sort(rng.choice(len(files), size=limit, replace=False))]
     xs, ys = [], []
-    for label, cls in enumerate(classes):
-        for f in sorted((p / cls).iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(f) as img:
-                    img = img.convert(mode).resize((width, height), Image.BILINEAR)
-                    arr = np.asarray(img, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"image {f} cannot be read ({type(exc).__name__})", hint="remove or replace the file") from None
-            xs.append(arr.reshape(height, width, -1))
-            ys.append(label)
+    for f, label in files:
+        try:
+            with Image.open(f) as img:
+                img = img.convert(mode).resize((width, height), Image.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"image {f} cannot be read ({type(exc).__name__})", hint="remove or replace the file") from None
+        xs.append(arr.reshape(height, width, -1))
+        ys.append(label)
     if not xs:
         raise DataError(f"image folder {p} contains no images ({', '.join(IMAGE_SUFFIXES)})", hint="add images under FOLDER/<class>/")
     return np.stack(xs), np.asarray(ys, dtype=np.int64), tuple(classes)

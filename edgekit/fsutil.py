@@ -45,10 +45,11 @@ def size_info(path: str | os.PathLike[str]) -> SizeInfo:
 
 
 def _disk_error(path: Path, exc: OSError) -> EdgekitError:
-    if exc.errno == errno.ENOSPC:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = "no space left on the device" if exc.errno != errno.EFBIG else "the file size limit was reached"
         return InputError(
-            f"no space left on the device while writing {path}",
-            hint="free some disk space or choose another output folder with -o",
+            f"{what} while writing {path}; nothing was written",
+            hint="free some disk space (or raise the limit) or choose another output folder with -o",
         )
     return InputError(f"cannot write {path}: {exc.strerror or exc}", hint="check the folder exists and is writable")
 
@@ -62,8 +63,9 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         ...     tmp.write_bytes(model_bytes)
     """
     final = Path(final)
+    remove_stale_temps(final)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix="-" + final.name, dir=final.parent or ".")
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix="-" + final.name, dir=final.parent or ".")
     except OSError as exc:
         raise _disk_error(final, exc) from exc
     os.close(fd)
@@ -78,10 +80,35 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Deletes temporary files a killed edgekit run left for ``final`` (their process is gone)."""
+    folder = final.parent if str(final.parent) else Path(".")
+    if not folder.is_dir():
+        return
+    for tmp in folder.glob(f"{TMP_PREFIX}*-{final.name}"):
+        pid_text = tmp.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Writes ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:

@@ -224,8 +224,11 @@ def quantize(
     dataset: Dataset | None = None
     calibration = None
     if data is not None:
+        # read only the calibration sample: a memory-mapped .npy/.npz or an image folder far larger
+        # than memory is never loaded whole (the same seeded draw as calibration_sample)
         dataset = data if isinstance(data, Dataset) else load_dataset(
-            data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key
+            data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key,
+            limit=samples if mode.needs_data else None, seed=seed,
         )
         pre = dataset.preprocessing
         calibration = calibration_sample(dataset, samples, seed)

@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+
 from conftest import files_in
 
 

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import files_in
 
+from conftest import files_in
 from edgekit.fsutil import sha256_file
 from edgekit.tflite_file import read_tflite
 

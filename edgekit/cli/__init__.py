@@ -9,6 +9,7 @@ class's exit code; ``-v`` shows tracebacks and the native (C++) logs.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from importlib import import_module
@@ -23,8 +24,16 @@ COMMANDS: dict[str, str] = {
     "quantize": "edgekit.cli.cmd_quantize:quantize",
     "validate": "edgekit.cli.cmd_validate:validate",
     "inspect": "edgekit.cli.cmd_inspect:inspect",
+    "benchmark": "edgekit.cli.cmd_benchmark:benchmark",
+    "devices": "edgekit.cli.cmd_devices:devices",
     "export": "edgekit.cli.cmd_export:export",
     "check": "edgekit.cli.cmd_check:check",
+    "qat": "edgekit.cli.cmd_qat:qat",
+    "prune": "edgekit.cli.cmd_prune:prune",
+    "cluster": "edgekit.cli.cmd_cluster:cluster",
+    "recipe": "edgekit.cli.cmd_recipe:recipe",
+    "run": "edgekit.cli.cmd_run:run",
+    "optimize": "edgekit.cli.cmd_optimize:optimize",
 }
 
 
@@ -84,8 +93,13 @@ def cli(verbose: bool) -> None:
         os.environ["EDGEKIT_VERBOSE"] = "1"
 
 
+def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt  # unwinds through atomic writes, so their temporary files are removed
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     cli.main(prog_name="edgekit")
 
 
