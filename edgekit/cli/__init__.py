@@ -8,6 +8,7 @@ class's exit code; ``-v`` shows tracebacks and the native (C++) logs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -37,6 +38,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _available(name: str) -> bool:
+    """Whether a registered command's module is installed (found without importing it)."""
+    return importlib.util.find_spec(COMMANDS[name].split(":")[0]) is not None
+
+
 def _fail(ctx: click.Context, message: str, code: int) -> None:
     click.echo(f"error: {message}", err=True)
     ctx.exit(code)
@@ -46,11 +52,11 @@ class EdgekitGroup(click.Group):
     """A group that loads commands lazily and turns errors into one line and an exit code."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return [name for name in COMMANDS if _available(name)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
-        if target is None:
+        if target is None or not _available(cmd_name):
             return None
         module, attr = target.split(":")
         return getattr(import_module(module), attr)
