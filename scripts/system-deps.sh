@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite uses, if missing: openssh-server (real sshd on
 # 127.0.0.1 for the SSH device tests), adb (ADB error paths), qemu-user-static (ARM64 runner),
-# dataset-fashion-mnist (benchmarks and the example's training script). Then prepares the ARM64
+# dataset-fashion-mnist (benchmarks and the example's training script), chromium (renders the HTML
+# report in a test), debian-archive-keyring (the ARM64 sysroot's private apt root). Then prepares the ARM64
 # sysroot for the qemu test when its setup script exists. Safe to re-run; does nothing when all is there.
 set -euo pipefail
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v adb >/dev/null 2>&1 || need+=(adb)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
