@@ -119,6 +119,17 @@ def _labels(y: np.ndarray | None, n: int, source: str) -> np.ndarray | None:
     return y.astype(np.int64)
 
 
+def _check_channels(pre: Preprocessing, x: np.ndarray, source: str) -> None:
+    """Per-channel mean/std must have one value or one per channel (the last axis)."""
+    channels = x.shape[-1] if x.ndim > 1 else 1
+    for what, values in (("mean", pre.mean), ("std", pre.std)):
+        if values is not None and len(values) not in (1, channels):
+            raise InputError(
+                f"--{what} has {len(values)} values, but the data {source} has {channels} channel(s)",
+                hint=f"give one value, or {channels} comma-separated values (one per channel)",
+            )
+
+
 def load_dataset(
     path: str | os.PathLike[str],
     *,
@@ -172,6 +183,7 @@ def load_dataset(
     x = np.asarray(x)  # materialize a memory-mapped selection
     _check_values(x, str(p))
     x = _fit_shape(x, input_shape, str(p))
+    _check_channels(pre, x, str(p))
     xp = pre.apply(x)
     _check_values(xp, str(p))
     return Dataset(x=xp, y=y_clean, source=str(p), sha256=digest, preprocessing=pre, labels=labels)
@@ -269,7 +281,7 @@ def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, l
             with Image.open(f) as img:
                 img = img.convert(mode).resize((width, height), Image.BILINEAR)
                 arr = np.asarray(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"image {f} cannot be read ({type(exc).__name__})", hint="remove or replace the file") from None
         xs.append(arr.reshape(height, width, -1))
         ys.append(label)

@@ -70,6 +70,9 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise _disk_error(final, exc) from exc
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, final)

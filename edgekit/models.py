@@ -18,7 +18,9 @@ import importlib.util
 import inspect
 import json
 import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +148,8 @@ def read_keras_config(path: str | os.PathLike[str], fmt: str) -> dict[str, Any]:
             return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     except ModelError:
         raise
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, UnicodeDecodeError, EOFError, KeyError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, UnicodeDecodeError, EOFError, KeyError, ValueError,
+            RuntimeError, NotImplementedError, zlib.error, struct.error, TypeError) as exc:
         raise ModelError(
             f"{p} cannot be read as a {'.keras archive' if fmt == 'keras' else 'Keras HDF5 file'} ({type(exc).__name__}: truncated or corrupt?)",
             hint="re-save the model from your training code",
@@ -163,11 +166,16 @@ def _builtin_keras_names() -> set[str]:
     return names
 
 
-def scan_config(config: Any, builtin_names: set[str] | None = None) -> list[UnsafeObject]:
-    """Finds Lambda layers and custom classes anywhere in a Keras model config.
+_KERAS_MODULES = {"keras", "tf_keras"}
+_UNSAFE_BUILTIN_CLASSES = {"Lambda", "TFSMLayer"}  # Python bytecode; a SavedModel loaded from elsewhere
+
+
+def scan_config(config: Any, builtin_names: set[str] | None = None, *, skip_keys: tuple[str, ...] = ()) -> list[UnsafeObject]:
+    """Finds Lambda layers, Python lambdas/functions and custom classes anywhere in a Keras config.
 
     Keras 3 configs mark each object with ``module`` and ``registered_name``; legacy (Keras 2)
-    configs have only ``class_name``, which is then checked against Keras' built-in names.
+    configs have only ``class_name``, which is then checked against Keras' built-in names. Keys in
+    ``skip_keys`` (e.g. ``compile_config`` when not compiling) are not visited.
     """
     found: list[UnsafeObject] = []
     names = builtin_names
@@ -191,11 +199,16 @@ def scan_config(config: Any, builtin_names: set[str] | None = None) -> list[Unsa
             name = layer_name(obj, parent)
             module = obj.get("module")
             registered = obj.get("registered_name")
-            if cls == "Lambda":
+            top_module = str(module).split(".")[0] if module is not None else None
+            if cls in _UNSAFE_BUILTIN_CLASSES or cls == "__lambda__":
                 found.append(UnsafeObject(name, cls, "lambda"))
+            elif cls == "function" and top_module not in _KERAS_MODULES:
+                # a plain Python function (activation, loss...): its name is the config
+                fn = obj.get("config")
+                found.append(UnsafeObject(parent, str(fn if isinstance(fn, str) else registered or "function"), "custom"))
             elif registered and not str(registered).startswith("keras") and str(registered) != cls:
                 found.append(UnsafeObject(name, str(registered), "custom"))
-            elif module is not None and not str(module).startswith("keras"):
+            elif top_module is not None and top_module not in _KERAS_MODULES:
                 found.append(UnsafeObject(name, cls, "custom"))
             elif module is None:
                 if names is None:
@@ -203,8 +216,9 @@ def scan_config(config: Any, builtin_names: set[str] | None = None) -> list[Unsa
                 if cls not in names and not cls.startswith("__"):
                     found.append(UnsafeObject(name, cls, "custom"))
             parent = name
-        for value in obj.values():
-            visit(value, parent)
+        for key, value in obj.items():
+            if key not in skip_keys:
+                visit(value, parent)
 
     visit(config, "model")
     return found
@@ -284,7 +298,8 @@ def load_model(
         _import_custom_objects(custom_objects) if isinstance(custom_objects, (str, os.PathLike))
         else dict(custom_objects or {})
     )
-    refuse_unsafe(p, scan_config(config), unsafe=unsafe, custom_objects=objects)
+    found = scan_config(config, skip_keys=() if compile else ("compile_config",))
+    refuse_unsafe(p, found, unsafe=unsafe, custom_objects=objects)
 
     from edgekit._tf import keras, native_stderr_captured
 
@@ -295,6 +310,11 @@ def load_model(
             model = k.saving.load_model(p, custom_objects=objects or None, compile=compile, safe_mode=not unsafe)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not unsafe and "safe_mode" in str(exc):
+            raise ModelError(
+                f"{p} stores Python code (a lambda) that Keras refuses to load in safe mode",
+                hint="if you trust the file, pass --unsafe (library: unsafe=True)",
+            ) from exc
         raise ModelError(
             f"Keras could not load {p}: {first[:300]}",
             hint="check the file was saved by Keras 2.x/3.x with model.save() and is complete",
@@ -329,7 +349,8 @@ def _load_saved_model(p: Path, digest: str) -> LoadedModel:
         with native_stderr_captured():
             loaded = tf.saved_model.load(str(p))
     except Exception as exc:
-        raise ModelError(f"TensorFlow could not load the SavedModel {p}: {str(exc).splitlines()[0][:300]}", hint="check the directory is a complete SavedModel") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"TensorFlow could not load the SavedModel {p}: {first[:300]}", hint="check the directory is a complete SavedModel") from exc
     sig = getattr(loaded, "signatures", {}).get("serving_default")
     if sig is None:
         raise ModelError(f"SavedModel {p} has no 'serving_default' signature", hint="export it with a serving signature (model.export())")

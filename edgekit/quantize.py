@@ -107,10 +107,14 @@ def convert(
     from edgekit._tf import native_stderr_captured, tensorflow
 
     tf = tensorflow()
-    if model.keras_model is not None:
-        converter = tf.lite.TFLiteConverter.from_keras_model(with_static_batch(model.keras_model))
-    else:
-        converter = tf.lite.TFLiteConverter.from_saved_model(model.saved_model_dir)
+    try:
+        if model.keras_model is not None:
+            converter = tf.lite.TFLiteConverter.from_keras_model(with_static_batch(model.keras_model))
+        else:
+            converter = tf.lite.TFLiteConverter.from_saved_model(model.saved_model_dir)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"the model cannot be prepared for conversion: {first[:300]}", hint="rerun with -v for details") from exc
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode is not QuantMode.FLOAT32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

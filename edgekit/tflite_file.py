@@ -99,14 +99,24 @@ class TfliteInfo:
         """Operator name -> number of nodes, most frequent first."""
         return dict(Counter(op.op for op in self.operators).most_common())
 
+    def _weight_tensors(self) -> list[TensorInfo]:
+        """Constant tensors holding weights, one per buffer: float or quantized data, not the
+        unquantized int32/int64/bool/string constants that carry shapes, axes and indices."""
+        seen: set[int] = set()
+        out = []
+        for t in self.tensors:
+            if not t.is_constant or t.buffer in seen:
+                continue
+            if t.dtype in ("INT32", "INT64", "STRING", "BOOL") and t.quantization is None:
+                continue
+            seen.add(t.buffer)
+            out.append(t)
+        return out
+
     @property
     def parameter_count(self) -> int:
-        """Elements in constant tensors that hold weights (float or quantized), excluding shapes."""
-        return sum(
-            t.elements for t in self.tensors
-            if t.is_constant and t.dtype not in ("INT32", "INT64", "STRING", "BOOL") or
-            (t.is_constant and t.dtype == "INT32" and t.quantization is not None)
-        )
+        """Elements of the weight tensors (main subgraph; a shared buffer counts once)."""
+        return sum(t.elements for t in self._weight_tensors())
 
     def size_breakdown(self) -> dict[str, int]:
         """Bytes of constant data per dtype, metadata and the rest (graph structure)."""
@@ -122,11 +132,10 @@ class TfliteInfo:
         return out
 
     def weight_dtypes(self) -> dict[str, int]:
-        """dtype -> elements of constant weight tensors (excluding int32 shape/bias helpers)."""
+        """dtype -> elements of the weight tensors (see :attr:`parameter_count`)."""
         counts: Counter[str] = Counter()
-        for t in self.tensors:
-            if t.is_constant:
-                counts[t.dtype] += t.elements
+        for t in self._weight_tensors():
+            counts[t.dtype] += t.elements
         return dict(counts)
 
 

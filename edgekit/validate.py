@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.data import load_dataset
-from edgekit.errors import DataError, InputError
+from edgekit.errors import DataError, InputError, ModelError
 from edgekit.fsutil import require_file, sha256_file, size_info, write_json_atomic
-from edgekit.manifest import preprocessing_from_manifest, read_manifest, report_path_for, versions
+from edgekit.manifest import manifest_path_for, preprocessing_from_manifest, read_manifest, report_path_for, versions
 from edgekit.metrics import accuracy, compare_outputs, is_classifier_output
 from edgekit.runtime import RunResult, check_run_options, run_local
 from edgekit.tflite_file import TfliteInfo, read_tflite
@@ -98,12 +99,45 @@ def latency_stats(run: RunResult) -> LatencyStats:
     )
 
 
+def _is_report(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "latency" in data and "sha256" in data
+
+
+def _manifest_for(path: Path, explicit_preprocessing: bool) -> dict[str, Any] | None:
+    """The artifact's manifest when it really describes this file (same sha256).
+
+    A manifest of another build would silently apply the wrong preprocessing: that is an error,
+    unless the preprocessing is given explicitly, in which case the manifest is ignored.
+    """
+    try:
+        manifest = read_manifest(path)
+    except ModelError:
+        if explicit_preprocessing:
+            return None
+        raise
+    recorded = ((manifest or {}).get("artifact") or {}).get("sha256")
+    if manifest is not None and recorded and recorded != sha256_file(path):
+        if explicit_preprocessing:
+            return None
+        raise InputError(
+            f"manifest {manifest_path_for(path)} does not describe {path.name} (its sha256 differs; another build?)",
+            hint="re-create the artifact, delete the stale manifest, or give the preprocessing with --scale/--mean/--std",
+        )
+    return manifest
+
+
 def _report_path(path: Path, data: Any, reference: Any, report: Any) -> Path:
     """Where the report goes; checked before any work so a bad path fails early."""
     out = Path(report) if report is not None else report_path_for(path)
     inputs = [Path(p).resolve() for p in (path, data, reference) if p is not None]
-    if out.resolve() in inputs:
-        raise InputError(f"--report {out} would overwrite an input", hint="choose another report path")
+    if out.resolve() in inputs or out.resolve() == manifest_path_for(path).resolve():
+        raise InputError(f"--report {out} would overwrite an input or the artifact's manifest", hint="choose another report path")
+    if out.is_file() and not _is_report(out):
+        raise InputError(f"--report {out} exists and is not an edgekit report", hint="choose another report path; reports are only refreshed in place")
     if out.is_dir() or not out.parent.is_dir():
         raise InputError(f"cannot write the report to {out}", hint="give a file path in an existing folder with --report")
     return out
@@ -154,7 +188,7 @@ def validate(
     info = read_tflite(path)  # parse and check before native code sees the file
     if len(info.inputs) != 1:
         raise InputError(f"{path} has {len(info.inputs)} inputs; validate handles single-input models", hint="validate multi-input models from Python")
-    manifest = read_manifest(path)
+    manifest = _manifest_for(path, preprocessing is not None)
     pre = preprocessing if preprocessing is not None else preprocessing_from_manifest(manifest)
     ref_model = None
     if reference is not None:
