@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "export": "edgekit.cli.cmd_export:export",
     "check": "edgekit.cli.cmd_check:check",
     "qat": "edgekit.cli.cmd_qat:qat",
+    "distill": "edgekit.cli.cmd_distill:distill",
     "prune": "edgekit.cli.cmd_prune:prune",
     "cluster": "edgekit.cli.cmd_cluster:cluster",
     "recipe": "edgekit.cli.cmd_recipe:recipe",

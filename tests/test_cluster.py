@@ -1,0 +1,131 @@
+"""Clustering: distinct-value counts, preserved sparsity, input untouched, LiteRT, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import files_in
+
+
+def _load(tiny):
+    from edgekit.data import load_dataset
+    from edgekit.models import load_model
+    from edgekit.types import Preprocessing
+
+    source = load_model(tiny["model"], compile=True).keras_model
+    train = load_dataset(tiny["train"], input_shape=(None, 8, 8, 1), preprocessing=Preprocessing(scale=1 / 255))
+    return source, train
+
+
+def test_kmeans_1d_assigns_to_nearest_and_keeps_k():
+    from edgekit.cluster import kmeans_1d
+
+    values = np.random.default_rng(0).normal(size=5000)
+    for init in ("kmeans++", "linear"):
+        cents, assign = kmeans_1d(values, 8, init=init)
+        assert cents.size <= 8 and np.all(np.diff(cents) > 0)
+        nearest = np.abs(values[:, None] - cents[None, :]).argmin(axis=1)
+        np.testing.assert_array_equal(assign, nearest)
+    cents, assign = kmeans_1d(np.array([1.0, 1.0, 2.0]), 4)  # fewer distinct values than k
+    np.testing.assert_array_equal(cents[assign], [1.0, 1.0, 2.0])
+
+
+def test_per_layer_distinct_values_and_input_untouched(tiny):
+    from edgekit.cluster import ClusterConfig, ClusterPass, cluster_centroids
+    from edgekit.compress import TrainSettings, iter_layers, kernel_variable
+
+    source, train = _load(tiny)
+    before = [np.array(w) for w in source.get_weights()]
+    c = ClusterPass(ClusterConfig(clusters=5, init="linear"))
+    c.check(source, train)
+    final = c.finalize(c.apply(source, train, TrainSettings(epochs=1, batch_size=32)))
+    for a, b in zip(before, source.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    for path, layer in iter_layers(final):
+        w = np.asarray(kernel_variable(layer).numpy()) if kernel_variable(layer) is not None else None
+        if w is not None:
+            assert np.unique(w).size <= 5, path
+            assert np.unique(w).size >= 2, path
+    centroids = cluster_centroids(final)
+    assert set(centroids) == {"conv", "fc", "probs"} and all(v.size <= 5 for v in centroids.values())
+
+
+def test_per_channel_codebook_shares_int8_codes(tiny):
+    from edgekit.cluster import ClusterConfig, ClusterPass, channel_view, cluster_centroids
+    from edgekit.compress import TrainSettings, kernel_variable, layers_by_path
+
+    source, train = _load(tiny)
+    c = ClusterPass(ClusterConfig(clusters=6, per_channel=True))
+    final = c.finalize(c.apply(source, train, TrainSettings(epochs=1, batch_size=32)))
+    layer = layers_by_path(final)["fc"]
+    w = np.asarray(kernel_variable(layer).numpy())
+    view = channel_view(layer, w)
+    assert max(np.unique(col).size for col in view.T) <= 6
+    # each channel is (its max magnitude) x (one shared codebook): symmetric per-channel int8 codes agree
+    codes = np.round(view / np.abs(view).max(axis=0) * 127).astype(int)
+    assert np.unique(codes).size <= 6
+    table = cluster_centroids(final, per_channel=True)["fc"]
+    assert table.shape[0] == view.shape[1] and table.shape[1] <= 6
+
+
+def test_preserve_sparsity_keeps_pruned_zeros(tiny):
+    from edgekit.cluster import ClusterConfig, ClusterPass
+    from edgekit.compress import TrainSettings
+    from edgekit.prune import PruneConfig, PrunePass, sparsity_masks
+
+    source, train = _load(tiny)
+    p = PrunePass(PruneConfig(sparsity=0.6))
+    pruned = p.finalize(p.apply(source, train, TrainSettings(epochs=0)))
+    masks = sparsity_masks(pruned)
+    c = ClusterPass(ClusterConfig(clusters=4, preserve_sparsity=True))
+    final = c.finalize(c.apply(pruned, train, TrainSettings(epochs=1, batch_size=32)))
+    after = sparsity_masks(final)
+    for path, mask in masks.items():
+        np.testing.assert_array_equal(after[path], mask)  # the same zeros, no new ones
+    kernel = np.asarray(final.get_layer("fc").kernel.numpy())
+    assert np.unique(kernel).size <= 4 and 0.0 in np.unique(kernel)
+
+
+def test_cli_cluster_end_to_end(tiny, tmp_path, runner, cli):
+    from edgekit._tf import keras
+
+    out = tmp_path / "c.keras"
+    res = runner.invoke(cli, ["cluster", str(tiny["model"]), "--data", str(tiny["train"]), "--val", str(tiny["val"]), "--scale", "1/255",
+                              "--clusters", "8", "--epochs", "1", "--batch-size", "32", "--runs", "10", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "clustered" in res.output and "gzip" in res.output
+    report = json.loads((tmp_path / "c.report.json").read_text())
+    assert all(layer["distinct_values"] <= 8 for layer in report["layers"] if layer["status"] == "clustered")
+    assert report["export"]["compressed"]["top1"] is not None  # the int8 export ran in LiteRT
+    assert report["export"]["compressed"]["size"]["gzip_bytes"] < report["export"]["original"]["size"]["gzip_bytes"]
+    model = keras().saving.load_model(out)
+    assert np.unique(np.asarray(model.get_layer("fc").kernel.numpy())).size <= 8
+
+
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["--clusters", "1"], 2, "--clusters: Input should be greater than or equal to 2"),
+        (["--clusters", "300"], 2, "--clusters: Input should be less than or equal to 256"),
+        (["--layers", "nothing"], 2, "--layers 'nothing' selects no layer"),
+        (["--epochs", "-2"], 2, "--epochs cannot be negative"),
+        (["--runs", "0"], 2, "--runs must be at least 1"),
+    ],
+)
+def test_cluster_bad_input_fails_before_training(tiny, tmp_path, runner, cli, extra, code, message):
+    res = runner.invoke(cli, ["cluster", str(tiny["model"]), "--data", str(tiny["train"]), "-o", str(tmp_path / "o.keras"), *extra])
+    assert res.exit_code == code, res.output
+    assert message in res.output and len([ln for ln in res.output.splitlines() if ln.startswith("error:")]) == 1
+    assert files_in(tmp_path) == set()
+
+
+def test_cluster_refuses_existing_output_and_wrong_suffix(tiny, tmp_path, runner, cli):
+    existing = tmp_path / "o.keras"
+    existing.write_bytes(b"keep")
+    res = runner.invoke(cli, ["cluster", str(tiny["model"]), "--data", str(tiny["train"]), "-o", str(existing)])
+    assert res.exit_code == 2 and "already exists" in res.output and existing.read_bytes() == b"keep"
+    res = runner.invoke(cli, ["cluster", str(tiny["model"]), "--data", str(tiny["train"]), "-o", str(tmp_path / "o.tflite")])
+    assert res.exit_code == 2 and "should end with .keras" in res.output
