@@ -53,7 +53,7 @@ from edgekit.errors import ConversionError, InputError, ModelError
 from edgekit.fp16_risk import Fp16Risk, fp16_risk_check
 from edgekit.fsutil import TMP_PREFIX, sha256_file, size_info, write_bytes_atomic, write_json_atomic
 from edgekit.manifest import Manifest, manifest_path_for
-from edgekit.models import LoadedModel, load_model
+from edgekit.models import LoadedModel, keras_layer_names, load_model
 from edgekit.quantize import check_mode_options, convert
 from edgekit.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.types import Artifact, Dataset, IOType, Preprocessing, QuantMode
@@ -201,19 +201,6 @@ class ExportResult:
         }
 
 
-def _keras_layers(keras_model: Any) -> dict[str, str]:
-    """Layer name -> class name, nested models included."""
-    out: dict[str, str] = {}
-
-    def visit(model: Any) -> None:
-        for layer in getattr(model, "layers", []):
-            out.setdefault(layer.name, type(layer).__name__)
-            if hasattr(layer, "layers"):
-                visit(layer)
-
-    visit(keras_model)
-    out.pop(getattr(keras_model, "name", ""), None)
-    return out
 
 
 def _read_labels(labels: str | os.PathLike[str] | list[str] | tuple[str, ...] | None) -> list[str] | None:
@@ -379,7 +366,7 @@ def export(
     if label_names is None and dataset is not None and dataset.labels:
         label_names = list(dataset.labels)
     _check_labels(label_names, loaded)
-    layers = _keras_layers(loaded.keras_model) if loaded.keras_model is not None else {}
+    layers = keras_layer_names(loaded.keras_model) if loaded.keras_model is not None else {}
 
     warnings: list[str] = []
     started = time.perf_counter()

@@ -373,3 +373,18 @@ def _load_saved_model(p: Path, digest: str) -> LoadedModel:
     )
     model._serving = (loaded, sig)
     return model
+
+
+def keras_layer_names(keras_model: Any) -> dict[str, str]:
+    """Layer name -> class name, nested models included (the model itself excluded)."""
+    out: dict[str, str] = {}
+
+    def visit(model: Any) -> None:
+        for layer in getattr(model, "layers", []):
+            out.setdefault(layer.name, type(layer).__name__)
+            if hasattr(layer, "layers"):
+                visit(layer)
+
+    visit(keras_model)
+    out.pop(getattr(keras_model, "name", ""), None)
+    return out

@@ -34,7 +34,10 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import ConversionError, InputError
-from edgekit.models import LoadedModel
+from edgekit.models import (
+    LoadedModel,
+    keras_layer_names,  # noqa: F401 - re-exported for callers
+)
 
 # ops whose output keeps its input's scale: their error is the producer's, so they are not ranked
 _PASS_THROUGH_OPS = {"RESHAPE", "MAX_POOL_2D", "SQUEEZE", "TRANSPOSE", "CONCATENATION", "PAD", "STRIDED_SLICE", "GATHER",
@@ -100,19 +103,6 @@ def score(error: LayerError) -> float:
     return (error.channel_sqnr_db + error.worst_channel_sqnr_db) / 2.0
 
 
-def keras_layer_names(keras_model: Any) -> dict[str, str]:
-    """Layer name -> class name, nested models included (the model itself excluded)."""
-    out: dict[str, str] = {}
-
-    def visit(model: Any) -> None:
-        for layer in getattr(model, "layers", []):
-            out.setdefault(layer.name, type(layer).__name__)
-            if hasattr(layer, "layers"):
-                visit(layer)
-
-    visit(keras_model)
-    out.pop(getattr(keras_model, "name", ""), None)
-    return out
 
 
 def _layer_of(node: str, layers: dict[str, str]) -> str | None:
