@@ -104,7 +104,7 @@ def bench_modes(work: Path, runs: int) -> str:
         ["mode", "bytes", "smaller than fp32", "top-1 %", "delta vs Keras (points)", "p50 ms", "faster than fp32", "convert s"], rows)
 
 
-def bench_tools(work: Path, runs: int, repeats: int, skip_mobilenet: bool) -> str:
+def bench_tools(work: Path, runs: int, repeats: int, skip_mobilenet: bool, mobilenet_runs: int | None = None) -> str:
     models = [("bundled example float32", work / "example_float32.tflite"), ("bundled example int8", work / "example_int8.tflite")]
     if not skip_mobilenet:
         from edgekit._tf import keras
@@ -122,7 +122,7 @@ def bench_tools(work: Path, runs: int, repeats: int, skip_mobilenet: bool) -> st
             models.append((f"MobileNetV2 224 {mode}", work / f"mnv2_{mode}.tflite"))
     rows = []
     for name, path in models:
-        n = runs if "example" in name else max(30, runs // 4)
+        n = runs if "example" in name else (mobilenet_runs or max(30, runs // 4))
         ours, theirs = compare_tools(path, n, 10, 1, repeats)
         rows.append([name, f"{n}", f"{ours:.4f}", f"{theirs:.4f}", f"{ours / theirs:.3f}", f"{100 * (ours - theirs) / theirs:+.1f}%"])
     return (f"edgekit p50 vs LiteRT benchmark_litert_model median, same file, 1 thread, median over {repeats} alternating rounds\n\n"
@@ -134,12 +134,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-mobilenet", action="store_true")
+    parser.add_argument("--mobilenet-runs", type=int, default=None, help="timed runs per round for MobileNetV2 (default runs/4, at least 30)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         work = Path(tmp)
         print(bench_modes(work, args.runs))
         print()
-        print(bench_tools(work, args.runs, args.repeats, args.skip_mobilenet))
+        print(bench_tools(work, args.runs, args.repeats, args.skip_mobilenet, args.mobilenet_runs))
 
 
 if __name__ == "__main__":
