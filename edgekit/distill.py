@@ -1420,3 +1420,24 @@ def distill(
                            train_samples=len(train), seconds=time.perf_counter() - started, notes=notes)
     write_json_atomic(report_path_for(out), result.to_dict())
     return result
+
+
+def fit_for_pass(model: Any, source_model: Any, train: Dataset, val: Dataset | None, settings: Any, callbacks: list[Any], *,
+                 title: str, epochs: int | None = None, initial_epoch: int = 0, temperature: float = 4.0,
+                 alpha: float = 0.9) -> dict[str, list[float]]:
+    """A drop-in for :func:`edgekit.compress.fit` that fine-tunes with ``source_model`` as the teacher.
+
+    Same arguments (a ``TrainSettings``: epochs, batch_size, learning_rate, seed, progress) and
+    the same optimizer (:func:`edgekit.compress.make_optimizer`); the loss is the distillation
+    loss instead of the model's own. Used by ``edgekit prune --distill``.
+    """
+    from edgekit.compress import make_optimizer, progress_callback
+
+    total = settings.epochs if epochs is None else epochs
+    cbs = list(callbacks)
+    if getattr(settings, "progress", False):
+        cbs.append(progress_callback(title, int(np.ceil(len(train) / settings.batch_size)), settings.epochs))
+    result = fit_with_teacher(model, source_model, train, val, epochs=total, temperature=temperature, alpha=alpha,
+                              batch_size=settings.batch_size, optimizer=make_optimizer(source_model, settings.learning_rate),
+                              callbacks=cbs, seed=settings.seed)
+    return {key: [float(v) for v in values] for key, values in result.history.items()}

@@ -316,8 +316,9 @@ class PrunePass:
 
     name = "prune"
 
-    def __init__(self, config: PruneConfig) -> None:
+    def __init__(self, config: PruneConfig, *, distill: bool = False) -> None:
         self.config = config
+        self.distill = distill  # fine-tune with the original model as teacher (edgekit.distill)
         self.plan: list[LayerPlan] = []
         self.masks: dict[str, np.ndarray] = {}
         self.history: dict[str, list[float]] = {}
@@ -416,7 +417,7 @@ class PrunePass:
             masks = self.initial_masks(new)
             callback = mask_callback(new, masks)
         if total_steps > 0:
-            self.history = fit(new, model, train, val, settings, [callback], title="prune")
+            self.history = self._fit(new, model, train, val, settings, [callback], title="prune")
         # the final masks: the schedule's end point, from the trained weights
         layers = dict(iter_layers(new))
         if cfg.schedule is Schedule.POLYNOMIAL:
@@ -457,13 +458,21 @@ class PrunePass:
                 current = rebuild(current, plan, keep)
             epochs = settings.epochs if len(stages) == 1 else (1 if index < len(stages) else 0)
             if epochs > 0 and train is not None:
-                history = fit(current, model, train, val, settings, [], title="prune", epochs=epochs, initial_epoch=epochs_done)
+                history = self._fit(current, model, train, val, settings, [], title="prune", epochs=epochs, initial_epoch=epochs_done)
                 for key, values in history.items():
                     self.history.setdefault(key, []).extend(values)
                 epochs_done += epochs
         after = {p: int(kernel_variable(layer).shape[-1]) for p, layer in iter_layers(current) if p in original_sizes}
         self.channel_report = {p: (original_sizes[p], after.get(p, original_sizes[p])) for p in original_sizes}
         return current
+
+    def _fit(self, *args: Any, **kwargs: Any) -> dict[str, list[float]]:
+        """:func:`edgekit.compress.fit`, or with ``distill`` the same fine-tuning with the original model as teacher."""
+        if self.distill:
+            from edgekit.distill import fit_for_pass
+
+            return fit_for_pass(*args, **kwargs)
+        return fit(*args, **kwargs)
 
     def finalize(self, model: Any) -> Any:
         """A plain Keras model: masks enforced exactly, no optimizer or training state."""
@@ -653,6 +662,7 @@ def prune(
     x_key: str = "x",
     y_key: str = "y",
     progress: bool = False,
+    distill: bool = False,
 ) -> CompressionResult:
     """Prunes ``model``, fine-tunes it on ``data`` and writes ``output`` (.keras) and its report.
 
@@ -679,7 +689,7 @@ def prune(
     out, loaded, train, val_ds = load_inputs(model, output, data, val, preprocessing, force, unsafe, custom_objects, x_key, y_key)
     source = loaded.keras_model
     check_training_data(source, val_ds, what="--val", need_labels=False)
-    p = PrunePass(config)
+    p = PrunePass(config, distill=distill)
     p.check(source, train, settings)
     if settings.epochs > 0:
         from edgekit.compress import resolve_loss
@@ -695,6 +705,6 @@ def prune(
     if skipped:
         notes.append("skipped: " + "; ".join(f"{r.path} ({r.reason})" for r in skipped))
     return finish("prune", source, final, out, {**config.model_dump(mode="json"), "epochs": epochs, "batch_size": batch_size,
-                                                   "learning_rate": learning_rate, "loss": loss, "seed": seed},
+                                                   "learning_rate": learning_rate, "loss": loss, "seed": seed, "distill": distill},
                   p.layer_reports(source, final), train, val_ds, p.history, started, export=export, export_mode=export_mode,
                   runs=runs, threads=threads, structure=structure.value, notes=notes)

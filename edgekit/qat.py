@@ -868,6 +868,7 @@ def qat(
     x_key: str = "x",
     y_key: str = "y",
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    distill: bool = False,
 ) -> QatResult:
     """Fine-tunes ``model`` with simulated int8 quantization and writes a full-int8 ``output`` (.tflite).
 
@@ -890,6 +891,8 @@ def qat(
             all epochs), the batch size, and the seed for everything random.
         compare_ptq: also convert with post-training int8 for the comparison table.
         progress: called after each epoch with (epoch, logs).
+        distill: fine-tune with the float model as teacher (:func:`edgekit.distill.fit_with_teacher`,
+            T=4, alpha=0.9) instead of the labels alone.
 
     Raises:
         InputError, DataError, ModelError: before any training, for bad options, data or models.
@@ -963,8 +966,15 @@ def qat(
             progress(epoch + 1, entry)
 
     started = time.perf_counter()
-    qm.model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
-                 callbacks=[k.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
+    if distill:  # the float model teaches the fake-quantized one; its outputs are computed once
+        from edgekit.distill import fit_with_teacher
+
+        fit_with_teacher(qm.model, keras_model, (x_train, y_train), epochs=epochs, batch_size=batch_size,
+                         optimizer=k.optimizers.Adam(learning_rate=schedule), seed=seed,
+                         callbacks=[k.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
+    else:
+        qm.model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+                     callbacks=[k.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
     seconds_training = time.perf_counter() - started
     qm.finalize()
 
@@ -991,7 +1001,7 @@ def qat(
                 qm.float_model.save(tmp_keras)
             written.append(keras_out)
         options = {"mode": "qat-int8", "io_type": io_type.value, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-                   "seed": seed, "preserve": preserve, "loss": f"sparse_categorical_crossentropy ({output_kind})"}
+                   "seed": seed, "preserve": preserve, "loss": f"sparse_categorical_crossentropy ({output_kind})", "distill": distill}
         manifest = Manifest(
             artifact={"file": out.name, "sha256": artifact.sha256, "bytes": artifact.size.bytes, "gzip_bytes": artifact.size.gzip_bytes},
             inputs=[t.to_dict() for t in info.inputs],

@@ -54,14 +54,15 @@ def compression_command_options(func):
 @click.option("--frequency", default=None, type=int, help="Polynomial schedule: recompute masks every N steps [default: ~10 updates].")
 @click.option("--targets", type=click.Path(dir_okay=False), default=None,
               help="YAML with per-layer sparsity: targets: [{layers: REGEX, sparsity: 0.9}] (first match wins).")
+@click.option("--distill", is_flag=True, help="Fine-tune with the original model as teacher (knowledge distillation, T=4, alpha=0.9).")
 @preprocessing_options
 @data_key_options
 @model_loading_options
 @force_option
 @json_option
 def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_rate, loss, seed, export, export_mode, runs, threads,
-          sparsity, structure, schedule, initial_sparsity, begin_step, end_step, frequency, targets, scale, mean, std, x_key, y_key,
-          unsafe, custom_objects, force, as_json):
+          sparsity, structure, schedule, initial_sparsity, begin_step, end_step, frequency, targets, distill, scale, mean, std, x_key,
+          y_key, unsafe, custom_objects, force, as_json):
     """Prune MODEL (.keras/.h5) and fine-tune it on --data with the model's own loss.
 
     \b
@@ -84,6 +85,7 @@ def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_r
         targets=targets, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed,
         preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode, runs=runs,
         threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, progress=True,
+        distill=distill,
     )
     if as_json:
         print_json(result.to_dict())

@@ -33,12 +33,13 @@ IO_TYPES = ["float", "int8", "uint8"]
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for shuffling, hold-out and initialization.")
 @click.option("--no-ptq", is_flag=True, help="Skip the post-training int8 column of the report.")
+@click.option("--distill", is_flag=True, help="Fine-tune with the float model as teacher (knowledge distillation, T=4, alpha=0.9).")
 @preprocessing_options
 @data_key_options
 @model_loading_options
 @force_option
 @json_option
-def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, lr, batch_size, seed, no_ptq, scale, mean, std,
+def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, lr, batch_size, seed, no_ptq, distill, scale, mean, std,
         x_key, y_key, unsafe, custom_objects, force, as_json):
     """Fine-tune MODEL (.keras or .h5 classifier) with simulated int8 quantization and export a
     full-int8 TFLite model.
@@ -66,7 +67,7 @@ def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, lr, bat
             model, output, data=data, val=val, epochs=epochs, keep_keras=keep_keras, io_type=io_type, preserve=preserve,
             preprocessing=preprocessing_from_options(scale, mean, std), lr=lr, batch_size=batch_size, seed=seed,
             compare_ptq=not no_ptq, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
-            progress=progress,
+            progress=progress, distill=distill,
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
