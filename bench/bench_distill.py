@@ -148,7 +148,8 @@ def print_report(args, rows, first, prune_rows, seconds: float) -> None:
         print()
     if prune_rows:
         print(f"prune the teacher to 80% sparsity (unstructured, constant), {args.prune_epochs} fine-tuning epochs on "
-              f"{args.prune_samples:,} training images, with and without the original as teacher (T=4, alpha=0.9); "
+              f"{args.prune_samples:,} training images, with and without the original as teacher (`--distill`: hints on every "
+              "hidden Conv/Dense layer + outputs at T=1, alpha=0.5); "
               "top-1 % on the test set:")
         print()
         print("| fine-tuning | before | after pruning + fine-tuning | recovered vs before |")

@@ -1422,14 +1422,46 @@ def distill(
     return result
 
 
+# Recovery defaults (prune/qat --distill), measured on Fashion-MNIST pruning (bench/RESULTS.md): a
+# soft term at T=4, alpha=0.9 recovered less than the labels alone; matching the original's hidden
+# features plus a mild T=1 output term recovered more.
+RECOVERY_TEMPERATURE = 1.0
+RECOVERY_ALPHA = 0.5
+HINTABLE = set(WIDTH_FIELDS) | {"DepthwiseConv1D", "DepthwiseConv2D"}
+
+
+def matching_hints(teacher: Any, student: Any) -> list[Hint]:
+    """Hints for every hidden Conv/Dense layer that both models have, by name, with the same output shape.
+
+    For a pruned or fake-quantized copy of the teacher that is every hidden weighted layer (the
+    classifier is left to the output term). Layers whose shape changed (channels removed) are skipped.
+    """
+    out_layer = _output_layer(student)
+    student_layers = {layer.name: layer for layer in getattr(student, "layers", [])}
+    hints = []
+    for layer in getattr(teacher, "layers", []):
+        other = student_layers.get(layer.name)
+        if other is None or other is out_layer or type(layer).__name__ not in HINTABLE:
+            continue
+        try:
+            same = tuple(layer.output.shape) == tuple(other.output.shape)
+        except (AttributeError, ValueError):  # a layer called more than once has no single output
+            continue
+        if same and other is not _output_layer(teacher):
+            hints.append(Hint(layer.name, layer.name))
+    return hints
+
+
 def fit_for_pass(model: Any, source_model: Any, train: Dataset, val: Dataset | None, settings: Any, callbacks: list[Any], *,
-                 title: str, epochs: int | None = None, initial_epoch: int = 0, temperature: float = 4.0,
-                 alpha: float = 0.9) -> dict[str, list[float]]:
+                 title: str, epochs: int | None = None, initial_epoch: int = 0, temperature: float = RECOVERY_TEMPERATURE,
+                 alpha: float = RECOVERY_ALPHA, hints: Sequence[Hint | str] | None = None) -> dict[str, list[float]]:
     """A drop-in for :func:`edgekit.compress.fit` that fine-tunes with ``source_model`` as the teacher.
 
     Same arguments (a ``TrainSettings``: epochs, batch_size, learning_rate, seed, progress) and
     the same optimizer (:func:`edgekit.compress.make_optimizer`); the loss is the distillation
-    loss instead of the model's own. Used by ``edgekit prune --distill``.
+    loss (``temperature``, ``alpha``) plus hint losses on every hidden layer the two models share
+    (:func:`matching_hints`, unless ``hints`` is given). ``initial_epoch`` is accepted for
+    compatibility and ignored. Used by ``edgekit prune --distill``.
     """
     from edgekit.compress import make_optimizer, progress_callback
 
@@ -1439,5 +1471,6 @@ def fit_for_pass(model: Any, source_model: Any, train: Dataset, val: Dataset | N
         cbs.append(progress_callback(title, int(np.ceil(len(train) / settings.batch_size)), settings.epochs))
     result = fit_with_teacher(model, source_model, train, val, epochs=total, temperature=temperature, alpha=alpha,
                               batch_size=settings.batch_size, optimizer=make_optimizer(source_model, settings.learning_rate),
-                              callbacks=cbs, seed=settings.seed)
+                              callbacks=cbs, seed=settings.seed,
+                              hints=matching_hints(source_model, model) if hints is None else hints)
     return {key: [float(v) for v in values] for key, values in result.history.items()}

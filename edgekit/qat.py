@@ -892,7 +892,7 @@ def qat(
         compare_ptq: also convert with post-training int8 for the comparison table.
         progress: called after each epoch with (epoch, logs).
         distill: fine-tune with the float model as teacher (:func:`edgekit.distill.fit_with_teacher`,
-            T=4, alpha=0.9) instead of the labels alone.
+            T=1, alpha=0.5) instead of the labels alone.
 
     Raises:
         InputError, DataError, ModelError: before any training, for bad options, data or models.
@@ -967,11 +967,11 @@ def qat(
 
     started = time.perf_counter()
     if distill:  # the float model teaches the fake-quantized one; its outputs are computed once
-        from edgekit.distill import fit_with_teacher
+        from edgekit.distill import RECOVERY_ALPHA, RECOVERY_TEMPERATURE, fit_with_teacher
 
         fit_with_teacher(qm.model, keras_model, (x_train, y_train), epochs=epochs, batch_size=batch_size,
-                         optimizer=k.optimizers.Adam(learning_rate=schedule), seed=seed,
-                         callbacks=[k.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
+                         optimizer=k.optimizers.Adam(learning_rate=schedule), seed=seed, temperature=RECOVERY_TEMPERATURE,
+                         alpha=RECOVERY_ALPHA, callbacks=[k.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
     else:
         qm.model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
                      callbacks=[k.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])

@@ -29,6 +29,8 @@ def test_prune_distill_fine_tunes_with_the_original_as_teacher(runner, cli, tiny
     # a different loss was minimised (KL to the teacher at T=4 plus 0.1 x labels), over the same epochs
     assert len(kd["history"]["loss"]) == len(base["history"]["loss"]) == 2
     assert not np.allclose(kd["history"]["loss"], base["history"]["loss"])
+    # it matched the original's hidden features (conv, fc) as well as its outputs
+    assert len(kd["history"]["hint_loss"]) == 2 and kd["history"]["hint_loss"][-1] > 0
     assert 0 <= kd["top1"]["after"] <= 100 and kd["top1"]["before"] == base["top1"]["before"]
     assert sha256_file(tiny["model"]) == before  # the teacher file is untouched
 

@@ -54,7 +54,7 @@ def compression_command_options(func):
 @click.option("--frequency", default=None, type=int, help="Polynomial schedule: recompute masks every N steps [default: ~10 updates].")
 @click.option("--targets", type=click.Path(dir_okay=False), default=None,
               help="YAML with per-layer sparsity: targets: [{layers: REGEX, sparsity: 0.9}] (first match wins).")
-@click.option("--distill", is_flag=True, help="Fine-tune with the original model as teacher (knowledge distillation, T=4, alpha=0.9).")
+@click.option("--distill", is_flag=True, help="Fine-tune with the original model as teacher: its hidden features and outputs (T=1, alpha=0.5).")
 @preprocessing_options
 @data_key_options
 @model_loading_options

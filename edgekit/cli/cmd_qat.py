@@ -33,7 +33,7 @@ IO_TYPES = ["float", "int8", "uint8"]
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for shuffling, hold-out and initialization.")
 @click.option("--no-ptq", is_flag=True, help="Skip the post-training int8 column of the report.")
-@click.option("--distill", is_flag=True, help="Fine-tune with the float model as teacher (knowledge distillation, T=4, alpha=0.9).")
+@click.option("--distill", is_flag=True, help="Fine-tune with the float model as teacher (knowledge distillation of its outputs, T=1, alpha=0.5).")
 @preprocessing_options
 @data_key_options
 @model_loading_options
