@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import DataError, InputError, ModelError
+from edgekit.manifest import report_path_for
 from edgekit.types import Dataset, LatencyStats, Preprocessing, SizeInfo
 
 # Probabilities are clipped before ``log`` so an underflowed 0 does not become -inf.
@@ -1170,11 +1171,6 @@ class DistillResult:
             "versions": versions(),
         }
 
-
-def report_path_for(output: str | os.PathLike[str]) -> Path:
-    """``OUT.report.json`` beside ``OUT.keras``."""
-    p = Path(output)
-    return p.with_name(p.stem + ".report.json")
 
 
 def top1(pred: np.ndarray, labels: np.ndarray, kind: OutputKind) -> float:

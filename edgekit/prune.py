@@ -50,6 +50,7 @@ from edgekit.compress import (
     unsupported_layers,
 )
 from edgekit.errors import InputError, ModelError
+from edgekit.manifest import report_path_for
 from edgekit.types import Dataset, Preprocessing
 
 
@@ -561,10 +562,6 @@ class CompressionResult:
             "versions": versions(),
         }
 
-
-def report_path_for(output: str | os.PathLike[str]) -> Path:
-    p = Path(output)
-    return p.with_name(p.stem + ".report.json")
 
 
 def load_inputs(model: Any, output: Any, data: Any, val: Any, preprocessing: Preprocessing | None, force: bool,
