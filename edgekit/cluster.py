@@ -389,8 +389,7 @@ def cluster(
     Every check runs before any work; the report has per-layer distinct values and, with
     ``export``, the int8 size/gzip/latency of the original and clustered models side by side.
     """
-    import numpy as _np
-
+    from edgekit.compress import run_pass
     from edgekit.prune import finish, load_inputs
     from edgekit.runtime import check_run_options
 
@@ -408,17 +407,7 @@ def cluster(
     source = loaded.keras_model
     check_training_data(source, val_ds, what="--val", need_labels=False)
     c = ClusterPass(config)
-    c.check(source, train, settings)
-    if settings.epochs > 0:
-        from edgekit.compress import resolve_loss
-
-        resolve_loss(source, loss)
-    before = [_np.array(w) for w in source.get_weights()]
-    final = c.finalize(c.apply(source, train, settings, val_ds))
-    if any(not _np.array_equal(a, _np.asarray(b)) for a, b in zip(before, source.get_weights())):
-        from edgekit.errors import ModelError
-
-        raise ModelError("internal error: the input model's weights changed during clustering", hint="report this to edgekit")
+    final = run_pass(c, source, train, settings, val_ds, loss, "clustering")
     notes = ["clustered weights are still stored as float32/int8 tensors: the file shrinks only when compressed (gzip) "
              "or when the runtime codes weights by cluster index"]
     return finish("cluster", source, final, out, {**config.model_dump(mode="json"), "epochs": epochs, "batch_size": batch_size,

@@ -311,6 +311,24 @@ def fit(model: Any, source_model: Any, train: Dataset, val: Dataset | None, sett
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
+def run_pass(compression: Any, source: Any, train: Dataset | None, settings: TrainSettings, val: Dataset | None,
+             loss: str | None, what: str) -> Any:
+    """Checks, applies (with fine-tuning) and finalizes a pass; returns the plain Keras result.
+
+    Every check runs before training (the loss too); the input model's weights are compared
+    before and after, so a pass that touched them fails loudly instead of corrupting the user's
+    model in memory.
+    """
+    compression.check(source, train, settings)
+    if settings.epochs > 0:
+        resolve_loss(source, loss)  # fail now, not after the first epoch
+    before = [np.array(w) for w in source.get_weights()]
+    final = compression.finalize(compression.apply(source, train, settings, val))
+    if any(not np.array_equal(a, np.asarray(b)) for a, b in zip(before, source.get_weights(), strict=True)):
+        raise ModelError(f"internal error: the input model's weights changed during {what}", hint="report this to edgekit")
+    return final
+
+
 def keras_top1(model: Any, data: Dataset | None) -> float | None:
     """Top-1 accuracy (percent) of a Keras classifier on labelled data, else None."""
     if data is None or data.y is None:
@@ -353,9 +371,11 @@ class ModelExport:
     size: SizeInfo
     latency: LatencyStats | None = None
     top1: float | None = None
+    weights: str | None = None  # per-channel / per-tensor int8 weights (edgekit.quantize.choose_weights)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "size": self.size.to_dict(), "latency": self.latency.to_dict() if self.latency else None, "top1": self.top1}
+        return {"mode": self.mode, "size": self.size.to_dict(), "latency": self.latency.to_dict() if self.latency else None, "top1": self.top1,
+                "weights": self.weights}
 
 
 @dataclass
@@ -416,12 +436,14 @@ def compare_exports(
     """Converts both Keras models (float32 for the baseline, then ``mode``) and measures them.
 
     Latency runs alternate between the two models ``rounds`` times (``runs`` timed runs in all
-    per model) so background load on a shared machine hits both alike.
+    per model) so background load on a shared machine hits both alike. Each model's int8 weights
+    are scaled as ``edgekit quantize --weights auto`` would (per-tensor for a model clustered with
+    one codebook per layer), so the sizes are those the user gets.
     """
     from edgekit.fsutil import size_info
     from edgekit.metrics import accuracy
     from edgekit.models import LoadedModel
-    from edgekit.quantize import convert
+    from edgekit.quantize import choose_weights, convert
     from edgekit.runtime import run_local
     from edgekit.types import QuantMode
 
@@ -431,9 +453,10 @@ def compare_exports(
         return LoadedModel(path="<memory>", format="keras", sha256="", keras_model=m, input_shape=tuple(m.inputs[0].shape))
 
     with tempfile.TemporaryDirectory(prefix="edgekit-compress-") as tmp:
-        paths = {}
+        paths, weights = {}, {}
         for key, m, md in (("float32", original, QuantMode.FLOAT32), ("original", original, qmode), ("compressed", compressed, qmode)):
-            flat = convert(loaded(m), md, calibration=calibration if md.needs_data else None)
+            weights[key], _ = choose_weights(loaded(m), md)
+            flat = convert(loaded(m), md, calibration=calibration if md.needs_data else None, per_channel=weights[key] != "per-tensor")
             paths[key] = Path(tmp) / f"{key}.tflite"
             paths[key].write_bytes(flat)
         rounds = max(1, min(rounds, runs // 20))  # a few runs: one round (each round starts a runtime process)
@@ -449,8 +472,8 @@ def compare_exports(
                 top1[key] = accuracy(run.outputs[0], val.y).top1
         result = ExportComparison(
             original_float32=ModelExport("float32", size_info(paths["float32"]), None, top1["float32"]),
-            original=ModelExport(qmode.value, size_info(paths["original"]), _pooled(timings["original"]), top1["original"]),
-            compressed=ModelExport(qmode.value, size_info(paths["compressed"]), _pooled(timings["compressed"]), top1["compressed"]),
+            original=ModelExport(qmode.value, size_info(paths["original"]), _pooled(timings["original"]), top1["original"], weights["original"]),
+            compressed=ModelExport(qmode.value, size_info(paths["compressed"]), _pooled(timings["compressed"]), top1["compressed"], weights["compressed"]),
         )
     result.verdict = verdict(result, structure)
     return result
@@ -463,6 +486,11 @@ def verdict(cmp: ExportComparison, structure: str | None) -> list[str]:
         f"{cmp.original.mode} model (x{cmp.gzip_ratio_vs_original:.2f}) and {cmp.original_float32.size.gzip_bytes:,} B for "
         f"float32 (x{cmp.gzip_ratio_vs_float32:.2f})"
     ]
+    if cmp.compressed.weights == "per-tensor" and cmp.original.weights != "per-tensor":
+        lines.append(
+            "the clustered model was exported with per-tensor int8 weights (as `edgekit quantize` does for it by default): "
+            "per-channel scales would give every channel its own codes for the shared values and lose part of the gain"
+        )
     if cmp.original.size.bytes <= cmp.compressed.size.bytes * 1.02:
         lines.append(
             "on disk (uncompressed) the file is not smaller: zeros and shared values are still stored as full tensors; "

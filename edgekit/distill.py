@@ -1183,18 +1183,6 @@ def top1(pred: np.ndarray, labels: np.ndarray, kind: OutputKind) -> float:
     return float((hit == labels).mean() * 100.0)
 
 
-def _save_keras(model: Any, out: Path) -> None:
-    from edgekit.fsutil import atomic_path
-
-    with atomic_path(out) as tmp:
-        target = tmp.with_name(tmp.name + ".keras")
-        try:
-            model.save(target)
-            os.replace(target, tmp)
-        finally:
-            target.unlink(missing_ok=True)
-
-
 def measure_int8(models: dict[str, Any], kinds: dict[str, OutputKind], calibration: np.ndarray, val: Dataset | None, *,
                  runs: int = 50, rounds: int | None = None, threads: int = 1) -> dict[str, tuple[SizeInfo, float | None, LatencyStats]]:
     """Converts each Keras model to int8 TFLite and measures size, accuracy on ``val`` and latency.
@@ -1389,7 +1377,9 @@ def distill(
     if any(not np.array_equal(a, np.asarray(b)) for a, b in zip(teacher_before, teacher_model.get_weights())):
         raise ModelError("internal error: the teacher's weights changed during distillation", hint="report this to edgekit")
 
-    _save_keras(student_model, out)
+    from edgekit.fsutil import save_keras_atomic
+
+    save_keras_atomic(student_model, out)
     models = {"teacher": teacher_model, **({"baseline": baseline_model} if baseline_model is not None else {}), "distilled": student_model}
     kinds = {"teacher": fit.teacher_outputs.kind, "baseline": fit.student_outputs.kind, "distilled": fit.student_outputs.kind}
     rows: dict[str, ModelRow] = {}

@@ -83,6 +83,18 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def save_keras_atomic(model: Any, final: str | os.PathLike[str]) -> None:
+    """``model.save`` to ``final`` (.keras) atomically: Keras needs the suffix, so it saves to a
+    ``.keras`` name beside the temporary file, which then replaces ``final``."""
+    with atomic_path(final) as tmp:
+        target = tmp.with_name(tmp.name + ".keras")
+        try:
+            model.save(target)
+            os.replace(target, tmp)
+        finally:
+            target.unlink(missing_ok=True)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

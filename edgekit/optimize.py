@@ -234,12 +234,8 @@ def _ptq(loaded: Any, mode: str, calibration: np.ndarray, *, io_type: str = "flo
         from edgekit.quantize import convert
         from edgekit.types import IOType, QuantMode
 
-        hook = None
-        if not per_channel:
-            def hook(converter: Any) -> None:
-                converter._experimental_disable_per_channel = True  # noqa: SLF001
         q = QuantMode(mode)
-        return convert(loaded, q, calibration=calibration if q.needs_data else None, io_type=IOType(io_type), converter_hook=hook)
+        return convert(loaded, q, calibration=calibration if q.needs_data else None, io_type=IOType(io_type), per_channel=per_channel)
 
     return build
 

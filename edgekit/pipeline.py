@@ -430,7 +430,8 @@ def _prune_config(spec: PruneSpec) -> Any:
     from edgekit.prune import LayerTarget, make_config
 
     return make_config(sparsity=spec.sparsity, structure=spec.structure, schedule=spec.schedule,
-                       initial_sparsity=spec.initial_sparsity, layers=spec.layers, skip=spec.skip,
+                       initial_sparsity=spec.initial_sparsity, begin_epoch=spec.begin_epoch, end_epoch=spec.end_epoch,
+                       layers=spec.layers, skip=spec.skip,
                        targets=tuple(LayerTarget(layers=t.layers, sparsity=t.sparsity) for t in spec.targets))
 
 
@@ -534,7 +535,7 @@ class PipelineResult:
 
 
 def _quantize_step(spec: QuantizeSpec, state: _State, calibration: np.ndarray | None, record: StepRecord, progress: Progress) -> None:
-    from edgekit.quantize import convert
+    from edgekit.quantize import choose_weights, convert
     from edgekit.types import IOType, QuantMode
 
     keras_model = state.keras_model
@@ -546,12 +547,14 @@ def _quantize_step(spec: QuantizeSpec, state: _State, calibration: np.ndarray | 
     loaded = as_loaded(keras_model, "model")
     mode = QuantMode(spec.mode)
     calib = calibration[: spec.calibration_samples] if calibration is not None and mode.needs_data else None
+    granularity, _ = choose_weights(loaded, mode, {None: "auto", True: "per-channel", False: "per-tensor"}[spec.per_channel])
+    per_channel = granularity != "per-tensor"
     mixed = None
     if mode is QuantMode.INT8 and (spec.mixed or spec.layer_stats) and loaded.keras_model is not None:
         from edgekit.sensitivity import MixedInt8
 
         progress("quantize: per-layer int8 error (QuantizationDebugger)")
-        mixed = MixedInt8(loaded, calib, per_channel=spec.per_channel)
+        mixed = MixedInt8(loaded, calib, per_channel=per_channel)
         state.layer_errors = [e.to_dict() for e in mixed.layer_errors()]
     if spec.mixed and mixed is not None:
         ranked = mixed.ranked_layers()
@@ -561,14 +564,10 @@ def _quantize_step(spec: QuantizeSpec, state: _State, calibration: np.ndarray | 
         record.details.update({"float_layers": chosen, "ranked_layers": ranked})
         state.tflite_kind = "int8-mixed"
     else:
-        hook = None
-        if not spec.per_channel:
-            def hook(converter: Any) -> None:
-                converter._experimental_disable_per_channel = True  # noqa: SLF001
-        progress(f"quantize: {spec.mode}")
-        state.tflite = convert(loaded, mode, calibration=calib, io_type=IOType(spec.io_type), converter_hook=hook)
+        progress(f"quantize: {spec.mode}" + (f" ({granularity} weights)" if granularity else ""))
+        state.tflite = convert(loaded, mode, calibration=calib, io_type=IOType(spec.io_type), per_channel=per_channel)
         state.tflite_kind = spec.mode
-    record.details.update({"mode": spec.mode, "io_type": spec.io_type, "per_channel": spec.per_channel, "equalize": spec.equalize,
+    record.details.update({"mode": spec.mode, "io_type": spec.io_type, "per_channel": per_channel if granularity else None, "equalize": spec.equalize,
                            "calibration_samples": int(len(calib)) if calib is not None else 0, "bytes": len(state.tflite)})
 
 

@@ -45,6 +45,7 @@ from edgekit.compress import (
     iter_layers,
     keras_top1,
     kernel_variable,
+    run_pass,
     select_paths,
     strip_training_state,
     unsupported_layers,
@@ -82,9 +83,10 @@ class LayerTarget(BaseModel):
 class PruneConfig(BaseModel):
     """Settings of a pruning pass (unknown keys are rejected).
 
-    ``begin_step``/``end_step`` bound the polynomial schedule in training steps (batches);
-    ``end_step`` defaults to 3/4 of the fine-tuning steps, so the last quarter trains at the
-    final sparsity. ``frequency`` is how often (in steps) masks are recomputed.
+    ``begin_step``/``end_step`` bound the polynomial schedule in training steps (batches), or
+    ``begin_epoch``/``end_epoch`` in epochs (fractions allowed; not both for the same end);
+    the end defaults to 3/4 of the fine-tuning steps, so the last quarter trains at the final
+    sparsity. ``frequency`` is how often (in steps) masks are recomputed.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -94,6 +96,8 @@ class PruneConfig(BaseModel):
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     begin_step: int = Field(0, ge=0)
     end_step: int | None = Field(None, ge=1)
+    begin_epoch: float | None = Field(None, ge=0.0)
+    end_epoch: float | None = Field(None, gt=0.0)
     frequency: int | None = Field(None, ge=1)
     layers: str | None = None
     skip: str | None = None
@@ -113,9 +117,29 @@ class PruneConfig(BaseModel):
             raise ValueError("per-layer sparsity targets do not apply to 2:4 (always 50%)")
         if self.end_step is not None and self.end_step <= self.begin_step:
             raise ValueError(f"end_step ({self.end_step}) must be after begin_step ({self.begin_step})")
+        if self.begin_epoch is not None and self.begin_step:
+            raise ValueError("give the schedule's start as --begin-step or --begin-epoch, not both")
+        if self.end_epoch is not None and self.end_step is not None:
+            raise ValueError("give the schedule's end as --end-step or --end-epoch, not both")
+        if self.begin_epoch is not None and self.end_epoch is not None and self.end_epoch <= self.begin_epoch:
+            raise ValueError(f"end_epoch ({self.end_epoch}) must be after begin_epoch ({self.begin_epoch})")
+        uses_bounds = self.begin_step or self.end_step is not None or self.begin_epoch is not None or self.end_epoch is not None
+        if uses_bounds and self.schedule is not Schedule.POLYNOMIAL:
+            raise ValueError("--begin-step/--end-step/--begin-epoch/--end-epoch bound the polynomial schedule; add --schedule polynomial")
         if self.schedule is Schedule.POLYNOMIAL and self.initial_sparsity > self.sparsity:
             raise ValueError(f"initial sparsity {self.initial_sparsity} is above the target {self.sparsity}")
         return self
+
+    def step_bounds(self, steps_per_epoch: int, total_steps: int) -> tuple[int, int]:
+        """``(begin, end)`` of the polynomial schedule in steps, from steps or epochs."""
+        begin = self.begin_step if self.begin_epoch is None else int(round(self.begin_epoch * steps_per_epoch))
+        if self.end_step is not None:
+            end = self.end_step
+        elif self.end_epoch is not None:
+            end = int(round(self.end_epoch * steps_per_epoch))
+        else:
+            end = int(total_steps * 0.75)
+        return begin, max(begin + 1, end)
 
     def sparsity_for(self, path: str) -> float:
         """The target sparsity of a layer: the first matching target, else ``sparsity``."""
@@ -142,7 +166,8 @@ def _pydantic_message(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in err.get("loc", ()))
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
     option = {"sparsity": "--sparsity", "initial_sparsity": "--initial-sparsity", "end_step": "--end-step",
-              "begin_step": "--begin-step", "frequency": "--frequency", "clusters": "--clusters"}.get(where, where)
+              "begin_step": "--begin-step", "begin_epoch": "--begin-epoch", "end_epoch": "--end-epoch", "frequency": "--frequency",
+              "clusters": "--clusters"}.get(where, where)
     got = err.get("input")
     return f"{option + ': ' if option else ''}{msg}" + (f" (got {got!r})" if option and not isinstance(got, dict) else "")
 
@@ -286,9 +311,9 @@ def mask_callback(model: Any, masks: dict[str, np.ndarray], schedule: Any = None
     return MaskCallback()
 
 
-def polynomial_sparsity(step: int, target: float, initial: float, begin: int, end: int) -> float:
+def polynomial_sparsity(step: float, target: float, initial: float, begin: float, end: float) -> float:
     """tfmot's PolynomialDecay (power 3): ``initial`` at ``begin`` up to ``target`` at ``end``."""
-    progress = min(1.0, max(0.0, (step - begin) / max(1, end - begin)))
+    progress = 1.0 if end <= begin else min(1.0, max(0.0, (step - begin) / (end - begin)))
     return target + (initial - target) * (1.0 - progress) ** 3
 
 
@@ -395,21 +420,22 @@ class PrunePass:
         if self.config.structure is Structure.CHANNELS:
             return self._apply_channels(model, train, settings, val)
         new = clone_model(model)
-        total_steps = settings.epochs * int(np.ceil(len(train) / settings.batch_size)) if train is not None else 0
+        steps_per_epoch = int(np.ceil(len(train) / settings.batch_size)) if train is not None else 0
+        total_steps = settings.epochs * steps_per_epoch
         cfg = self.config
         if cfg.schedule is Schedule.POLYNOMIAL and total_steps > 0:
-            end = cfg.end_step or max(cfg.begin_step + 1, int(total_steps * 0.75))
-            freq = cfg.frequency or max(1, min(100, (end - cfg.begin_step) // 10))
-            masks = self.initial_masks(new, lambda t: cfg.initial_sparsity if cfg.begin_step == 0 else 0.0)
+            begin, end = cfg.step_bounds(steps_per_epoch, total_steps)
+            freq = cfg.frequency or max(1, min(100, (end - begin) // 10))
+            masks = self.initial_masks(new, lambda t: cfg.initial_sparsity if begin == 0 else 0.0)
             layers = dict(iter_layers(new))
             targets = self._targets()
 
             def schedule(step: int) -> dict[str, np.ndarray] | None:
-                if step < cfg.begin_step or step > end or (step - cfg.begin_step) % freq and step != end:
+                if step < begin or step > end or (step - begin) % freq and step != end:
                     return None
                 out = {}
                 for path, target in targets.items():
-                    s = polynomial_sparsity(step, target, cfg.initial_sparsity, cfg.begin_step, end)
+                    s = polynomial_sparsity(step, target, cfg.initial_sparsity, begin, end)
                     out[path] = magnitude_mask(np.asarray(kernel_variable(layers[path]).numpy()), s)
                 return out
 
@@ -440,8 +466,19 @@ class PrunePass:
         cfg = self.config
         stages: list[float]
         if cfg.schedule is Schedule.POLYNOMIAL and settings.epochs > 1:
-            # channels go in steps, one rebuild per epoch, following the polynomial curve
-            stages = [polynomial_sparsity(e + 1, 1.0, 0.0, 0, max(1, settings.epochs - 1)) for e in range(settings.epochs)]
+            # channels go in steps, one rebuild per epoch, following the polynomial curve between the
+            # schedule's bounds (in epochs; step bounds are converted); by default the last epoch
+            # trains at the target
+            steps_per_epoch = max(1, int(np.ceil(len(train) / settings.batch_size))) if train is not None else 1
+            begin = cfg.begin_epoch if cfg.begin_epoch is not None else cfg.begin_step / steps_per_epoch
+            if cfg.end_epoch is not None:
+                end = cfg.end_epoch
+            elif cfg.end_step is not None:
+                end = cfg.end_step / steps_per_epoch
+            else:
+                end = max(1, settings.epochs - 1)
+            stages = [polynomial_sparsity(e + 1, 1.0, 0.0, begin, end) if e + 1 > begin else 0.0
+                      for e in range(settings.epochs)]
         else:
             stages = [1.0]
         current = clone_model(model)
@@ -590,15 +627,9 @@ def load_inputs(model: Any, output: Any, data: Any, val: Any, preprocessing: Pre
 
 
 def save_model(model: Any, out: Path) -> None:
-    from edgekit.fsutil import atomic_path
+    from edgekit.fsutil import save_keras_atomic
 
-    with atomic_path(out) as tmp:
-        target = tmp.with_name(tmp.name + ".keras")
-        try:
-            model.save(target)
-            os.replace(target, tmp)
-        finally:
-            target.unlink(missing_ok=True)
+    save_keras_atomic(model, out)
 
 
 def finish(kind: str, source: Any, final: Any, out: Path, config: dict[str, Any], layers: list[LayerReport], train: Dataset | None,
@@ -640,6 +671,8 @@ def prune(
     begin_step: int = 0,
     end_step: int | None = None,
     frequency: int | None = None,
+    begin_epoch: float | None = None,
+    end_epoch: float | None = None,
     layers: str | None = None,
     skip: str | None = None,
     targets: str | os.PathLike[str] | tuple[LayerTarget, ...] | None = None,
@@ -676,7 +709,11 @@ def prune(
         raise InputError(f"--structure 2:4 always prunes 50%, but --sparsity {sparsity} was given", hint="drop --sparsity for 2:4")
     target_list = load_targets(targets) if isinstance(targets, (str, os.PathLike)) else tuple(targets or ())
     config = make_config(sparsity=sparsity, structure=structure, schedule=Schedule(schedule), initial_sparsity=initial_sparsity,
-                         begin_step=begin_step, end_step=end_step, frequency=frequency, layers=layers, skip=skip, targets=target_list)
+                         begin_step=begin_step, end_step=end_step, begin_epoch=begin_epoch, end_epoch=end_epoch, frequency=frequency,
+                         layers=layers, skip=skip, targets=target_list)
+    if config.end_epoch is not None and config.end_epoch > epochs:
+        raise InputError(f"--end-epoch {config.end_epoch:g} is after the last fine-tuning epoch ({epochs})",
+                         hint=f"use --end-epoch <= {epochs}, or more --epochs")
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed, progress=progress)
     from edgekit.runtime import check_run_options
 
@@ -687,16 +724,7 @@ def prune(
     source = loaded.keras_model
     check_training_data(source, val_ds, what="--val", need_labels=False)
     p = PrunePass(config, distill=distill)
-    p.check(source, train, settings)
-    if settings.epochs > 0:
-        from edgekit.compress import resolve_loss
-
-        resolve_loss(source, loss)  # fail now, not after the first epoch
-    before = [np.array(w) for w in source.get_weights()]
-    tuned = p.apply(source, train, settings, val_ds)
-    final = p.finalize(tuned)
-    if any(not np.array_equal(a, np.asarray(b)) for a, b in zip(before, source.get_weights())):
-        raise ModelError("internal error: the input model's weights changed during pruning", hint="report this to edgekit")
+    final = run_pass(p, source, train, settings, val_ds, loss, "pruning")
     notes = []
     skipped = [r for r in p.layer_reports(source, final) if r.status == "skipped"]
     if skipped:

@@ -48,12 +48,16 @@ class QuantizeResult:
     conversion_seconds: float
     calibration_samples: int
     warnings: list[str] = field(default_factory=list)
+    weights: str | None = None  # per-channel / per-tensor (modes with int8 weights), None otherwise
+    weights_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "artifact": self.artifact.to_dict(),
             "mode": self.mode.value,
             "io_type": self.io_type.value,
+            "weights": self.weights,
+            "weights_reason": self.weights_reason,
             "conversion_seconds": round(self.conversion_seconds, 3),
             "calibration_samples": self.calibration_samples,
             "inputs": [t.to_dict() for t in self.info.inputs],
@@ -61,6 +65,71 @@ class QuantizeResult:
             "ops": self.info.op_histogram(),
             "warnings": self.warnings,
         }
+
+
+WEIGHT_CHOICES = ("auto", "per-channel", "per-tensor")
+INT8_WEIGHT_MODES = (QuantMode.DYNAMIC, QuantMode.INT8, QuantMode.INT16X8)
+# A kernel counts as clustered when it holds at most this many distinct values (and at most a
+# quarter of its size); only kernels with at least MIN_KERNEL_SIZE weights are looked at.
+MAX_SHARED_VALUES = 256
+MIN_KERNEL_SIZE = 256
+
+
+def shared_value_kernels(keras_model: Any) -> dict[str, int] | None:
+    """Distinct values per compressible kernel when *every* large kernel shares a few values.
+
+    That is the signature of a model clustered with one codebook per layer (``edgekit cluster``
+    without ``--per-channel``). Returns ``{layer path: distinct values}``, or None when some large
+    kernel has many distinct values (a normal model, or one clustered per channel), or when the
+    model has no large kernel.
+    """
+    from edgekit.compress import iter_layers, kernel_variable
+
+    found: dict[str, int] = {}
+    for path, layer in iter_layers(keras_model):
+        var = kernel_variable(layer)
+        if var is None:
+            continue
+        w = np.asarray(var.numpy())
+        if w.size < MIN_KERNEL_SIZE:
+            continue
+        distinct = int(np.unique(w).size)
+        if distinct > min(MAX_SHARED_VALUES, w.size // 4):
+            return None
+        found[path] = distinct
+    return found or None
+
+
+def check_weights_option(mode: QuantMode, requested: str) -> None:
+    """Raises InputError for an unknown ``--weights`` value or one the mode has no use for."""
+    if requested not in WEIGHT_CHOICES:
+        raise InputError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {requested!r}", hint="e.g. --weights per-channel")
+    if requested != "auto" and mode not in INT8_WEIGHT_MODES:
+        raise InputError(f"--weights {requested} applies to modes with int8 weights (dynamic, int8, int16x8), not --mode {mode.value}",
+                         hint="drop --weights, or use --mode int8")
+
+
+def choose_weights(model: LoadedModel, mode: QuantMode, requested: str = "auto") -> tuple[str | None, str | None]:
+    """How int8 weights are scaled: ``(per-channel|per-tensor|None, reason)``.
+
+    ``auto`` keeps the converter's per-channel scales, except for a model clustered with one
+    codebook per layer: per-channel scales would map the layer's shared values to different int8
+    codes in every channel and undo most of what clustering buys after compression, while one
+    per-tensor scale keeps exactly the shared values (the rounding error, at most max|w|/254, is far
+    below the clustering's own). Modes without int8 weights return ``(None, None)``.
+    """
+    check_weights_option(mode, requested)
+    if mode not in INT8_WEIGHT_MODES:
+        return None, None
+    if requested != "auto":
+        return requested, "chosen with --weights"
+    shared = shared_value_kernels(model.keras_model) if model.keras_model is not None else None
+    if shared:
+        most = max(shared.values())
+        return "per-tensor", (f"auto: the model is clustered (at most {most} distinct values in each of its {len(shared)} large kernels); "
+                              "one scale per tensor keeps the shared values shared after int8 (smaller when compressed); "
+                              "--weights per-channel to override")
+    return "per-channel", "auto: converter default"
 
 
 def check_mode_options(mode: QuantMode, io_type: IOType, has_data: bool) -> None:
@@ -89,6 +158,7 @@ def convert(
     io_type: IOType = IOType.FLOAT,
     allow_select_tf_ops: bool = False,
     converter_hook: Any = None,
+    per_channel: bool = True,
 ) -> bytes:
     """Converts a loaded model to TFLite flatbuffer bytes.
 
@@ -100,6 +170,8 @@ def convert(
         allow_select_tf_ops: allow TensorFlow ops through the Flex delegate.
         converter_hook: optional callable receiving the converter before ``convert()``, for
             settings edgekit does not expose (used by later passes, e.g. per-layer denylists).
+        per_channel: int8 weights with one scale per output channel (the converter's default);
+            False: one scale per tensor (see :func:`choose_weights`).
 
     Raises:
         ConversionError: with the converter's own first error line.
@@ -140,6 +212,8 @@ def convert(
     if allow_select_tf_ops:
         ops = [*ops, tf.lite.OpsSet.SELECT_TF_OPS]
     converter.target_spec.supported_ops = ops
+    if not per_channel and mode in INT8_WEIGHT_MODES:
+        converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch for per-tensor weights
     if converter_hook is not None:
         converter_hook(converter)
     log: list[str] = []
@@ -206,15 +280,19 @@ def quantize(
     custom_objects: str | os.PathLike[str] | None = None,
     x_key: str = "x",
     y_key: str = "y",
+    weights: str = "auto",
 ) -> QuantizeResult:
     """Quantizes a model and writes ``output`` (.tflite) and its manifest (``output`` with .json).
 
+    ``weights`` (auto, per-channel, per-tensor) sets how int8 weights are scaled; ``auto`` is
+    per-channel except for models clustered with one codebook per layer (:func:`choose_weights`).
     Every check (paths, options, model, data) runs before conversion; the files are written
     atomically, and an existing output is replaced only with ``force``.
     """
     mode = QuantMode(mode)
     io_type = IOType(io_type)
     check_mode_options(mode, io_type, data is not None)
+    check_weights_option(mode, weights)
     if samples < 1:
         raise InputError(f"--samples must be at least 1, got {samples}", hint="use e.g. --samples 100")
     src_path = model.path if isinstance(model, LoadedModel) else model
@@ -240,9 +318,10 @@ def quantize(
     warnings: list[str] = []
     if allow_select_tf_ops:
         warnings.append(SELECT_OPS_WARNING)
+    granularity, granularity_reason = choose_weights(loaded, mode, weights)
     started = time.perf_counter()
     flatbuffer = convert(loaded, mode, calibration=calibration if mode.needs_data else None,
-                         io_type=io_type, allow_select_tf_ops=allow_select_tf_ops)
+                         io_type=io_type, allow_select_tf_ops=allow_select_tf_ops, per_channel=granularity != "per-tensor")
     seconds = time.perf_counter() - started
     info = parse_tflite_bytes(flatbuffer, str(out))
     flex = sorted({op.op for op in info.operators if op.op.startswith("FLEX:")})
@@ -265,7 +344,7 @@ def quantize(
                 if dataset is not None else None
             ),
             options={"mode": mode.value, "io_type": io_type.value, "samples": samples, "seed": seed,
-                     "allow_select_tf_ops": allow_select_tf_ops},
+                     "allow_select_tf_ops": allow_select_tf_ops, "weights": granularity, "weights_reason": granularity_reason},
         )
         write_json_atomic(manifest_path_for(out), manifest.to_dict())
     except BaseException:
@@ -274,5 +353,5 @@ def quantize(
     return QuantizeResult(
         artifact=artifact, info=info, mode=mode, io_type=io_type, conversion_seconds=seconds,
         calibration_samples=int(len(calibration)) if calibration is not None and mode.needs_data else 0,
-        warnings=warnings,
+        warnings=warnings, weights=granularity, weights_reason=granularity_reason,
     )

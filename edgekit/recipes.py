@@ -159,6 +159,8 @@ class PruneSpec(_Training):
     structure: Literal["unstructured", "2:4", "channels"] = "unstructured"
     schedule: Literal["constant", "polynomial"] = "constant"
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    begin_epoch: float | None = Field(None, ge=0.0, description="Polynomial schedule: first epoch that prunes (default 0).")
+    end_epoch: float | None = Field(None, gt=0.0, description="Polynomial schedule: epoch reaching the target (default 3/4 of epochs).")
     layers: str | None = None
     skip: str | None = None
     targets: list[LayerTarget] = Field(default_factory=list)
@@ -176,6 +178,12 @@ class PruneSpec(_Training):
             raise ValueError(f"structure 2:4 always prunes 50%, but sparsity {self.sparsity} was given; drop sparsity")
         if self.schedule == "polynomial" and self.initial_sparsity > self.sparsity:
             raise ValueError(f"initial_sparsity {self.initial_sparsity} is above the target sparsity {self.sparsity}")
+        if (self.begin_epoch is not None or self.end_epoch is not None) and self.schedule != "polynomial":
+            raise ValueError("begin_epoch/end_epoch bound the polynomial schedule; add schedule: polynomial")
+        if self.begin_epoch is not None and self.end_epoch is not None and self.end_epoch <= self.begin_epoch:
+            raise ValueError(f"end_epoch ({self.end_epoch}) must be after begin_epoch ({self.begin_epoch})")
+        if self.end_epoch is not None and self.end_epoch > self.epochs:
+            raise ValueError(f"end_epoch ({self.end_epoch}) is after the last fine-tuning epoch ({self.epochs})")
         return self
 
 
@@ -231,7 +239,9 @@ class QuantizeSpec(_PassBase):
     mode: Literal["float32", "float16", "dynamic", "int8", "int16x8"] = "int8"
     io_type: Literal["float", "int8", "uint8", "int16"] = "float"
     calibration_samples: int = Field(100, ge=1, le=100000)
-    per_channel: bool = True
+    per_channel: bool | None = Field(
+        None, description="int8 weight scales per output channel (true) or per tensor (false); unset: per-tensor only for a model "
+                          "clustered with one codebook per layer, per-channel otherwise (as edgekit quantize --weights auto).")
     equalize: bool = Field(False, description="Cross-layer equalization first (edgekit.equalize): float outputs unchanged.")
     float_layers: list[str] = Field(
         default_factory=list, description="Keras layer names (regex, full match) kept in float32 (int8 only).")
@@ -253,7 +263,7 @@ class QuantizeSpec(_PassBase):
             raise ValueError(f"io_type {self.io_type} does not go with mode {self.mode} (allowed: {', '.join(allowed)})")
         if (self.float_layers or self.keep_sensitive_float) and self.mode != "int8":
             raise ValueError(f"float_layers / keep_sensitive_float need mode int8 (mixed int8/float), not {self.mode}")
-        if not self.per_channel and self.mode not in ("int8", "int16x8", "dynamic"):
+        if self.per_channel is False and self.mode not in ("int8", "int16x8", "dynamic"):
             raise ValueError(f"per_channel: false applies to int8, int16x8 and dynamic, not {self.mode}")
         return self
 

@@ -78,3 +78,17 @@ def cli():
 def files_in(path: Path) -> set[str]:
     """Names of all files below ``path`` (to assert nothing was written)."""
     return {str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file()}
+
+
+def int8_kernels(path) -> dict[str, tuple[np.ndarray, int]]:
+    """{tensor name: (values, number of scales)} of the constant int8 tensors of 2+ dimensions
+    (the quantized kernels) of a .tflite file: constants found by edgekit's reader, values read
+    through LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.tflite_file import read_tflite
+
+    constant = {t.index for t in read_tflite(path).tensors if t.is_constant and t.dtype == "INT8" and len(t.shape) >= 2}
+    interp = Interpreter(model_path=str(path))
+    return {t["name"]: (np.asarray(interp.get_tensor(t["index"])), int(t["quantization_parameters"]["scales"].size))
+            for t in interp.get_tensor_details() if t["index"] in constant}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import files_in
+from tests.conftest import files_in, int8_kernels
 
 
 def _load(tiny):
@@ -129,3 +129,41 @@ def test_cluster_refuses_existing_output_and_wrong_suffix(tiny, tmp_path, runner
     assert res.exit_code == 2 and "already exists" in res.output and existing.read_bytes() == b"keep"
     res = runner.invoke(cli, ["cluster", str(tiny["model"]), "--data", str(tiny["train"]), "-o", str(tmp_path / "o.tflite")])
     assert res.exit_code == 2 and "should end with .keras" in res.output
+
+
+def test_quantize_keeps_one_codebook_per_layer_with_per_tensor_weights(tiny, tmp_path, runner, cli):
+    """A model clustered per layer is exported with per-tensor int8 weights by default (its shared
+    values stay shared: at most --clusters int8 codes per layer, smaller after gzip); --weights
+    per-channel overrides it and gives more codes; an unclustered model stays per-channel."""
+    clustered = tmp_path / "c.keras"
+    res = runner.invoke(cli, ["cluster", str(tiny["model"]), "--data", str(tiny["train"]), "--scale", "1/255",
+                              "--clusters", "8", "--epochs", "1", "--batch-size", "32", "--no-export", "-o", str(clustered)])
+    assert res.exit_code == 0, res.output
+    common = ["--data", str(tiny["train"]), "--scale", "1/255"]
+    auto, forced, plain = tmp_path / "auto.tflite", tmp_path / "pc.tflite", tmp_path / "plain.tflite"
+    res = runner.invoke(cli, ["quantize", str(clustered), *common, "-o", str(auto)])
+    assert res.exit_code == 0, res.output
+    assert "per-tensor" in res.output and "clustered" in res.output
+    res = runner.invoke(cli, ["quantize", str(clustered), *common, "--weights", "per-channel", "-o", str(forced)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["quantize", str(tiny["model"]), *common, "-o", str(plain)])
+    assert res.exit_code == 0, res.output
+
+    manifests = {p: json.loads(p.with_suffix(".json").read_text()) for p in (auto, forced, plain)}
+    assert manifests[auto]["options"]["weights"] == "per-tensor"
+    assert manifests[forced]["options"]["weights"] == "per-channel"
+    assert manifests[plain]["options"]["weights"] == "per-channel"
+    auto_k, forced_k = int8_kernels(auto), int8_kernels(forced)
+    assert auto_k and all(scales == 1 for _, scales in auto_k.values())
+    assert all(np.unique(values).size <= 8 for values, _ in auto_k.values())
+    assert any(scales > 1 for _, scales in forced_k.values())
+    assert max(np.unique(v).size for v, _ in forced_k.values()) > 8  # per-channel scales split the shared values
+    assert manifests[auto]["artifact"]["gzip_bytes"] < manifests[forced]["artifact"]["gzip_bytes"]
+
+
+def test_quantize_weights_option_rejected_for_float_modes(tiny, tmp_path, runner, cli):
+    out = tmp_path / "f16.tflite"
+    res = runner.invoke(cli, ["quantize", str(tiny["model"]), "--mode", "float16", "--weights", "per-tensor", "-o", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "--weights per-tensor applies to modes with int8 weights" in res.output
+    assert "Traceback" not in res.output and files_in(tmp_path) == set()

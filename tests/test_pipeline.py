@@ -106,6 +106,19 @@ def test_prune80_int8_keeps_sparsity(tiny, tmp_path):
     assert any("gzip" in w for w in report["warnings"])
 
 
+def test_cluster16_int8_keeps_one_codebook_per_layer(tiny, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(str(fast_recipe("cluster16-int8", tmp_path)), "--model", str(tiny["model"]), "--data", str(tiny["train"]),
+                     "--val", str(tiny["val"]), "-o", str(out))
+    assert result.exit_code in (0, 8), result.output
+    report = common_checks(out, ["cluster", "quantize", "export"])
+    assert report["steps"][1]["details"]["per_channel"] is False  # chosen from the clustered kernels
+    from tests.conftest import int8_kernels
+
+    kernels = int8_kernels(out / "model.tflite")
+    assert kernels and all(scales == 1 and np.unique(values).size <= 16 for values, scales in kernels.values()), kernels
+
+
 def test_prune_qat_int8_preserves_zeros(tiny, tmp_path):
     out = tmp_path / "out"
     result = run_cli(str(fast_recipe("prune-qat-int8", tmp_path)), "--model", str(tiny["model"]), "--data", str(tiny["train"]),

@@ -70,6 +70,22 @@ def test_polynomial_schedule_reaches_target_with_per_layer_targets(tiny, tmp_pat
     assert report["config"]["schedule"] == "polynomial" and report["layers"][0]["path"] == "conv"
 
 
+def test_schedule_bounds_in_epochs(tiny, tmp_path):
+    """--begin-epoch/--end-epoch: converted to steps (fractions allowed); the first epoch trains dense,
+    the target is reached at the end bound and kept."""
+    from edgekit.prune import PruneConfig, polynomial_sparsity, prune
+    from edgekit.types import Preprocessing
+
+    cfg = PruneConfig(sparsity=0.8, schedule="polynomial", begin_epoch=1, end_epoch=2.5)
+    assert cfg.step_bounds(steps_per_epoch=10, total_steps=30) == (10, 25)
+    assert PruneConfig(sparsity=0.8, schedule="polynomial").step_bounds(10, 40) == (0, 30)  # default: 3/4 of training
+    assert polynomial_sparsity(10, 0.8, 0.0, 10, 25) == 0.0 and polynomial_sparsity(25, 0.8, 0.0, 10, 25) == pytest.approx(0.8)
+    result = prune(tiny["model"], tmp_path / "p.keras", data=tiny["train"], sparsity=0.6, schedule="polynomial", epochs=3,
+                   begin_epoch=1, end_epoch=2, batch_size=32, preprocessing=Preprocessing(scale=1 / 255), export=False)
+    assert all(abs(r.sparsity - 0.6) <= 0.01 for r in result.layers if r.status == "pruned")
+    assert result.config["begin_epoch"] == 1 and result.config["end_epoch"] == 2
+
+
 def test_magnitude_mask_removes_the_smallest():
     from edgekit.prune import magnitude_mask
 
@@ -271,6 +287,10 @@ def test_cli_prune_end_to_end_converts_and_runs_in_litert(tiny, tmp_path, runner
         (["--structure", "2:4", "--sparsity", "0.8"], 2, "2:4 always prunes 50%"),
         (["--sparsity", "0.5", "--epochs", "-1"], 2, "--epochs cannot be negative"),
         (["--sparsity", "0.5", "--loss", "nonsense_loss"], 2, "--loss 'nonsense_loss' is not a Keras loss"),
+        (["--sparsity", "0.5", "--schedule", "polynomial", "--end-epoch", "5"], 2, "--end-epoch 5 is after the last fine-tuning epoch (2)"),
+        (["--sparsity", "0.5", "--end-epoch", "1"], 2, "add --schedule polynomial"),
+        (["--sparsity", "0.5", "--schedule", "polynomial", "--end-epoch", "1", "--end-step", "3"], 2, "--end-step or --end-epoch, not both"),
+        (["--sparsity", "0.5", "--schedule", "polynomial", "--begin-epoch", "1", "--end-epoch", "0.5"], 2, "must be after begin_epoch"),
     ],
 )
 def test_bad_input_fails_before_training(tiny, tmp_path, runner, cli, extra, code, message):

@@ -21,7 +21,7 @@ from edgekit.recipes import (
     recipe_from_dict,
 )
 
-BUNDLED = ["int8-cpu", "fp16-gpu", "prune80-int8", "prune-qat-int8", "distill-int8", "npu-int8"]
+BUNDLED = ["int8-cpu", "fp16-gpu", "prune80-int8", "cluster16-int8", "prune-qat-int8", "distill-int8", "npu-int8"]
 HEAD = "schema_version: 1\nname: t\n"
 
 

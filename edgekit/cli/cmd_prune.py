@@ -51,6 +51,8 @@ def compression_command_options(func):
 @click.option("--initial-sparsity", default=0.0, show_default=True, type=float, help="Polynomial schedule: sparsity at --begin-step.")
 @click.option("--begin-step", default=0, show_default=True, type=int, help="Polynomial schedule: first step (batch) that prunes.")
 @click.option("--end-step", default=None, type=int, help="Polynomial schedule: step reaching the target [default: 3/4 of training].")
+@click.option("--begin-epoch", default=None, type=float, help="Polynomial schedule: first epoch that prunes (instead of --begin-step; fractions allowed).")
+@click.option("--end-epoch", default=None, type=float, help="Polynomial schedule: epoch reaching the target (instead of --end-step; fractions allowed).")
 @click.option("--frequency", default=None, type=int, help="Polynomial schedule: recompute masks every N steps [default: ~10 updates].")
 @click.option("--targets", type=click.Path(dir_okay=False), default=None,
               help="YAML with per-layer sparsity: targets: [{layers: REGEX, sparsity: 0.9}] (first match wins).")
@@ -61,7 +63,7 @@ def compression_command_options(func):
 @force_option
 @json_option
 def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_rate, loss, seed, export, export_mode, runs, threads,
-          sparsity, structure, schedule, initial_sparsity, begin_step, end_step, frequency, targets, distill, scale, mean, std, x_key,
+          sparsity, structure, schedule, initial_sparsity, begin_step, end_step, begin_epoch, end_epoch, frequency, targets, distill, scale, mean, std, x_key,
           y_key, unsafe, custom_objects, force, as_json):
     """Prune MODEL (.keras/.h5) and fine-tune it on --data with the model's own loss.
 
@@ -81,7 +83,8 @@ def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_r
 
     result = run_prune(
         model, output, data=data, val=val, sparsity=sparsity, structure=structure, schedule=schedule,
-        initial_sparsity=initial_sparsity, begin_step=begin_step, end_step=end_step, frequency=frequency, layers=layers, skip=skip,
+        initial_sparsity=initial_sparsity, begin_step=begin_step, end_step=end_step, begin_epoch=begin_epoch, end_epoch=end_epoch,
+        frequency=frequency, layers=layers, skip=skip,
         targets=targets, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed,
         preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode, runs=runs,
         threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, progress=True,

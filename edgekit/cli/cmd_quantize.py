@@ -28,13 +28,16 @@ IO_TYPES = ["float", "int8", "uint8", "int16"]
 @click.option("--samples", default=100, show_default=True, type=int, help="Calibration samples drawn (seeded) from --data.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for the calibration sample.")
 @click.option("--io-type", type=click.Choice(IO_TYPES), default="float", show_default=True, help="Input/output dtype (int8/uint8 need --mode int8; int16 needs int16x8).")
+@click.option("--weights", type=click.Choice(["auto", "per-channel", "per-tensor"]), default="auto", show_default=True,
+              help="int8 weight scales: one per output channel, or one per tensor. auto: per-tensor for a model clustered "
+                   "with one codebook per layer (keeps its shared values after int8), per-channel otherwise.")
 @click.option("--allow-select-tf-ops", is_flag=True, help="Allow TensorFlow ops via Flex (delegates cannot run them).")
 @preprocessing_options
 @data_key_options
 @model_loading_options
 @force_option
 @json_option
-def quantize(model, output, mode, data, samples, seed, io_type, allow_select_tf_ops, scale, mean, std, x_key, y_key,
+def quantize(model, output, mode, data, samples, seed, io_type, weights, allow_select_tf_ops, scale, mean, std, x_key, y_key,
              unsafe, custom_objects, force, as_json):
     """Quantize MODEL (.keras, .h5 or SavedModel directory) to a TFLite file.
 
@@ -49,7 +52,7 @@ def quantize(model, output, mode, data, samples, seed, io_type, allow_select_tf_
         result = run_quantize(
             model, output, mode=mode, data=data, samples=samples, seed=seed, io_type=io_type,
             preprocessing=preprocessing_from_options(scale, mean, std), allow_select_tf_ops=allow_select_tf_ops,
-            force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
+            force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, weights=weights,
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -59,6 +62,7 @@ def quantize(model, output, mode, data, samples, seed, io_type, allow_select_tf_
     art = result.artifact
     console.print(kv_table(f"Wrote {art.path}", [
         ("mode", f"{result.mode.value} (I/O {result.io_type.value})"),
+        *([("weights", f"{result.weights} ({result.weights_reason})")] if result.weights else []),
         ("size", f"{human_bytes(art.size.bytes)} ({art.size.gzip_bytes:,} B gzipped)"),
         ("sha256", art.sha256),
         ("calibration", f"{result.calibration_samples} samples" if result.calibration_samples else "-"),
