@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs after channel pruning")
     parser.add_argument("--finetune-train", type=int, default=None, help="training images for fine-tuning after channel pruning [default: --cnn-train]")
     parser.add_argument("--distill", action="store_true", help="fine-tune the channel-pruned net with the unpruned net as teacher (prune --distill)")
+    parser.add_argument("--finetune-lr-schedule", choices=["constant", "cosine"], default="constant", help="fine-tuning learning-rate schedule after channel pruning")
+    parser.add_argument("--finetune-schedule", choices=["constant", "polynomial"], default="constant", help="channel removal: at once, or in stages (prune --schedule)")
     parser.add_argument("--finetune-lr", type=float, default=None, help="fine-tuning learning rate after channel pruning [default: the model's, 5e-4]")
     parser.add_argument("--only-cluster", action="store_true", help="run only section 2")
     parser.add_argument("--skip-cnn", action="store_true")
@@ -231,7 +233,8 @@ def main() -> None:
             more = np.sort(np.random.default_rng(0).choice(len(train), min(args.finetune_train, len(train)), replace=False))
             tune = Dataset(x=train.x[more], y=train.y[more], source=f"{train.source}[{len(more)}]", sha256="", preprocessing=train.preprocessing)
         r = prune(net_path, tmp / "resnet_ch50.keras", structure="channels", sparsity=0.5, epochs=args.finetune_epochs,
-                  batch_size=128, data=tune, val=test, force=True, runs=args.runs, distill=args.distill, learning_rate=args.finetune_lr)
+                  batch_size=128, data=tune, val=test, force=True, runs=args.runs, distill=args.distill, learning_rate=args.finetune_lr,
+                  lr_schedule=args.finetune_lr_schedule, schedule=args.finetune_schedule)
         prune_s = time.perf_counter() - t0
         e = r.export
         drop = e.original_float32.top1 - e.compressed.top1
@@ -240,7 +243,9 @@ def main() -> None:
         rows.append(row(f"ResNet-style (width {args.width}, trained {args.cnn_epochs} ep on {args.cnn_train:,}): unpruned int8 p50",
                         f"{e.original.latency.p50_ms:.3f} ms", ">= 1 ms", e.original.latency.p50_ms >= 1.0))
         rows.append(row("50% channels: fine-tuning data", f"{args.finetune_epochs} epochs on {len(tune):,} training images (baseline: {args.cnn_epochs} on {args.cnn_train:,})"
-                        + (", distilled from the unpruned net" if args.distill else ""), "report only", None))
+                        + (", distilled from the unpruned net" if args.distill else "")
+                        + f", learning rate {args.finetune_lr or 5e-4:g} {args.finetune_lr_schedule}"
+                        + (", channels removed in stages" if args.finetune_schedule == "polynomial" else ""), "report only", None))
         rows.append(row("50% channels + int8: p50 speed-up vs unpruned int8", f"x{e.speedup:.2f} ({e.compressed.latency.p50_ms:.3f} vs {e.original.latency.p50_ms:.3f} ms)", ">= 1.5x", e.speedup >= 1.5))
         rows.append(row("50% channels + int8: top-1 drop vs float32 original", f"{drop:+.2f} pts ({e.original_float32.top1:.2f} -> {e.compressed.top1:.2f}); vs unpruned int8 {drop_int8:+.2f}", "<= 1.5", drop <= 1.5))
         rows.append(row("50% channels: parameters", f"{r.parameters_before:,} -> {r.parameters_after:,}", "report only", None))

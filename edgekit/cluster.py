@@ -370,6 +370,7 @@ def cluster(
     epochs: int = 1,
     batch_size: int = 64,
     learning_rate: float | None = None,
+    lr_schedule: str = "constant",
     loss: str | None = None,
     seed: int = 0,
     preprocessing: Preprocessing | None = None,
@@ -399,7 +400,8 @@ def cluster(
         raise InputError(f"--init '{init}' is not kmeans++ or linear", hint="use --init kmeans++ or --init linear") from None
     config = make_config(clusters=clusters, init=init_value, preserve_sparsity=preserve_sparsity, per_channel=per_channel,
                          layers=layers, skip=skip)
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed, progress=progress)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed, progress=progress,
+                             lr_schedule=lr_schedule)
     if export:
         check_run_options(runs, 0, threads)
     started = time.perf_counter()
@@ -411,6 +413,6 @@ def cluster(
     notes = ["clustered weights are still stored as float32/int8 tensors: the file shrinks only when compressed (gzip) "
              "or when the runtime codes weights by cluster index"]
     return finish("cluster", source, final, out, {**config.model_dump(mode="json"), "epochs": epochs, "batch_size": batch_size,
-                                                     "learning_rate": learning_rate, "loss": loss, "seed": seed},
+                                                     "learning_rate": learning_rate, "lr_schedule": lr_schedule, "loss": loss, "seed": seed},
                   c.layer_reports(final), train, val_ds, c.history, started, export=export, export_mode=export_mode,
                   runs=runs, threads=threads, structure="cluster", notes=notes)

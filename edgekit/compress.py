@@ -287,6 +287,49 @@ class TrainSettings:
     loss: str | None = None
     seed: int = 0
     progress: bool = False
+    lr_schedule: str = "constant"  # constant, or cosine: decays to 2% of the rate over all fine-tuning steps
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+                             hint="use --lr-schedule constant or --lr-schedule cosine")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+COSINE_FLOOR = 0.02  # the cosine schedule ends at this fraction of the starting rate
+
+
+def lr_schedule_callback(settings: TrainSettings, steps_per_epoch: int, initial_epoch: int = 0) -> Any | None:
+    """A Keras callback setting the optimizer's learning rate before every batch (None for ``constant``).
+
+    ``cosine`` follows ``floor + (1 - floor) * (1 + cos(pi * t)) / 2`` of the starting rate, ``t``
+    the fraction of all fine-tuning steps done, counted from ``initial_epoch`` so a pass that fits
+    in stages (channel pruning rebuilds the model every epoch) continues the same curve. The
+    starting rate is the optimizer's own (``--learning-rate`` or the model's).
+    """
+    if settings.lr_schedule == "constant":
+        return None
+    import math
+
+    from edgekit._tf import keras
+
+    total = max(1, settings.epochs * steps_per_epoch)
+
+    class CosineDecay(keras().callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.step = initial_epoch * steps_per_epoch
+            self.base: float | None = None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            optimizer = self.model.optimizer
+            if self.base is None:
+                self.base = float(np.asarray(optimizer.learning_rate))
+            t = min(1.0, self.step / total)
+            optimizer.learning_rate.assign(self.base * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))))
+            self.step += 1
+
+    return CosineDecay()
 
 
 def fit(model: Any, source_model: Any, train: Dataset, val: Dataset | None, settings: TrainSettings, callbacks: list[Any],
@@ -301,6 +344,9 @@ def fit(model: Any, source_model: Any, train: Dataset, val: Dataset | None, sett
     total_epochs = settings.epochs if epochs is None else epochs
     steps = int(np.ceil(len(train) / settings.batch_size))
     cbs = list(callbacks)
+    schedule = lr_schedule_callback(settings, steps, initial_epoch)
+    if schedule is not None:
+        cbs.append(schedule)
     if settings.progress:
         cbs.append(progress_callback(title, steps, settings.epochs))
     history = model.fit(

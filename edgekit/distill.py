@@ -1446,13 +1446,16 @@ def fit_for_pass(model: Any, source_model: Any, train: Dataset, val: Dataset | N
     Same arguments (a ``TrainSettings``: epochs, batch_size, learning_rate, seed, progress) and
     the same optimizer (:func:`edgekit.compress.make_optimizer`); the loss is the distillation
     loss (``temperature``, ``alpha``) plus hint losses on every hidden layer the two models share
-    (:func:`matching_hints`, unless ``hints`` is given). ``initial_epoch`` is accepted for
-    compatibility and ignored. Used by ``edgekit prune --distill``.
+    (:func:`matching_hints`, unless ``hints`` is given). ``initial_epoch`` only places a
+    ``--lr-schedule cosine`` on its curve (the history restarts at 0). Used by ``edgekit prune --distill``.
     """
-    from edgekit.compress import make_optimizer, progress_callback
+    from edgekit.compress import lr_schedule_callback, make_optimizer, progress_callback
 
     total = settings.epochs if epochs is None else epochs
     cbs = list(callbacks)
+    schedule = lr_schedule_callback(settings, int(np.ceil(len(train) / settings.batch_size)), initial_epoch)
+    if schedule is not None:
+        cbs.append(schedule)
     if getattr(settings, "progress", False):
         cbs.append(progress_callback(title, int(np.ceil(len(train) / settings.batch_size)), settings.epochs))
     result = fit_with_teacher(model, source_model, train, val, epochs=total, temperature=temperature, alpha=alpha,

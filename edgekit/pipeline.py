@@ -423,6 +423,7 @@ def _train_settings(spec: Any, seed: int, progress: bool) -> Any:
     from edgekit.compress import TrainSettings
 
     return TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate, loss=spec.loss,
+                         lr_schedule=getattr(spec, "lr_schedule", "constant"),
                          seed=seed, progress=progress)
 
 

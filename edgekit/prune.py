@@ -679,6 +679,7 @@ def prune(
     epochs: int = 2,
     batch_size: int = 64,
     learning_rate: float | None = None,
+    lr_schedule: str = "constant",
     loss: str | None = None,
     seed: int = 0,
     preprocessing: Preprocessing | None = None,
@@ -714,7 +715,8 @@ def prune(
     if config.end_epoch is not None and config.end_epoch > epochs:
         raise InputError(f"--end-epoch {config.end_epoch:g} is after the last fine-tuning epoch ({epochs})",
                          hint=f"use --end-epoch <= {epochs}, or more --epochs")
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed, progress=progress)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed, progress=progress,
+                             lr_schedule=lr_schedule)
     from edgekit.runtime import check_run_options
 
     if export:
@@ -730,6 +732,6 @@ def prune(
     if skipped:
         notes.append("skipped: " + "; ".join(f"{r.path} ({r.reason})" for r in skipped))
     return finish("prune", source, final, out, {**config.model_dump(mode="json"), "epochs": epochs, "batch_size": batch_size,
-                                                   "learning_rate": learning_rate, "loss": loss, "seed": seed, "distill": distill},
+                                                   "learning_rate": learning_rate, "lr_schedule": lr_schedule, "loss": loss, "seed": seed, "distill": distill},
                   p.layer_reports(source, final), train, val_ds, p.history, started, export=export, export_mode=export_mode,
                   runs=runs, threads=threads, structure=structure.value, notes=notes)

@@ -161,6 +161,8 @@ class PruneSpec(_Training):
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     begin_epoch: float | None = Field(None, ge=0.0, description="Polynomial schedule: first epoch that prunes (default 0).")
     end_epoch: float | None = Field(None, gt=0.0, description="Polynomial schedule: epoch reaching the target (default 3/4 of epochs).")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Fine-tuning learning rate: constant, or cosine decay to 2% over all fine-tuning steps.")
     layers: str | None = None
     skip: str | None = None
     targets: list[LayerTarget] = Field(default_factory=list)
@@ -195,6 +197,8 @@ class ClusterSpec(_Training):
     init: Literal["kmeans++", "linear"] = "kmeans++"
     preserve_sparsity: bool = False
     per_channel: bool = False
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Fine-tuning learning rate: constant, or cosine decay to 2% over all fine-tuning steps.")
     layers: str | None = None
     skip: str | None = None
 

@@ -318,3 +318,41 @@ def test_bad_data_fails_before_training(tiny, tmp_path, runner, cli):
                               "-o", str(tmp_path / "o.keras")])
     assert res.exit_code == 2 and "typo" in res.output
     assert not (tmp_path / "o.keras").exists() and not (tmp_path / "o.report.json").exists()
+
+
+def test_cosine_learning_rate_schedule_decays_across_stages(tiny):
+    """--lr-schedule cosine: the rate starts at the optimizer's, falls every batch, ends near 2%, and a
+    fit that starts at a later epoch (channel pruning's stages) continues the same curve."""
+    import keras
+
+    from edgekit.compress import TrainSettings, clone_model, fit
+    from edgekit.data import load_dataset
+    from edgekit.models import load_model
+    from edgekit.types import Preprocessing
+
+    source = load_model(tiny["model"], compile=True).keras_model
+    train = load_dataset(tiny["train"], input_shape=(None, 8, 8, 1), preprocessing=Preprocessing(scale=1 / 255))
+    settings = TrainSettings(epochs=2, batch_size=100, learning_rate=1e-2, lr_schedule="cosine")
+    rates: list[float] = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            rates.append(float(np.asarray(self.model.optimizer.learning_rate)))
+
+    fit(clone_model(source), source, train, None, settings, [Record()], title="t")
+    assert len(rates) == 12 and rates[0] == pytest.approx(1e-2)
+    assert all(b < a for a, b in zip(rates, rates[1:])) and rates[-1] < 1e-3
+    rates.clear()
+    fit(clone_model(source), source, train, None, settings, [Record()], title="t", epochs=1, initial_epoch=1)
+    assert rates[0] == pytest.approx(1e-2 * (0.02 + 0.98 * 0.5)), rates[0]  # halfway along the curve
+    rates.clear()
+    fit(clone_model(source), source, train, None, TrainSettings(epochs=1, batch_size=100, learning_rate=1e-2), [Record()], title="t")
+    assert rates and all(r == pytest.approx(1e-2) for r in rates)
+
+
+def test_unknown_lr_schedule_is_an_input_error():
+    from edgekit.compress import TrainSettings
+    from edgekit.errors import InputError
+
+    with pytest.raises(InputError, match="--lr-schedule must be one of constant, cosine"):
+        TrainSettings(lr_schedule="linear")

@@ -30,7 +30,7 @@ from edgekit.cli.render import print_json
 @model_loading_options
 @force_option
 @json_option
-def cluster(model, data, val, output, layers, skip, epochs, batch_size, learning_rate, loss, seed, export, export_mode, runs, threads,
+def cluster(model, data, val, output, layers, skip, epochs, batch_size, learning_rate, lr_schedule, loss, seed, export, export_mode, runs, threads,
             clusters, init, preserve_sparsity, per_channel, scale, mean, std, x_key, y_key, unsafe, custom_objects, force, as_json):
     """Cluster the kernels of MODEL (.keras/.h5) with k-means and fine-tune on --data.
 
@@ -50,7 +50,7 @@ def cluster(model, data, val, output, layers, skip, epochs, batch_size, learning
     result = run_cluster(
         model, output, data=data, val=val, clusters=clusters, init=init, preserve_sparsity=preserve_sparsity,
         per_channel=per_channel, layers=layers, skip=skip, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        loss=loss, seed=seed, preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode,
+        lr_schedule=lr_schedule, loss=loss, seed=seed, preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode,
         runs=runs, threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
         progress=True,
     )

@@ -23,6 +23,8 @@ compression_options = [
     click.option("--epochs", default=2, show_default=True, type=int, help="Fine-tuning epochs (0: no fine-tuning)."),
     click.option("--batch-size", default=64, show_default=True, type=int, help="Fine-tuning batch size."),
     click.option("--learning-rate", default=None, type=float, help="Fine-tuning learning rate [default: the model's optimizer's]."),
+    click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+                 help="Fine-tuning learning rate: constant, or cosine decay to 2% over all fine-tuning steps (helps after channel pruning)."),
     click.option("--loss", default=None, help="Loss for fine-tuning [default: the loss the model was compiled with]."),
     click.option("--seed", default=0, show_default=True, type=int, help="Seed for fine-tuning and initialization."),
     click.option("--export/--no-export", default=True, show_default=True,
@@ -62,7 +64,7 @@ def compression_command_options(func):
 @model_loading_options
 @force_option
 @json_option
-def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_rate, loss, seed, export, export_mode, runs, threads,
+def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_rate, lr_schedule, loss, seed, export, export_mode, runs, threads,
           sparsity, structure, schedule, initial_sparsity, begin_step, end_step, begin_epoch, end_epoch, frequency, targets, distill, scale, mean, std, x_key,
           y_key, unsafe, custom_objects, force, as_json):
     """Prune MODEL (.keras/.h5) and fine-tune it on --data with the model's own loss.
@@ -85,7 +87,7 @@ def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_r
         model, output, data=data, val=val, sparsity=sparsity, structure=structure, schedule=schedule,
         initial_sparsity=initial_sparsity, begin_step=begin_step, end_step=end_step, begin_epoch=begin_epoch, end_epoch=end_epoch,
         frequency=frequency, layers=layers, skip=skip,
-        targets=targets, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed,
+        targets=targets, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule, loss=loss, seed=seed,
         preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode, runs=runs,
         threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, progress=True,
         distill=distill,
