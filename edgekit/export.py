@@ -54,7 +54,7 @@ from edgekit.fp16_risk import Fp16Risk, fp16_risk_check
 from edgekit.fsutil import TMP_PREFIX, sha256_file, size_info, write_bytes_atomic, write_json_atomic
 from edgekit.manifest import Manifest, manifest_path_for
 from edgekit.models import LoadedModel, keras_layer_names, load_model
-from edgekit.quantize import check_mode_options, convert
+from edgekit.quantize import check_mode_options, choose_weights, convert
 from edgekit.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.types import Artifact, Dataset, IOType, Preprocessing, QuantMode
 
@@ -256,8 +256,10 @@ def _convert_for_target(loaded: LoadedModel, target: str, mode: QuantMode, calib
                         allow_select_tf_ops: bool) -> bytes:
     """Converts; a model that needs Flex ops gets a refusal naming them (gpu/npu always)."""
     select = allow_select_tf_ops and target not in ("gpu", "npu")
+    weights, _ = choose_weights(loaded, mode)  # per-tensor for a model clustered per layer, as `edgekit quantize`
     try:
-        flatbuffer = convert(loaded, mode, calibration=calibration if mode.needs_data else None, io_type=io_type, allow_select_tf_ops=select)
+        flatbuffer = convert(loaded, mode, calibration=calibration if mode.needs_data else None, io_type=io_type, allow_select_tf_ops=select,
+                             per_channel=weights != "per-tensor")
     except ConversionError as exc:
         if select:
             raise
