@@ -442,7 +442,8 @@ def export(
                   if dataset is not None else None),
             options={"target": target, "mode": chosen_mode.value, "io_type": chosen_io.value, "samples": samples, "seed": seed,
                      "api_level": api_level, "npu": npu, "soc": soc, "allow_select_tf_ops": allow_select_tf_ops,
-                     "fp16_check": fp16_check, "fp16_tolerance": fp16_tolerance, "fp16_samples": fp16_samples},
+                     "fp16_check": fp16_check, "fp16_tolerance": fp16_tolerance, "fp16_samples": fp16_samples,
+                     "weights": choose_weights(loaded, chosen_mode)[0]},
             extra={
                 "target": target,
                 "settings": {"mode": chosen_mode.value, "io_type": chosen_io.value, "why": TARGET_PROFILES[target].why,

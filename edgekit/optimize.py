@@ -229,13 +229,16 @@ class _Search:
         return [c for c in self.candidates if c.measurement is not None]
 
 
-def _ptq(loaded: Any, mode: str, calibration: np.ndarray, *, io_type: str = "float", per_channel: bool = True) -> Callable[[], bytes]:
+def _ptq(loaded: Any, mode: str, calibration: np.ndarray, *, io_type: str = "float", per_channel: bool | None = None) -> Callable[[], bytes]:
+    """Builds one PTQ candidate; ``per_channel`` None is ``--weights auto`` (what the written recipe,
+    which leaves ``per_channel`` unset, reproduces)."""
     def build() -> bytes:
-        from edgekit.quantize import convert
+        from edgekit.quantize import choose_weights, convert
         from edgekit.types import IOType, QuantMode
 
         q = QuantMode(mode)
-        return convert(loaded, q, calibration=calibration if q.needs_data else None, io_type=IOType(io_type), per_channel=per_channel)
+        weights = choose_weights(loaded, q)[0] if per_channel is None else ("per-channel" if per_channel else "per-tensor")
+        return convert(loaded, q, calibration=calibration if q.needs_data else None, io_type=IOType(io_type), per_channel=weights != "per-tensor")
 
     return build
 

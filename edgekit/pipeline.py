@@ -536,7 +536,7 @@ class PipelineResult:
 
 
 def _quantize_step(spec: QuantizeSpec, state: _State, calibration: np.ndarray | None, record: StepRecord, progress: Progress) -> None:
-    from edgekit.quantize import choose_weights, convert
+    from edgekit.quantize import INT8_WEIGHT_MODES, choose_weights, convert
     from edgekit.types import IOType, QuantMode
 
     keras_model = state.keras_model
@@ -548,7 +548,8 @@ def _quantize_step(spec: QuantizeSpec, state: _State, calibration: np.ndarray | 
     loaded = as_loaded(keras_model, "model")
     mode = QuantMode(spec.mode)
     calib = calibration[: spec.calibration_samples] if calibration is not None and mode.needs_data else None
-    granularity, _ = choose_weights(loaded, mode, {None: "auto", True: "per-channel", False: "per-tensor"}[spec.per_channel])
+    requested = "auto" if spec.per_channel is None or mode not in INT8_WEIGHT_MODES else ("per-channel" if spec.per_channel else "per-tensor")
+    granularity, _ = choose_weights(loaded, mode, requested)
     per_channel = granularity != "per-tensor"
     mixed = None
     if mode is QuantMode.INT8 and (spec.mixed or spec.layer_stats) and loaded.keras_model is not None:
@@ -580,11 +581,13 @@ def _export_step(spec: ExportSpec, state: _State, calibration: np.ndarray | None
     from edgekit.tflite_file import parse_tflite_bytes
 
     if state.tflite is None:
-        from edgekit.quantize import convert
+        from edgekit.quantize import choose_weights, convert
 
         target, mode, io = resolve_settings(spec.target, None, None, calibration is not None)
         progress(f"export: converting for {target} ({mode.value})")
-        state.tflite = convert(as_loaded(state.keras_model, "model"), mode, calibration=calibration, io_type=io)
+        loaded = as_loaded(state.keras_model, "model")
+        weights, _ = choose_weights(loaded, mode)  # as edgekit export and edgekit quantize do
+        state.tflite = convert(loaded, mode, calibration=calibration, io_type=io, per_channel=weights != "per-tensor")
         state.tflite_kind = mode.value
     info = parse_tflite_bytes(state.tflite, MODEL_FILE)
     payload = {"schema": METADATA_SCHEMA, "labels": labels, "preprocessing": pre.to_dict(),

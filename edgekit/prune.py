@@ -96,8 +96,8 @@ class PruneConfig(BaseModel):
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     begin_step: int = Field(0, ge=0)
     end_step: int | None = Field(None, ge=1)
-    begin_epoch: float | None = Field(None, ge=0.0)
-    end_epoch: float | None = Field(None, gt=0.0)
+    begin_epoch: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    end_epoch: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     frequency: int | None = Field(None, ge=1)
     layers: str | None = None
     skip: str | None = None
@@ -122,7 +122,7 @@ class PruneConfig(BaseModel):
         if self.end_epoch is not None and self.end_step is not None:
             raise ValueError("give the schedule's end as --end-step or --end-epoch, not both")
         if self.begin_epoch is not None and self.end_epoch is not None and self.end_epoch <= self.begin_epoch:
-            raise ValueError(f"end_epoch ({self.end_epoch}) must be after begin_epoch ({self.begin_epoch})")
+            raise ValueError(f"--end-epoch ({self.end_epoch:g}) must be after --begin-epoch ({self.begin_epoch:g})")
         uses_bounds = self.begin_step or self.end_step is not None or self.begin_epoch is not None or self.end_epoch is not None
         if uses_bounds and self.schedule is not Schedule.POLYNOMIAL:
             raise ValueError("--begin-step/--end-step/--begin-epoch/--end-epoch bound the polynomial schedule; add --schedule polynomial")
@@ -362,6 +362,17 @@ class PrunePass:
         if settings.learning_rate is not None and not settings.learning_rate > 0:
             raise InputError(f"--learning-rate must be positive, got {settings.learning_rate}", hint="e.g. --learning-rate 1e-4")
         check_training_data(model, train, need_labels=settings.epochs > 0)
+        if self.config.schedule is Schedule.POLYNOMIAL and train is not None and settings.epochs > 0:
+            steps_per_epoch = int(np.ceil(len(train) / settings.batch_size))
+            total = settings.epochs * steps_per_epoch
+            begin = self.config.begin_step if self.config.begin_epoch is None else int(round(self.config.begin_epoch * steps_per_epoch))
+            if begin >= total:
+                raise InputError(f"the pruning schedule starts at step {begin}, but fine-tuning has only {total} steps "
+                                 f"({settings.epochs} epochs of {steps_per_epoch})", hint="start earlier, or train longer (--epochs)")
+            end = self.config.end_step if self.config.end_epoch is None else int(round(self.config.end_epoch * steps_per_epoch))
+            if end is not None and end <= begin:
+                raise InputError(f"the pruning schedule ends at step {end}, not after its start (step {begin})",
+                                 hint="give both bounds in epochs (--begin-epoch/--end-epoch) or both in steps")
         candidates = [(p, layer) for p, layer in iter_layers(model) if kernel_variable(layer) is not None]
         chosen = set(select_paths([p for p, _ in candidates], self.config.layers, self.config.skip))
         for target in self.config.targets:
@@ -466,9 +477,9 @@ class PrunePass:
         cfg = self.config
         stages: list[float]
         if cfg.schedule is Schedule.POLYNOMIAL and settings.epochs > 1:
-            # channels go in steps, one rebuild per epoch, following the polynomial curve between the
-            # schedule's bounds (in epochs; step bounds are converted); by default the last epoch
-            # trains at the target
+            # channels go in steps, one rebuild per epoch: the rebuild before epoch e removes the
+            # fraction the polynomial curve (bounds in epochs; step bounds converted) reaches at the
+            # end of epoch e; epochs that start before the begin bound train unpruned
             steps_per_epoch = max(1, int(np.ceil(len(train) / settings.batch_size))) if train is not None else 1
             begin = cfg.begin_epoch if cfg.begin_epoch is not None else cfg.begin_step / steps_per_epoch
             if cfg.end_epoch is not None:
@@ -477,7 +488,7 @@ class PrunePass:
                 end = cfg.end_step / steps_per_epoch
             else:
                 end = max(1, settings.epochs - 1)
-            stages = [polynomial_sparsity(e + 1, 1.0, 0.0, begin, end) if e + 1 > begin else 0.0
+            stages = [polynomial_sparsity(e + 1, 1.0, 0.0, begin, end) if e >= begin else 0.0
                       for e in range(settings.epochs)]
         else:
             stages = [1.0]
@@ -715,6 +726,9 @@ def prune(
     if config.end_epoch is not None and config.end_epoch > epochs:
         raise InputError(f"--end-epoch {config.end_epoch:g} is after the last fine-tuning epoch ({epochs})",
                          hint=f"use --end-epoch <= {epochs}, or more --epochs")
+    if config.begin_epoch is not None and config.begin_epoch >= epochs:
+        raise InputError(f"--begin-epoch {config.begin_epoch:g} leaves no fine-tuning epoch to prune in (--epochs {epochs})",
+                         hint=f"use --begin-epoch < {epochs}, or more --epochs")
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed, progress=progress,
                              lr_schedule=lr_schedule)
     from edgekit.runtime import check_run_options

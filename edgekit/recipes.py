@@ -159,8 +159,8 @@ class PruneSpec(_Training):
     structure: Literal["unstructured", "2:4", "channels"] = "unstructured"
     schedule: Literal["constant", "polynomial"] = "constant"
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
-    begin_epoch: float | None = Field(None, ge=0.0, description="Polynomial schedule: first epoch that prunes (default 0).")
-    end_epoch: float | None = Field(None, gt=0.0, description="Polynomial schedule: epoch reaching the target (default 3/4 of epochs).")
+    begin_epoch: float | None = Field(None, ge=0.0, allow_inf_nan=False, description="Polynomial schedule: first epoch that prunes (default 0).")
+    end_epoch: float | None = Field(None, gt=0.0, allow_inf_nan=False, description="Polynomial schedule: epoch reaching the target (default 3/4 of epochs).")
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="Fine-tuning learning rate: constant, or cosine decay to 2% over all fine-tuning steps.")
     layers: str | None = None
@@ -186,6 +186,8 @@ class PruneSpec(_Training):
             raise ValueError(f"end_epoch ({self.end_epoch}) must be after begin_epoch ({self.begin_epoch})")
         if self.end_epoch is not None and self.end_epoch > self.epochs:
             raise ValueError(f"end_epoch ({self.end_epoch}) is after the last fine-tuning epoch ({self.epochs})")
+        if self.begin_epoch is not None and self.begin_epoch >= self.epochs:
+            raise ValueError(f"begin_epoch ({self.begin_epoch}) leaves no fine-tuning epoch to prune in (epochs {self.epochs})")
         return self
 
 

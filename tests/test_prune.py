@@ -290,7 +290,10 @@ def test_cli_prune_end_to_end_converts_and_runs_in_litert(tiny, tmp_path, runner
         (["--sparsity", "0.5", "--schedule", "polynomial", "--end-epoch", "5"], 2, "--end-epoch 5 is after the last fine-tuning epoch (2)"),
         (["--sparsity", "0.5", "--end-epoch", "1"], 2, "add --schedule polynomial"),
         (["--sparsity", "0.5", "--schedule", "polynomial", "--end-epoch", "1", "--end-step", "3"], 2, "--end-step or --end-epoch, not both"),
-        (["--sparsity", "0.5", "--schedule", "polynomial", "--begin-epoch", "1", "--end-epoch", "0.5"], 2, "must be after begin_epoch"),
+        (["--sparsity", "0.5", "--schedule", "polynomial", "--begin-epoch", "1", "--end-epoch", "0.5"], 2, "must be after --begin-epoch"),
+        (["--sparsity", "0.5", "--schedule", "polynomial", "--begin-epoch", "2"], 2, "--begin-epoch 2 leaves no fine-tuning epoch"),
+        (["--sparsity", "0.5", "--schedule", "polynomial", "--begin-epoch", "inf"], 2, "--begin-epoch: Input should be a finite number"),
+        (["--sparsity", "0.5", "--schedule", "polynomial", "--begin-step", "999"], 2, "the pruning schedule starts at step 999"),
     ],
 )
 def test_bad_input_fails_before_training(tiny, tmp_path, runner, cli, extra, code, message):
