@@ -86,6 +86,18 @@ def test_schedule_bounds_in_epochs(tiny, tmp_path):
     assert result.config["begin_epoch"] == 1 and result.config["end_epoch"] == 2
 
 
+def test_cli_schedule_in_epochs_with_cosine_learning_rate(tiny, tmp_path, runner, cli):
+    out = tmp_path / "p.keras"
+    res = runner.invoke(cli, ["prune", str(tiny["model"]), "--data", str(tiny["train"]), "--scale", "1/255", "--sparsity", "0.6",
+                              "--schedule", "polynomial", "--begin-epoch", "0.5", "--end-epoch", "1.5", "--epochs", "2",
+                              "--lr-schedule", "cosine", "--batch-size", "32", "--no-export", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "p.report.json").read_text())
+    assert report["config"]["lr_schedule"] == "cosine"
+    assert (report["config"]["begin_epoch"], report["config"]["end_epoch"]) == (0.5, 1.5)
+    assert all(abs(layer["sparsity"] - 0.6) <= 0.01 for layer in report["layers"] if layer["status"] == "pruned")
+
+
 def test_magnitude_mask_removes_the_smallest():
     from edgekit.prune import magnitude_mask
 
