@@ -133,6 +133,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs for the Fashion-MNIST CNN")
     parser.add_argument("--width", type=int, default=32, help="base width of the residual conv net")
+    parser.add_argument("--net", choices=["resnet", "mobilenet"], default="resnet",
+                        help="section 4's network: the residual conv net, or the MobileNetV2-style net (slow to train on CPU: depthwise gradients)")
     parser.add_argument("--cnn-train", type=int, default=20000, help="training images for the residual conv net")
     parser.add_argument("--cnn-epochs", type=int, default=3, help="training epochs of the residual conv net")
     parser.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs after channel pruning")
@@ -215,7 +217,7 @@ def main() -> None:
         k.utils.set_random_seed(0)
         pick = np.sort(np.random.default_rng(0).choice(len(train), args.cnn_train, replace=False))
         subset = Dataset(x=train.x[pick], y=train.y[pick], source=f"{train.source}[{args.cnn_train}]", sha256="", preprocessing=train.preprocessing)
-        net = resnet_style(args.width)
+        net = resnet_style(args.width) if args.net == "resnet" else mobilenet_style()
         steps = args.cnn_epochs * int(np.ceil(args.cnn_train / 128))
         schedule = k.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps, alpha=0.02)
         net.compile(optimizer=k.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -223,24 +225,25 @@ def main() -> None:
         net.fit(subset.x, subset.y, batch_size=128, epochs=args.cnn_epochs, verbose=2)
         train_s = time.perf_counter() - t0
         net.compile(optimizer=k.optimizers.Adam(5e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        net_path = tmp / "resnet_style.keras"
+        net_path = tmp / f"{args.net}_style.keras"
         net.save(net_path)
         base_top1 = float(net.evaluate(test.x, test.y, verbose=0, batch_size=256)[1] * 100)
-        rows.append(row("ResNet-style: unpruned float top-1 on the 10k test images (sanity)", f"{base_top1:.2f}", ">= 85", base_top1 >= 85))
+        label = "ResNet-style" if args.net == "resnet" else "MobileNetV2-style"
+        rows.append(row(f"{label}: unpruned float top-1 on the 10k test images (sanity)", f"{base_top1:.2f}", ">= 85", base_top1 >= 85))
         t0 = time.perf_counter()
         tune = subset
         if args.finetune_train and args.finetune_train != args.cnn_train:
             more = np.sort(np.random.default_rng(0).choice(len(train), min(args.finetune_train, len(train)), replace=False))
             tune = Dataset(x=train.x[more], y=train.y[more], source=f"{train.source}[{len(more)}]", sha256="", preprocessing=train.preprocessing)
-        r = prune(net_path, tmp / "resnet_ch50.keras", structure="channels", sparsity=0.5, epochs=args.finetune_epochs,
+        r = prune(net_path, tmp / f"{args.net}_ch50.keras", structure="channels", sparsity=0.5, epochs=args.finetune_epochs,
                   batch_size=128, data=tune, val=test, force=True, runs=args.runs, distill=args.distill, learning_rate=args.finetune_lr,
                   lr_schedule=args.finetune_lr_schedule, schedule=args.finetune_schedule)
         prune_s = time.perf_counter() - t0
         e = r.export
         drop = e.original_float32.top1 - e.compressed.top1
         drop_int8 = e.original.top1 - e.compressed.top1
-        results["channels50_resnet"] = {**r.to_dict(), "train_seconds": train_s, "prune_seconds": prune_s}
-        rows.append(row(f"ResNet-style (width {args.width}, trained {args.cnn_epochs} ep on {args.cnn_train:,}): unpruned int8 p50",
+        results[f"channels50_{args.net}"] = {**r.to_dict(), "train_seconds": train_s, "prune_seconds": prune_s}
+        rows.append(row(f"{label} ({f'width {args.width}, ' if args.net == 'resnet' else ''}trained {args.cnn_epochs} ep on {args.cnn_train:,}): unpruned int8 p50",
                         f"{e.original.latency.p50_ms:.3f} ms", ">= 1 ms", e.original.latency.p50_ms >= 1.0))
         rows.append(row("50% channels: fine-tuning data", f"{args.finetune_epochs} epochs on {len(tune):,} training images (baseline: {args.cnn_epochs} on {args.cnn_train:,})"
                         + (", distilled from the unpruned net" if args.distill else "")
