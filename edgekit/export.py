@@ -253,13 +253,12 @@ def _flex_refusal(target: str, ops: list[str]) -> ModelError:
 
 
 def _convert_for_target(loaded: LoadedModel, target: str, mode: QuantMode, calibration: np.ndarray | None, io_type: IOType,
-                        allow_select_tf_ops: bool) -> bytes:
+                        allow_select_tf_ops: bool, per_channel: bool = True) -> bytes:
     """Converts; a model that needs Flex ops gets a refusal naming them (gpu/npu always)."""
     select = allow_select_tf_ops and target not in ("gpu", "npu")
-    weights, _ = choose_weights(loaded, mode)  # per-tensor for a model clustered per layer, as `edgekit quantize`
     try:
         flatbuffer = convert(loaded, mode, calibration=calibration if mode.needs_data else None, io_type=io_type, allow_select_tf_ops=select,
-                             per_channel=weights != "per-tensor")
+                             per_channel=per_channel)
     except ConversionError as exc:
         if select:
             raise
@@ -372,7 +371,8 @@ def export(
 
     warnings: list[str] = []
     started = time.perf_counter()
-    flatbuffer = _convert_for_target(loaded, target, chosen_mode, calibration, chosen_io, allow_select_tf_ops)
+    weights, _ = choose_weights(loaded, chosen_mode)  # per-tensor for a model clustered per layer, as `edgekit quantize`
+    flatbuffer = _convert_for_target(loaded, target, chosen_mode, calibration, chosen_io, allow_select_tf_ops, per_channel=weights != "per-tensor")
     seconds = time.perf_counter() - started
     info = parse_tflite_bytes(flatbuffer, MODEL_FILE)
     flex = _flex_ops(info)
@@ -443,7 +443,7 @@ def export(
             options={"target": target, "mode": chosen_mode.value, "io_type": chosen_io.value, "samples": samples, "seed": seed,
                      "api_level": api_level, "npu": npu, "soc": soc, "allow_select_tf_ops": allow_select_tf_ops,
                      "fp16_check": fp16_check, "fp16_tolerance": fp16_tolerance, "fp16_samples": fp16_samples,
-                     "weights": choose_weights(loaded, chosen_mode)[0]},
+                     "weights": weights},
             extra={
                 "target": target,
                 "settings": {"mode": chosen_mode.value, "io_type": chosen_io.value, "why": TARGET_PROFILES[target].why,

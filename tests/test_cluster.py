@@ -159,6 +159,12 @@ def test_quantize_keeps_one_codebook_per_layer_with_per_tensor_weights(tiny, tmp
     assert any(scales > 1 for _, scales in forced_k.values())
     assert max(np.unique(v).size for v, _ in forced_k.values()) > 8  # per-channel scales split the shared values
     assert manifests[auto]["artifact"]["gzip_bytes"] < manifests[forced]["artifact"]["gzip_bytes"]
+    # edgekit export makes the same choice and records it
+    res = runner.invoke(cli, ["export", str(clustered), "--target", "cpu", *common, "-o", str(tmp_path / "exp")])
+    assert res.exit_code == 0, res.output
+    exported = json.loads((tmp_path / "exp" / "model.json").read_text())
+    assert exported["options"]["mode"] == "int8" and exported["options"]["weights"] == "per-tensor"
+    assert all(scales == 1 and np.unique(v).size <= 8 for v, scales in int8_kernels(tmp_path / "exp" / "model.tflite").values())
 
 
 def test_quantize_weights_option_rejected_for_float_modes(tiny, tmp_path, runner, cli):
