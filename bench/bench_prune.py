@@ -63,7 +63,10 @@ def datasets() -> tuple[Dataset, Dataset]:
 
 
 def mobilenet_style(classes: int = 10):
-    """MobileNetV2-style: stem, 7 inverted residual blocks (expansion 6), 1x1 head, GAP, softmax."""
+    """MobileNetV2-style: stem, 7 inverted residual blocks (expansion 6), 1x1 head, GAP, softmax.
+
+    BatchNorm momentum 0.9 (Keras' default 0.99 leaves the moving statistics unsettled after the few
+    hundred steps a CPU run here affords: the float net then scores ~13% in inference mode)."""
     from edgekit._tf import keras
 
     k = keras()
@@ -72,13 +75,13 @@ def mobilenet_style(classes: int = 10):
     def block(x, out_channels, stride, expansion, name):
         in_channels = x.shape[-1]
         y = layers.Conv2D(in_channels * expansion, 1, use_bias=False, name=f"{name}_expand")(x)
-        y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
+        y = layers.BatchNormalization(momentum=0.9, name=f"{name}_expand_bn")(y)
         y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
         y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
-        y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+        y = layers.BatchNormalization(momentum=0.9, name=f"{name}_dw_bn")(y)
         y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
         y = layers.Conv2D(out_channels, 1, use_bias=False, name=f"{name}_project")(y)
-        y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
+        y = layers.BatchNormalization(momentum=0.9, name=f"{name}_project_bn")(y)
         if stride == 1 and in_channels == out_channels:
             y = layers.Add(name=f"{name}_add")([x, y])
         return y
@@ -86,12 +89,12 @@ def mobilenet_style(classes: int = 10):
     inputs = k.Input((28, 28, 1), name="image")
     x = layers.UpSampling2D(2, name="upscale")(inputs)  # 56x56
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
     for i, (channels, stride) in enumerate([(24, 1), (24, 1), (32, 2), (32, 1), (64, 2), (64, 1), (96, 1)]):
         x = block(x, channels, stride, 6, f"block{i + 1}")
     x = layers.Conv2D(320, 1, use_bias=False, name="head")(x)
-    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.BatchNormalization(momentum=0.9, name="head_bn")(x)
     x = layers.ReLU(6.0, name="head_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(0.2, name="dropout")(x)
@@ -250,7 +253,8 @@ def main() -> None:
                         + f", learning rate {args.finetune_lr or 5e-4:g} {args.finetune_lr_schedule}"
                         + (", channels removed in stages" if args.finetune_schedule == "polynomial" else ""), "report only", None))
         rows.append(row("50% channels + int8: p50 speed-up vs unpruned int8", f"x{e.speedup:.2f} ({e.compressed.latency.p50_ms:.3f} vs {e.original.latency.p50_ms:.3f} ms)", ">= 1.5x", e.speedup >= 1.5))
-        rows.append(row("50% channels + int8: top-1 drop vs float32 original", f"{drop:+.2f} pts ({e.original_float32.top1:.2f} -> {e.compressed.top1:.2f}); vs unpruned int8 {drop_int8:+.2f}", "<= 1.5", drop <= 1.5))
+        rows.append(row("50% channels + int8: top-1 drop vs float32 original", f"{drop:+.2f} pts ({e.original_float32.top1:.2f} -> {e.compressed.top1:.2f}); vs unpruned int8 {drop_int8:+.2f}"
+                        + ("" if base_top1 >= 85 else " (baseline failed its sanity row: no verdict)"), "<= 1.5", drop <= 1.5 and base_top1 >= 85))
         rows.append(row("50% channels: parameters", f"{r.parameters_before:,} -> {r.parameters_after:,}", "report only", None))
         rows.append(row("50% channels + int8: gzip vs unpruned int8 gzip", f"x{e.gzip_ratio_vs_original:.2f}", "report only", None))
 
