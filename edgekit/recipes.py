@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from pydantic_core import PydanticCustomError
 
 from edgekit.errors import InputError, RecipeError
+from edgekit.types import check_name
 
 SCHEMA_VERSION = 1
 ENV_VAR = "EDGEKIT_RECIPES"
@@ -70,7 +71,6 @@ TARGET_MODES = {
     "nnapi": ("int8", "float16", "float32"),
     "npu": ("int8",),
 }
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,9 +380,7 @@ class Recipe(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"'{value}' must be lower-case letters, digits, '.', '_' or '-' (at most 64)")
-        return value
+        return check_name(value)
 
     @model_validator(mode="after")
     def _cross_pass_rules(self) -> Recipe:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -229,3 +230,13 @@ class Artifact(_Serializable):
     sha256: str
     size: SizeInfo
     manifest_path: str | None = None
+
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def check_name(value: str) -> str:
+    """Validates a recipe or device-profile name (lower-case letters, digits, . _ -; at most 64)."""
+    if not NAME_PATTERN.match(value):
+        raise ValueError(f"'{value}' must be lower-case letters, digits, '.', '_' or '-' (at most 64)")
+    return value

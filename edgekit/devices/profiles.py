@@ -32,11 +32,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from edgekit.errors import InputError, RecipeError
+from edgekit.types import check_name
 
 SCHEMA_VERSION = 1
 ENV_VAR = "EDGEKIT_DEVICES"
 BUNDLED_DIR = Path(__file__).with_name("profiles")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HOST = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
 _SERIAL = re.compile(r"^[A-Za-z0-9_.:\-]+$")
@@ -225,9 +225,7 @@ class DeviceProfile(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"'{value}' must be lower-case letters, digits, '.', '_' or '-' (at most 64)")
-        return value
+        return check_name(value)
 
     @field_validator("cpu_affinity")
     @classmethod
