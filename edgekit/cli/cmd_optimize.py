@@ -15,7 +15,7 @@ from edgekit.cli.options import (
     preprocessing_from_options,
     preprocessing_options,
 )
-from edgekit.cli.render import console, err_console, fmt, human_bytes, print_json
+from edgekit.cli.render import console, err_console, fmt, human_bytes, show_gated_report
 
 
 @contextlib.contextmanager
@@ -107,18 +107,7 @@ def optimize(model, data, val, device, max_drop, relative, max_latency_ms, perce
             report = result.report
         except GateFailed as exc:
             failure = exc
-    if report is None and failure is not None:
-        import json
-        from pathlib import Path
-
-        path = Path(out_dir) / "report.json"
-        report = json.loads(path.read_text()) if path.is_file() else None
-    if as_json and report is not None:
-        print_json(report)
-    elif report is not None and not quiet:
-        render_optimize(report, out_dir)
-    if failure is not None:
-        raise failure
+    show_gated_report(report, failure, out_dir, as_json=as_json, quiet=quiet, render=render_optimize)
 
 
 def _short_reason(reasons: list[str]) -> str:

@@ -14,7 +14,7 @@ from edgekit.cli.options import (
     preprocessing_from_options,
     preprocessing_options,
 )
-from edgekit.cli.render import console, err_console, print_json
+from edgekit.cli.render import console, err_console, show_gated_report
 
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress output (errors and the result only).")
 
@@ -73,18 +73,7 @@ def run(recipe, model, data, val, device, out_dir, recipes_dir, no_html, scale, 
         except GateFailed as exc:
             failure = exc
             report = None
-    if report is None:
-        import json
-        from pathlib import Path
-
-        path = Path(out_dir) / "report.json"
-        report = json.loads(path.read_text()) if path.is_file() else None
-    if as_json and report is not None:
-        print_json(report)
-    elif report is not None and not quiet:
-        render_run(report, out_dir)
-    if failure is not None:
-        raise failure
+    show_gated_report(report, failure, out_dir, as_json=as_json, quiet=quiet, render=render_run)
 
 
 def render_run(report: dict, out_dir: str) -> None:

@@ -18,6 +18,23 @@ def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
 
+def show_gated_report(report: dict[str, Any] | None, failure: Exception | None, out_dir: Any, *, as_json: bool, quiet: bool,
+                      render: Any) -> None:
+    """Prints a run's report (when a gate failed: the report.json it left in ``out_dir``) as JSON
+    or with ``render(report, out_dir)``, then re-raises the gate failure, if any."""
+    if report is None and failure is not None:
+        from pathlib import Path
+
+        path = Path(out_dir) / "report.json"
+        report = json.loads(path.read_text()) if path.is_file() else None
+    if as_json and report is not None:
+        print_json(report)
+    elif report is not None and not quiet:
+        render(report, out_dir)
+    if failure is not None:
+        raise failure
+
+
 def human_bytes(n: float | int | None) -> str:
     if n is None:
         return "-"
