@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgekit.devices.run import run_on_device  # noqa: E402
-from edgekit.runtime import run_local  # noqa: E402
-from edgekit.validate import latency_stats  # noqa: E402
+from edgekit.runtime.local import run_local  # noqa: E402
+from edgekit.workflows.validate import latency_stats  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
 
@@ -49,8 +49,8 @@ def _load_sshd_helper():
 
 
 def make_artifacts(folder: Path, with_mobilenet: bool) -> list[tuple[str, Path, int]]:
-    from edgekit.quantize import quantize
-    from edgekit.types import Preprocessing
+    from edgekit.export.convert import quantize
+    from edgekit.core.datatypes import Preprocessing
 
     out = []
     pre = Preprocessing(scale=1 / 255)

@@ -2,7 +2,7 @@
 
 Teacher: the bundled example model (examples/fashion_mnist/model.keras, 244k parameters).
 Student: the teacher's architecture at ``--width`` (0.45 -> 5x fewer parameters), derived and
-initialised fresh by ``edgekit.distill.derive_student``. For each seed the same student (same
+initialised fresh by ``edgekit.passes.distill.derive_student``. For each seed the same student (same
 initial weights, batches and optimizer) is trained twice for the same epochs on the same data:
 from the labels alone (baseline) and distilled from the teacher. Accuracy is top-1 on the full
 10,000-image test set. The first seed also exports teacher, baseline and student to int8 TFLite
@@ -54,8 +54,8 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from train import load_fashion_mnist
 
-    from edgekit.distill import distill
-    from edgekit.types import Preprocessing
+    from edgekit.passes.distill import distill
+    from edgekit.core.datatypes import Preprocessing
 
     started = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data_dir)
@@ -96,7 +96,7 @@ def main() -> None:
 def bench_prune(tmp: Path, teacher_path: Path, pre, args) -> list[dict] | None:
     """Prune 80% with and without --distill (same epochs), if prune supports it."""
     try:
-        from edgekit.prune import prune
+        from edgekit.passes.prune import prune
     except ImportError:
         return None
     if "distill" not in inspect.signature(prune).parameters:

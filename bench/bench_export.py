@@ -26,8 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgekit.export import export  # noqa: E402
-from edgekit.types import Preprocessing  # noqa: E402
+from edgekit.workflows.export import export  # noqa: E402
+from edgekit.core.datatypes import Preprocessing  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "fashion_mnist"
 
@@ -49,7 +49,7 @@ def _row(model: str, result, seconds: float) -> str:
 
 
 def _analyzer_findings(flatbuffer: bytes) -> int:
-    from edgekit._tf import tensorflow
+    from edgekit.core.tfshim import tensorflow
 
     tf = tensorflow()
     buf = io.StringIO()
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50, help="fp16-check / calibration samples")
     args = parser.parse_args()
 
-    from edgekit._tf import keras, tensorflow
+    from edgekit.core.tfshim import keras, tensorflow
 
     k = keras()
     rows = []
@@ -99,7 +99,7 @@ def main() -> None:
         module = tf.Module()
         module.f = tf.function(hostile, input_signature=[tf.TensorSpec([1, 16], tf.float32)])
         flat = bytes(tf.lite.TFLiteConverter.from_concrete_functions([module.f.get_concrete_function()], module).convert())
-        from edgekit.delegates import check_bytes
+        from edgekit.export.delegates import check_bytes
 
         ours = check_bytes(flat, "gpu")
         tf_findings = _analyzer_findings(flat)

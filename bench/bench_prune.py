@@ -43,10 +43,10 @@ sys.path.insert(0, str(REPO / "examples" / "fashion_mnist"))
 
 import numpy as np  # noqa: E402
 
-from edgekit.cluster import cluster  # noqa: E402
-from edgekit.models import load_model  # noqa: E402
-from edgekit.prune import check_m_by_n, input_axis, prune  # noqa: E402
-from edgekit.types import Dataset, Preprocessing  # noqa: E402
+from edgekit.passes.cluster import cluster  # noqa: E402
+from edgekit.core.models import load_model  # noqa: E402
+from edgekit.passes.prune import check_m_by_n, input_axis, prune  # noqa: E402
+from edgekit.core.datatypes import Dataset, Preprocessing  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -67,7 +67,7 @@ def mobilenet_style(classes: int = 10):
 
     BatchNorm momentum 0.9 (Keras' default 0.99 leaves the moving statistics unsettled after the few
     hundred steps a CPU run here affords: the float net then scores ~13% in inference mode)."""
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     k = keras()
     layers = k.layers
@@ -105,7 +105,7 @@ def mobilenet_style(classes: int = 10):
 def resnet_style(width: int = 24, classes: int = 10):
     """ResNet-style: 3x3 conv stem, three stages of a stride-2 conv plus a residual block of two
     3x3 convs (BatchNorm, ReLU, residual Add), global average pooling, softmax."""
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     k = keras()
     layers = k.layers
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     started = time.perf_counter()
     train, test = datasets()
@@ -198,7 +198,7 @@ def main() -> None:
             # 3. 2:4
             r = prune(source, tmp / "p24.keras", structure="2:4", epochs=1, export=False, data=train, val=test, force=True)
             pruned = keras().saving.load_model(tmp / "p24.keras")
-            from edgekit.compress import iter_layers, kernel_variable
+            from edgekit.passes.compress import iter_layers, kernel_variable
 
             eligible, exact = [], []
             layers = dict(iter_layers(pruned))

@@ -8,7 +8,7 @@ Three runs, each measured side by side in one process (one run each, seeded):
    QAT result is simply extra training.
 2. The bundled example (examples/fashion_mnist/model.keras) with QAT on the 60k training set,
    evaluated on the bundled val.npz (1,000) and on the 10k test set.
-3. The MobileNet-style model pruned to 80% (``edgekit.prune`` when available, otherwise
+3. The MobileNet-style model pruned to 80% (``edgekit.passes.prune`` when available, otherwise
    magnitude zeroing + a short masked fine-tune), then QAT with ``--preserve sparsity``:
    the fraction of zeros among the exported int8 weights.
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "examples" / "fashion_mnist"))
 
 from train import load_fashion_mnist  # noqa: E402
 
-from edgekit.types import Preprocessing  # noqa: E402
+from edgekit.core.datatypes import Preprocessing  # noqa: E402
 
 SCALE = Preprocessing(scale=1 / 255)
 
@@ -101,13 +101,13 @@ def float_finetune_top1(model_path: Path, x, y, x_test, y_test, epochs: int, lr:
 
 
 def magnitude_prune(model_path: Path, out: Path, train_npz: Path, x, y, sparsity: float, seed: int) -> str:
-    """Prunes every kernel to ``sparsity`` with edgekit.prune, or by magnitude zeroing + 1 masked epoch."""
+    """Prunes every kernel to ``sparsity`` with edgekit.passes.prune, or by magnitude zeroing + 1 masked epoch."""
     try:
-        from edgekit.prune import prune
+        from edgekit.passes.prune import prune
 
         prune(model_path, out, data=train_npz, sparsity=sparsity, epochs=1, batch_size=64,
               preprocessing=SCALE, export=False, force=True, seed=seed)
-        return "edgekit.prune (unstructured magnitude, 1 epoch fine-tune)"
+        return "edgekit.passes.prune (unstructured magnitude, 1 epoch fine-tune)"
     except Exception as exc:  # #3's pass may not be available: do it here
         reason = f"{type(exc).__name__}: {str(exc)[:120]}"
     import keras
@@ -133,7 +133,7 @@ def magnitude_prune(model_path: Path, out: Path, train_npz: Path, x, y, sparsity
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
     model.fit(x / 255.0, y, batch_size=64, epochs=1, verbose=0, callbacks=[keras.callbacks.LambdaCallback(on_batch_end=reapply)])
     model.save(out)
-    return f"magnitude zeroing + 1 masked epoch (edgekit.prune unavailable: {reason})"
+    return f"magnitude zeroing + 1 masked epoch (edgekit.passes.prune unavailable: {reason})"
 
 
 def kernel_sparsity(path: Path) -> float:
@@ -152,7 +152,7 @@ def kernel_sparsity(path: Path) -> float:
 
 
 def run_qat(model: Path, out: Path, train: Path, val: Path, epochs: int, lr: float, seed: int, preserve: str | None = None):
-    from edgekit.qat import qat
+    from edgekit.passes.qat import qat
 
     started = time.perf_counter()
     result = qat(model, out, data=train, val=val, epochs=epochs, lr=lr, preprocessing=SCALE, seed=seed, preserve=preserve,
@@ -162,7 +162,7 @@ def run_qat(model: Path, out: Path, train: Path, val: Path, epochs: int, lr: flo
 
 
 def tflite_top1(path: Path, x_test, y_test) -> float:
-    from edgekit.runtime import run_local
+    from edgekit.runtime.local import run_local
 
     run = run_local(path, (x_test / 255.0).astype(np.float32), runs=1, warmup=0)
     return float((run.outputs[0].reshape(len(x_test), -1).argmax(1) == y_test).mean() * 100)

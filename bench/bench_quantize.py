@@ -34,11 +34,11 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from edgekit.models import load_model  # noqa: E402
-from edgekit.quantize import quantize  # noqa: E402
-from edgekit.runtime import run_local  # noqa: E402
-from edgekit.types import Preprocessing  # noqa: E402
-from edgekit.validate import latency_stats, validate  # noqa: E402
+from edgekit.core.models import load_model  # noqa: E402
+from edgekit.export.convert import quantize  # noqa: E402
+from edgekit.runtime.local import run_local  # noqa: E402
+from edgekit.core.datatypes import Preprocessing  # noqa: E402
+from edgekit.workflows.validate import latency_stats, validate  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
 
@@ -107,7 +107,7 @@ def bench_modes(work: Path, runs: int) -> str:
 def bench_tools(work: Path, runs: int, repeats: int, skip_mobilenet: bool, mobilenet_runs: int | None = None) -> str:
     models = [("bundled example float32", work / "example_float32.tflite"), ("bundled example int8", work / "example_int8.tflite")]
     if not skip_mobilenet:
-        from edgekit._tf import keras
+        from edgekit.core.tfshim import keras
 
         k = keras()
         k.utils.set_random_seed(0)

@@ -2,8 +2,8 @@
 
 Each step is a module with a function of the same name; importing ``edgekit`` itself is light::
 
-    from edgekit.quantize import quantize
-    from edgekit.validate import validate
+    from edgekit.export.convert import quantize
+    from edgekit.workflows.validate import validate
     result = quantize("model.keras", "model_int8.tflite", mode="int8", data="calib.npz")
     report = validate("model_int8.tflite", "val.npz", reference="model.keras")
 
@@ -18,15 +18,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "convert": "edgekit.quantize",
-    "load_model": "edgekit.models",
-    "load_dataset": "edgekit.data",
-    "read_tflite": "edgekit.tflite_file",
-    "inspect_artifact": "edgekit.inspection",
-    "run_local": "edgekit.runtime",
-    "Preprocessing": "edgekit.types",
-    "QuantMode": "edgekit.types",
-    "IOType": "edgekit.types",
+    "convert": "edgekit.export.convert",
+    "load_model": "edgekit.core.models",
+    "load_dataset": "edgekit.core.data",
+    "read_tflite": "edgekit.core.tflite_file",
+    "inspect_artifact": "edgekit.workflows.inspect",
+    "run_local": "edgekit.runtime.local",
+    "Preprocessing": "edgekit.core.datatypes",
+    "QuantMode": "edgekit.core.datatypes",
+    "IOType": "edgekit.core.datatypes",
 }
 
 __all__ = sorted(_API)

@@ -86,7 +86,7 @@ def int8_kernels(path) -> dict[str, tuple[np.ndarray, int]]:
     through LiteRT."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgekit.tflite_file import read_tflite
+    from edgekit.core.tflite_file import read_tflite
 
     constant = {t.index for t in read_tflite(path).tensors if t.is_constant and t.dtype == "INT8" and len(t.shape) >= 2}
     interp = Interpreter(model_path=str(path))

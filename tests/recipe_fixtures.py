@@ -24,7 +24,7 @@ def make_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def build_model(seed: int = 0):
     """Conv -> Dense(fc1) -> Dense(fc2) -> softmax(probs), compiled with its loss (so passes can fine-tune)."""
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     k = keras()
     k.utils.set_random_seed(seed)
@@ -59,7 +59,7 @@ def write_fixture(folder: Path, *, outlier: float | None = None) -> dict[str, Pa
 
 def scale_units(model, producer: str, consumer: str, units: list[int], factor: float):
     """A copy of ``model`` whose ``producer`` units are ``factor`` times larger and ``consumer`` compensates."""
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     k = keras()
     copy = k.models.clone_model(model)

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.delegates import (
+from edgekit.export.delegates import (
     RULES_DIR,
     check_bytes,
     estimate_flops,
@@ -21,14 +21,14 @@ from edgekit.delegates import (
     parse_rules,
     partition_nodes,
 )
-from edgekit.errors import InputError, RecipeError
-from edgekit.tflite_file import OperatorInfo, parse_tflite_bytes
+from edgekit.core.errors import InputError, RecipeError
+from edgekit.core.tflite_file import OperatorInfo, parse_tflite_bytes
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _tf():
-    from edgekit._tf import tensorflow
+    from edgekit.core.tfshim import tensorflow
 
     return tensorflow()
 
@@ -60,10 +60,10 @@ def gpu_hostile(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def mobilenet_fp16(tmp_path_factory) -> Path:
-    from edgekit._tf import keras
-    from edgekit.export import _loaded_from_object
-    from edgekit.quantize import convert
-    from edgekit.types import QuantMode
+    from edgekit.core.tfshim import keras
+    from edgekit.workflows.export import _loaded_from_object
+    from edgekit.export.convert import convert
+    from edgekit.core.datatypes import QuantMode
 
     k = keras()
     k.utils.set_random_seed(0)
@@ -214,10 +214,10 @@ def test_partitioning_joins_independent_branches_like_tflite():
 
 def test_xnnpack_coverage_of_an_int8_softmax_head():
     """XNNPACK runs SOFTMAX in float32 only: an int8 softmax stays on TFLite's CPU kernel."""
-    from edgekit._tf import keras
-    from edgekit.export import _loaded_from_object
-    from edgekit.quantize import convert
-    from edgekit.types import IOType, QuantMode
+    from edgekit.core.tfshim import keras
+    from edgekit.workflows.export import _loaded_from_object
+    from edgekit.export.convert import convert
+    from edgekit.core.datatypes import IOType, QuantMode
 
     k = keras()
     k.utils.set_random_seed(1)
@@ -239,7 +239,7 @@ def test_xnnpack_coverage_of_an_int8_softmax_head():
 
 
 def test_flops_and_layer_guess_units():
-    from edgekit.tflite_file import TensorInfo
+    from edgekit.core.tflite_file import TensorInfo
 
     def t(i, shape):
         return TensorInfo(index=i, name=f"t{i}", shape=shape, shape_signature=shape, dtype="FLOAT32", buffer=0,

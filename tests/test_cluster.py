@@ -11,9 +11,9 @@ from tests.conftest import files_in, int8_kernels
 
 
 def _load(tiny):
-    from edgekit.data import load_dataset
-    from edgekit.models import load_model
-    from edgekit.types import Preprocessing
+    from edgekit.core.data import load_dataset
+    from edgekit.core.models import load_model
+    from edgekit.core.datatypes import Preprocessing
 
     source = load_model(tiny["model"], compile=True).keras_model
     train = load_dataset(tiny["train"], input_shape=(None, 8, 8, 1), preprocessing=Preprocessing(scale=1 / 255))
@@ -21,7 +21,7 @@ def _load(tiny):
 
 
 def test_kmeans_1d_assigns_to_nearest_and_keeps_k():
-    from edgekit.cluster import kmeans_1d
+    from edgekit.passes.cluster import kmeans_1d
 
     values = np.random.default_rng(0).normal(size=5000)
     for init in ("kmeans++", "linear"):
@@ -34,8 +34,8 @@ def test_kmeans_1d_assigns_to_nearest_and_keeps_k():
 
 
 def test_per_layer_distinct_values_and_input_untouched(tiny):
-    from edgekit.cluster import ClusterConfig, ClusterPass, cluster_centroids
-    from edgekit.compress import TrainSettings, iter_layers, kernel_variable
+    from edgekit.passes.cluster import ClusterConfig, ClusterPass, cluster_centroids
+    from edgekit.passes.compress import TrainSettings, iter_layers, kernel_variable
 
     source, train = _load(tiny)
     before = [np.array(w) for w in source.get_weights()]
@@ -54,8 +54,8 @@ def test_per_layer_distinct_values_and_input_untouched(tiny):
 
 
 def test_per_channel_codebook_shares_int8_codes(tiny):
-    from edgekit.cluster import ClusterConfig, ClusterPass, channel_view, cluster_centroids
-    from edgekit.compress import TrainSettings, kernel_variable, layers_by_path
+    from edgekit.passes.cluster import ClusterConfig, ClusterPass, channel_view, cluster_centroids
+    from edgekit.passes.compress import TrainSettings, kernel_variable, layers_by_path
 
     source, train = _load(tiny)
     c = ClusterPass(ClusterConfig(clusters=6, per_channel=True))
@@ -72,9 +72,9 @@ def test_per_channel_codebook_shares_int8_codes(tiny):
 
 
 def test_preserve_sparsity_keeps_pruned_zeros(tiny):
-    from edgekit.cluster import ClusterConfig, ClusterPass
-    from edgekit.compress import TrainSettings
-    from edgekit.prune import PruneConfig, PrunePass, sparsity_masks
+    from edgekit.passes.cluster import ClusterConfig, ClusterPass
+    from edgekit.passes.compress import TrainSettings
+    from edgekit.passes.prune import PruneConfig, PrunePass, sparsity_masks
 
     source, train = _load(tiny)
     p = PrunePass(PruneConfig(sparsity=0.6))
@@ -90,7 +90,7 @@ def test_preserve_sparsity_keeps_pruned_zeros(tiny):
 
 
 def test_cli_cluster_end_to_end(tiny, tmp_path, runner, cli):
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     out = tmp_path / "c.keras"
     res = runner.invoke(cli, ["cluster", str(tiny["model"]), "--data", str(tiny["train"]), "--val", str(tiny["val"]), "--scale", "1/255",

@@ -29,7 +29,7 @@ def profile():
 @pytest.fixture(scope="module")
 def artifact(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.quantize import quantize
+    from edgekit.export.convert import quantize
 
     out = tmp_path_factory.mktemp("hw-art") / "tiny_int8.tflite"
     quantize(tiny["model"], out, mode="int8", data=tiny["train"], preprocessing=Preprocessing(scale=1 / 255))
@@ -60,7 +60,7 @@ def test_benchmark_on_the_device(profile, artifact):
 
 def test_validate_on_the_device_agrees_with_this_host(profile, artifact, tiny, tmp_path):
     from edgekit.devices.run import run_on_device
-    from edgekit.runtime import run_local
+    from edgekit.runtime.local import run_local
 
     x = np.load(tiny["val"])["x"].astype(np.float32) / 255.0
     device = run_on_device(profile, artifact, x, runs=5, warmup=1)

@@ -25,7 +25,7 @@ import pytest
 
 from edgekit.devices.probe import probe_device
 from edgekit.devices.run import run_on_device
-from edgekit.runtime import run_local
+from edgekit.runtime.local import run_local
 
 ROOT = Path(os.environ.get("EDGEKIT_ARM64_ROOT", Path.home() / ".cache" / "edgekit" / "arm64"))
 SYSROOT = ROOT / "sysroot"
@@ -94,7 +94,7 @@ def _no_core_files():
 @pytest.fixture(scope="module")
 def artifacts(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.quantize import quantize
+    from edgekit.export.convert import quantize
 
     folder = tmp_path_factory.mktemp("qemu-art")
     quantize(tiny["model"], folder / "f32.tflite", mode="float32")

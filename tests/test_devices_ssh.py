@@ -15,8 +15,8 @@ from devices_sshd import LoopbackSshd, free_port, unavailable_reason
 from edgekit.devices.profiles import load_profile
 from edgekit.devices.ssh import SshTransport
 from edgekit.devices.transport import work_dir
-from edgekit.errors import DeviceError
-from edgekit.fsutil import sha256_file
+from edgekit.core.errors import DeviceError
+from edgekit.core.fsutil import sha256_file
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 
@@ -59,7 +59,7 @@ def devices_dir(sshd, tmp_path_factory):
 @pytest.fixture(scope="module")
 def artifact(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.quantize import quantize
+    from edgekit.export.convert import quantize
 
     out = tmp_path_factory.mktemp("ssh-art") / "tiny_int8.tflite"
     quantize(tiny["model"], out, mode="int8", data=tiny["train"], preprocessing=Preprocessing(scale=1 / 255))
@@ -67,7 +67,7 @@ def artifact(tiny, tmp_path_factory):
 
 
 def test_validate_over_ssh_equals_local_and_cleans_up(tiny, artifact, devices_dir, tmp_path):
-    from edgekit.validate import validate
+    from edgekit.workflows.validate import validate
 
     local = validate(artifact, tiny["val"], runs=5, warmup=1, report=tmp_path / "local.json")
     remote = validate(artifact, tiny["val"], runs=5, warmup=1, device="loop", devices_dir=devices_dir, report=tmp_path / "ssh.json")
@@ -91,7 +91,7 @@ def test_validate_over_ssh_equals_local_and_cleans_up(tiny, artifact, devices_di
 
 def test_outputs_over_ssh_are_bit_identical(tiny, artifact, devices_dir):
     from edgekit.devices.run import run_on_device
-    from edgekit.runtime import run_local
+    from edgekit.runtime.local import run_local
 
     x = np.load(tiny["val"])["x"][:40].astype(np.float32) / 255.0
     remote = run_on_device("loop", artifact, x, runs=2, warmup=0, devices_dir=devices_dir)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import build_tiny_cnn, files_in, make_blobs
-from edgekit.errors import DataError, ModelError
+from edgekit.core.errors import DataError, ModelError
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def blobs():
 
 @pytest.fixture(scope="module")
 def teacher(tiny):
-    from edgekit.models import load_model
+    from edgekit.core.models import load_model
 
     return load_model(tiny["model"]).keras_model
 
@@ -55,7 +55,7 @@ def _residual_model():
 # --- the loss ---------------------------------------------------------------------------------
 
 def test_loss_goes_down_on_a_fixed_batch(teacher, blobs):
-    from edgekit.distill import derive_student, distillation_loss, fit_with_teacher, teacher_targets
+    from edgekit.passes.distill import derive_student, distillation_loss, fit_with_teacher, teacher_targets
 
     x, y = blobs[0][:64], blobs[1][:64]
     student, _ = derive_student(teacher, 0.5, seed=1)
@@ -74,7 +74,7 @@ def test_loss_goes_down_on_a_fixed_batch(teacher, blobs):
 def test_hard_term_is_keras_cross_entropy_and_soft_term_matches_by_hand():
     import keras
 
-    from edgekit.distill import OutputKind, distillation_loss, kd_terms
+    from edgekit.passes.distill import OutputKind, distillation_loss, kd_terms
 
     rng = np.random.default_rng(0)
     student_logits = rng.normal(size=(16, 5)).astype(np.float32)
@@ -98,7 +98,7 @@ def test_hard_term_is_keras_cross_entropy_and_soft_term_matches_by_hand():
 # --- deriving students by width ---------------------------------------------------------------
 
 def test_width_half_student_has_the_expected_layer_sizes(teacher):
-    from edgekit.distill import derive_student
+    from edgekit.passes.distill import derive_student
 
     student, changes = derive_student(teacher, 0.5, seed=0)
     sizes = {layer.name: (getattr(layer, "filters", None) or getattr(layer, "units", None)) for layer in student.layers}
@@ -113,7 +113,7 @@ def test_width_half_student_has_the_expected_layer_sizes(teacher):
 
 
 def test_width_keeps_residual_adds_and_squeeze_excite_consistent():
-    from edgekit.distill import derive_student
+    from edgekit.passes.distill import derive_student
 
     teacher = _residual_model()
     student, changes = derive_student(teacher, 0.5, seed=0)
@@ -131,7 +131,7 @@ def test_width_keeps_residual_adds_and_squeeze_excite_consistent():
 def test_width_on_a_sequential_model():
     import keras
 
-    from edgekit.distill import derive_student
+    from edgekit.passes.distill import derive_student
 
     teacher = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(10, 3, name="c"), keras.layers.Flatten(name="f"),
                                 keras.layers.Dense(20, name="d"), keras.layers.Dense(3, activation="softmax", name="out")])
@@ -143,7 +143,7 @@ def test_width_on_a_sequential_model():
 def test_width_refuses_nested_models_with_a_clear_error():
     import keras
 
-    from edgekit.distill import derive_student
+    from edgekit.passes.distill import derive_student
 
     inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)], name="backbone")
     inputs = keras.Input((4,))
@@ -169,7 +169,7 @@ def _bn_dropout_teacher():
 
 @pytest.mark.parametrize("mode", ["cached", "hints", "augment"])
 def test_teacher_weights_are_unchanged(blobs, mode):
-    from edgekit.distill import derive_student, fit_with_teacher, make_augmentation
+    from edgekit.passes.distill import derive_student, fit_with_teacher, make_augmentation
 
     teacher = _bn_dropout_teacher()  # BatchNorm statistics would move if it ever ran in training mode
     before = _weights(teacher)
@@ -206,7 +206,7 @@ def _counting_teacher(classes=6):
 
 
 def test_teacher_runs_once_over_the_data_when_cached(blobs):
-    from edgekit.distill import fit_with_teacher, make_augmentation
+    from edgekit.passes.distill import fit_with_teacher, make_augmentation
 
     x, y = blobs[0], blobs[1]
     teacher, counter = _counting_teacher()
@@ -231,7 +231,7 @@ def test_callbacks_see_the_student_itself(teacher, blobs):
     """The recovery hook: a pass's callbacks (pruning masks...) get the student as self.model."""
     import keras
 
-    from edgekit.distill import derive_student, fit_with_teacher
+    from edgekit.passes.distill import derive_student, fit_with_teacher
 
     student, _ = derive_student(teacher, 0.5, seed=0)
     seen = []
@@ -247,7 +247,7 @@ def test_callbacks_see_the_student_itself(teacher, blobs):
 
 
 def test_hint_distillation_learns_an_adapter_and_the_hint_loss_falls(teacher, blobs):
-    from edgekit.distill import derive_student, fit_with_teacher
+    from edgekit.passes.distill import derive_student, fit_with_teacher
 
     student, _ = derive_student(teacher, 0.5, seed=0)
     result = fit_with_teacher(student, teacher, (blobs[0], blobs[1]), epochs=4, batch_size=32, hints=["conv:conv"], seed=0)
@@ -262,7 +262,7 @@ def test_hint_distillation_learns_an_adapter_and_the_hint_loss_falls(teacher, bl
 
 
 def test_teacher_only_distillation_needs_no_labels(teacher, blobs):
-    from edgekit.distill import derive_student, fit_with_teacher
+    from edgekit.passes.distill import derive_student, fit_with_teacher
 
     student, _ = derive_student(teacher, 0.5, seed=0)
     result = fit_with_teacher(student, teacher, (blobs[0], None), epochs=2, alpha=1.0, batch_size=64)
@@ -303,7 +303,7 @@ def _head(kind):
     ("reshape_logits", "logits", "not probabilities on 32 samples"),
 ])
 def test_detects_logits_and_probabilities(kind, expected, evidence):
-    from edgekit.distill import detect_output_kind, run_teacher
+    from edgekit.passes.distill import detect_output_kind, run_teacher
 
     model = _head(kind)
     x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
@@ -315,7 +315,7 @@ def test_detects_logits_and_probabilities(kind, expected, evidence):
 def test_probability_teacher_gives_the_same_targets_as_its_logits():
     import keras
 
-    from edgekit.distill import kd_terms, teacher_targets
+    from edgekit.passes.distill import kd_terms, teacher_targets
 
     keras.utils.set_random_seed(2)
     inputs = keras.Input((4,))
@@ -338,7 +338,7 @@ def test_probability_teacher_gives_the_same_targets_as_its_logits():
 def test_incompatible_teacher_and_student_fail_before_training(teacher, blobs):
     import keras
 
-    from edgekit.distill import fit_with_teacher
+    from edgekit.passes.distill import fit_with_teacher
 
     five_classes = build_tiny_cnn(classes=5)
     before = _weights(five_classes)
@@ -358,7 +358,7 @@ def test_incompatible_teacher_and_student_fail_before_training(teacher, blobs):
 # --- the command ------------------------------------------------------------------------------
 
 def test_cli_distills_with_baseline_and_writes_the_report(tiny, runner, cli, tmp_path):
-    from edgekit.models import load_model
+    from edgekit.core.models import load_model
 
     out = tmp_path / "student.keras"
     result = runner.invoke(cli, [

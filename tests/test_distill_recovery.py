@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from edgekit.fsutil import sha256_file
+from edgekit.core.fsutil import sha256_file
 
 
 def _prune(runner, cli, tiny, out, *extra):

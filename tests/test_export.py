@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.errors import ConversionError, InputError, ModelError
-from edgekit.export import METADATA_NAME, embed_metadata, export, read_embedded_metadata, resolve_settings
-from edgekit.tflite_file import parse_tflite_bytes, read_tflite
-from edgekit.types import IOType, Preprocessing, QuantMode
+from edgekit.core.errors import ConversionError, InputError, ModelError
+from edgekit.workflows.export import METADATA_NAME, embed_metadata, export, read_embedded_metadata, resolve_settings
+from edgekit.core.tflite_file import parse_tflite_bytes, read_tflite
+from edgekit.core.datatypes import IOType, Preprocessing, QuantMode
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -43,7 +43,7 @@ def exports(tmp_path_factory):
 @pytest.fixture(scope="module")
 def flex_model(tmp_path_factory) -> Path:
     """A saved Keras model whose keras.ops.erf has no TFLite builtin (needs Flex)."""
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     k = keras()
     inp = k.Input((16,), name="x")
@@ -153,8 +153,8 @@ def test_inspect_reads_the_embedded_labels(exports):
 
 def test_embedded_metadata_leaves_the_model_unchanged(exports):
     """The exported model (with metadata) computes exactly what the plain conversion does."""
-    from edgekit.models import load_model
-    from edgekit.quantize import convert
+    from edgekit.core.models import load_model
+    from edgekit.export.convert import convert
 
     plain = convert(load_model(MODEL), QuantMode.FLOAT16)
     exported = Path(exports["gpu"].artifact.path)
@@ -211,7 +211,7 @@ def test_fp16_risk_of_the_example_is_low(exports):
 
 
 def _dense_model(kernels, name):
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     k = keras()
     inp = k.Input((16,), name="x")
@@ -240,7 +240,7 @@ def test_fp16_risk_flags_activation_overflow(tmp_path):
 
 def test_fp16_risk_flags_error_growth(tmp_path):
     """Two nearly equal weight sets subtract to a small signal that float16 weights destroy."""
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     k = keras()
     rng = np.random.default_rng(1)
@@ -326,7 +326,7 @@ def test_option_misuse_is_refused_before_work(tmp_path):
 
 
 def test_npu_aot_names_what_is_missing(tmp_path):
-    from edgekit.npu import missing_npu_requirements
+    from edgekit.export.npu import missing_npu_requirements
 
     missing = missing_npu_requirements("qualcomm")
     if not missing:
@@ -342,7 +342,7 @@ def test_npu_aot_names_what_is_missing(tmp_path):
 
 def test_npu_compile_reports_the_missing_vendor_library(tmp_path, exports):
     """Runs LiteRT's real AOT flow: the bundled plugin loads, the QNN library it needs is absent."""
-    from edgekit.npu import missing_npu_requirements, npu_compile
+    from edgekit.export.npu import missing_npu_requirements, npu_compile
 
     if not missing_npu_requirements("qualcomm"):
         models = npu_compile(exports["npu"].artifact.path, "qualcomm", "SM8650", tmp_path / "npu")

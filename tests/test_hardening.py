@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import files_in
-from edgekit.fsutil import sha256_file
+from edgekit.core.fsutil import sha256_file
 
 QUANTIZE = [sys.executable, "-m", "edgekit", "quantize"]
 
@@ -63,8 +63,8 @@ def test_interrupted_run_leaves_no_artifact(tiny, tmp_path, sig):
 
 FULL_DISK = r"""
 import resource, signal, sys
-from edgekit.errors import EdgekitError
-from edgekit.fsutil import write_bytes_atomic
+from edgekit.core.errors import EdgekitError
+from edgekit.core.fsutil import write_bytes_atomic
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
 resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 try:
@@ -85,7 +85,7 @@ def test_disk_full_is_one_clear_line_and_nothing_written(tmp_path):
 
 
 def test_large_uncompressed_npz_is_memory_mapped(tmp_path):
-    from edgekit.data import load_dataset
+    from edgekit.core.data import load_dataset
 
     big = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(30_000, 32, 32, 1))
     big[:] = 1.0
@@ -104,8 +104,8 @@ def test_large_uncompressed_npz_is_memory_mapped(tmp_path):
 
 def test_quantize_reads_only_the_calibration_sample_of_a_big_npy(tiny, tmp_path):
     """The seeded calibration draw is the same whether the data is sampled while loading or after."""
-    from edgekit.data import calibration_sample, load_dataset
-    from edgekit.types import Preprocessing
+    from edgekit.core.data import calibration_sample, load_dataset
+    from edgekit.core.datatypes import Preprocessing
 
     pre = Preprocessing(scale=1 / 255)
     full = load_dataset(tiny["train"], input_shape=(None, 8, 8, 1), preprocessing=pre)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.data import load_dataset, parse_preprocessing
-from edgekit.errors import DataError, InputError, ModelError
-from edgekit.models import load_model
+from edgekit.core.data import load_dataset, parse_preprocessing
+from edgekit.core.errors import DataError, InputError, ModelError
+from edgekit.core.models import load_model
 
 CUSTOM_SRC = '''
 import keras

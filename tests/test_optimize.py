@@ -61,9 +61,9 @@ def test_outlier_model_int8_rejected_mixed_found(outlier_run):
 
 
 def test_equalization_recovers_int8_on_the_outlier_model(tiny, tmp_path):
-    from edgekit.equalize import equalize
-    from edgekit.models import load_model
-    from edgekit.optimize import optimize
+    from edgekit.passes.equalize import equalize
+    from edgekit.core.models import load_model
+    from edgekit.workflows.optimize import optimize
 
     loaded = load_model(tiny["outlier"])
     equalized, pairs = equalize(loaded.keras_model)
@@ -84,7 +84,7 @@ def test_equalization_recovers_int8_on_the_outlier_model(tiny, tmp_path):
 
 def test_recommendation_is_a_recipe_that_reruns(outlier_run, tiny, tmp_path):
     _, out = outlier_run
-    from edgekit.recipes import load_recipe
+    from edgekit.workflows.recipes import load_recipe
 
     recipe = load_recipe(out / "recipe.yaml")
     report = json.loads((out / "report.json").read_text())
@@ -101,8 +101,8 @@ def test_recommendation_is_a_recipe_that_reruns(outlier_run, tiny, tmp_path):
 
 def test_bundled_example_size_candidates(tmp_path):
     """Numbers of the bundled example: dynamic and per-tensor int8 are the candidates past 3.8x."""
-    from edgekit.optimize import optimize
-    from edgekit.types import Preprocessing
+    from edgekit.workflows.optimize import optimize
+    from edgekit.core.datatypes import Preprocessing
 
     example = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist"
     result = optimize(example / "model.keras", example / "calib.npz", val=example / "val.npz", out_dir=tmp_path / "o",

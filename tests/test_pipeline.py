@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from recipe_fixtures import write_fixture
 
 from edgekit.cli import cli
-from edgekit.tflite_file import read_tflite
+from edgekit.core.tflite_file import read_tflite
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def run_cli(*args: str):
 
 def fast_recipe(name: str, folder: Path, **measure) -> Path:
     """A bundled recipe with fewer latency runs (the passes are unchanged), saved under ``folder``."""
-    from edgekit.recipes import load_recipe
+    from edgekit.workflows.recipes import load_recipe
 
     data = load_recipe(name).to_dict()
     data["measure"].update({"runs": 10, "rounds": 1, **measure})
@@ -47,7 +47,7 @@ def common_checks(out: Path, passes: list[str]) -> dict:
         assert (out / name).is_file(), name
     assert [s["pass"] for s in report["steps"]] == passes
     # the resolved recipe reruns as is
-    from edgekit.recipes import load_recipe
+    from edgekit.workflows.recipes import load_recipe
 
     assert load_recipe(out / "recipe.yaml").pass_names() == passes
     ref, final = report["candidates"]
@@ -127,7 +127,7 @@ def test_prune_qat_int8_preserves_zeros(tiny, tmp_path):
     report = common_checks(out, ["prune", "qat", "export"])
     assert report["steps"][1]["details"]["preserve"] == "sparsity"
     assert "held-out" in report["val"]["source"]
-    from edgekit.qat import int8_weight_zeros
+    from edgekit.passes.qat import int8_weight_zeros
 
     zeros, total = int8_weight_zeros((out / "model.tflite").read_bytes())
     assert zeros / total > 0.45
@@ -203,9 +203,9 @@ def test_bad_input_writes_nothing(tiny, tmp_path):
 def test_missing_pass_is_a_recipe_error_before_any_work(tiny, tmp_path, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "edgekit.distill", None)  # as if this edgekit had no distill pass
+    monkeypatch.setitem(sys.modules, "edgekit.passes.distill", None)  # as if this edgekit had no distill pass
     out = tmp_path / "out"
     result = run_cli("distill-int8", "--model", str(tiny["model"]), "--data", str(tiny["train"]), "-o", str(out))
     assert result.exit_code == 9
-    assert "error: the recipe's distill pass needs edgekit.distill, which this edgekit cannot import" in result.output
+    assert "error: the recipe's distill pass needs edgekit.passes.distill, which this edgekit cannot import" in result.output
     assert not out.exists()

@@ -11,7 +11,7 @@ from tests.conftest import files_in, make_blobs
 
 
 def _dataset(x, y, scale=True):
-    from edgekit.types import Dataset, Preprocessing
+    from edgekit.core.datatypes import Dataset, Preprocessing
 
     pre = Preprocessing(scale=1 / 255) if scale else Preprocessing()
     return Dataset(x=pre.apply(x), y=y, source="memory", sha256="", preprocessing=pre)
@@ -29,11 +29,11 @@ def _weights(model):
 
 
 def test_unstructured_sparsity_within_one_percent_and_input_untouched(tiny):
-    from edgekit.compress import TrainSettings, iter_layers, kernel_variable
-    from edgekit.data import load_dataset
-    from edgekit.models import load_model
-    from edgekit.prune import PruneConfig, PrunePass, sparsity_masks
-    from edgekit.types import Preprocessing
+    from edgekit.passes.compress import TrainSettings, iter_layers, kernel_variable
+    from edgekit.core.data import load_dataset
+    from edgekit.core.models import load_model
+    from edgekit.passes.prune import PruneConfig, PrunePass, sparsity_masks
+    from edgekit.core.datatypes import Preprocessing
 
     source = load_model(tiny["model"], compile=True).keras_model
     train = load_dataset(tiny["train"], input_shape=(None, 8, 8, 1), preprocessing=Preprocessing(scale=1 / 255))
@@ -55,8 +55,8 @@ def test_unstructured_sparsity_within_one_percent_and_input_untouched(tiny):
 
 
 def test_polynomial_schedule_reaches_target_with_per_layer_targets(tiny, tmp_path):
-    from edgekit.prune import prune
-    from edgekit.types import Preprocessing
+    from edgekit.passes.prune import prune
+    from edgekit.core.datatypes import Preprocessing
 
     targets = tmp_path / "targets.yaml"
     targets.write_text("targets:\n  - layers: '^fc$'\n    sparsity: 0.9\n")
@@ -73,8 +73,8 @@ def test_polynomial_schedule_reaches_target_with_per_layer_targets(tiny, tmp_pat
 def test_schedule_bounds_in_epochs(tiny, tmp_path):
     """--begin-epoch/--end-epoch: converted to steps (fractions allowed); the first epoch trains dense,
     the target is reached at the end bound and kept."""
-    from edgekit.prune import PruneConfig, polynomial_sparsity, prune
-    from edgekit.types import Preprocessing
+    from edgekit.passes.prune import PruneConfig, polynomial_sparsity, prune
+    from edgekit.core.datatypes import Preprocessing
 
     cfg = PruneConfig(sparsity=0.8, schedule="polynomial", begin_epoch=1, end_epoch=2.5)
     assert cfg.step_bounds(steps_per_epoch=10, total_steps=30) == (10, 25)
@@ -99,7 +99,7 @@ def test_cli_schedule_in_epochs_with_cosine_learning_rate(tiny, tmp_path, runner
 
 
 def test_magnitude_mask_removes_the_smallest():
-    from edgekit.prune import magnitude_mask
+    from edgekit.passes.prune import magnitude_mask
 
     w = np.array([[0.1, -5.0], [0.01, 3.0], [-0.2, 0.0]])
     mask = magnitude_mask(w, 0.5)
@@ -107,9 +107,9 @@ def test_magnitude_mask_removes_the_smallest():
 
 
 def test_two_four_exact_pattern_and_skips(blobs16):
-    from edgekit._tf import keras
-    from edgekit.compress import TrainSettings, iter_layers, kernel_variable
-    from edgekit.prune import PruneConfig, PrunePass, check_m_by_n, input_axis
+    from edgekit.core.tfshim import keras
+    from edgekit.passes.compress import TrainSettings, iter_layers, kernel_variable
+    from edgekit.passes.prune import PruneConfig, PrunePass, check_m_by_n, input_axis
 
     k = keras()
     k.utils.set_random_seed(1)
@@ -141,7 +141,7 @@ def test_two_four_exact_pattern_and_skips(blobs16):
 def _residual_model():
     """Residual blocks with BN, a depthwise conv, a nested model with a SeparableConv2D,
     a Concatenate, Flatten -> Dense and a softmax head."""
-    from edgekit._tf import keras
+    from edgekit.core.tfshim import keras
 
     k = keras()
     L = k.layers
@@ -165,7 +165,7 @@ def _residual_model():
 
 def _kill_channels(model):
     """Makes half the channels of every group dead (exactly zero), so removing them is exact."""
-    from edgekit.compress import layers_by_path
+    from edgekit.passes.compress import layers_by_path
 
     layers = layers_by_path(model)
     rng = np.random.default_rng(0)
@@ -201,10 +201,10 @@ def _kill_channels(model):
 
 
 def test_channel_pruning_rebuilds_smaller_model_exactly(tmp_path):
-    from edgekit._tf import keras
-    from edgekit.compress import TrainSettings, layers_by_path
-    from edgekit.prune import PruneConfig, PrunePass
-    from edgekit.types import Dataset
+    from edgekit.core.tfshim import keras
+    from edgekit.passes.compress import TrainSettings, layers_by_path
+    from edgekit.passes.prune import PruneConfig, PrunePass
+    from edgekit.core.datatypes import Dataset
 
     model = _residual_model()
     _kill_channels(model)
@@ -234,10 +234,10 @@ def test_channel_pruning_rebuilds_smaller_model_exactly(tmp_path):
     reloaded = keras().saving.load_model(tmp_path / "m.keras")  # plain Keras: no custom objects
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=2e-5)
     # the smaller model converts and LiteRT gives the same answer
-    from edgekit.models import LoadedModel
-    from edgekit.quantize import convert
-    from edgekit.runtime import run_local
-    from edgekit.types import QuantMode
+    from edgekit.core.models import LoadedModel
+    from edgekit.export.convert import convert
+    from edgekit.runtime.local import run_local
+    from edgekit.core.datatypes import QuantMode
 
     flat = convert(LoadedModel(path="m", format="keras", sha256="", keras_model=reloaded, input_shape=(None, 8, 8, 3)), QuantMode.FLOAT32)
     (tmp_path / "m.tflite").write_bytes(flat)
@@ -246,10 +246,10 @@ def test_channel_pruning_rebuilds_smaller_model_exactly(tmp_path):
 
 
 def test_channel_pruning_keeps_nested_sequential_consistent():
-    from edgekit._tf import keras
-    from edgekit.compress import TrainSettings, layers_by_path
-    from edgekit.prune import PruneConfig, PrunePass
-    from edgekit.types import Dataset
+    from edgekit.core.tfshim import keras
+    from edgekit.passes.compress import TrainSettings, layers_by_path
+    from edgekit.passes.prune import PruneConfig, PrunePass
+    from edgekit.core.datatypes import Dataset
 
     k = keras()
     k.utils.set_random_seed(0)
@@ -268,8 +268,8 @@ def test_channel_pruning_keeps_nested_sequential_consistent():
 
 
 def test_cli_prune_end_to_end_converts_and_runs_in_litert(tiny, tmp_path, runner, cli):
-    from edgekit._tf import keras
-    from edgekit.compress import kernel_variable
+    from edgekit.core.tfshim import keras
+    from edgekit.passes.compress import kernel_variable
 
     out = tmp_path / "pruned.keras"
     res = runner.invoke(cli, ["prune", str(tiny["model"]), "--data", str(tiny["train"]), "--val", str(tiny["val"]), "--scale", "1/255",
@@ -340,10 +340,10 @@ def test_cosine_learning_rate_schedule_decays_across_stages(tiny):
     fit that starts at a later epoch (channel pruning's stages) continues the same curve."""
     import keras
 
-    from edgekit.compress import TrainSettings, clone_model, fit
-    from edgekit.data import load_dataset
-    from edgekit.models import load_model
-    from edgekit.types import Preprocessing
+    from edgekit.passes.compress import TrainSettings, clone_model, fit
+    from edgekit.core.data import load_dataset
+    from edgekit.core.models import load_model
+    from edgekit.core.datatypes import Preprocessing
 
     source = load_model(tiny["model"], compile=True).keras_model
     train = load_dataset(tiny["train"], input_shape=(None, 8, 8, 1), preprocessing=Preprocessing(scale=1 / 255))
@@ -366,8 +366,8 @@ def test_cosine_learning_rate_schedule_decays_across_stages(tiny):
 
 
 def test_unknown_lr_schedule_is_an_input_error():
-    from edgekit.compress import TrainSettings
-    from edgekit.errors import InputError
+    from edgekit.passes.compress import TrainSettings
+    from edgekit.core.errors import InputError
 
     with pytest.raises(InputError, match="--lr-schedule must be one of constant, cosine"):
         TrainSettings(lr_schedule="linear")

@@ -147,7 +147,7 @@ def _qat_tiny(model, seed=0, samples=64, preserve=None, epochs=1):
     """Builds, calibrates and trains the QAT graph on random data; returns (qat model, x, flatbuffer)."""
     import keras
 
-    from edgekit.qat import build_qat_model, calibrate, export_tflite
+    from edgekit.passes.qat import build_qat_model, calibrate, export_tflite
 
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, (samples, *model.inputs[0].shape[1:])).astype("float32")
@@ -200,8 +200,8 @@ def _run_tflite(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_layer_family_converts_to_all_int8_and_matches_keras(family):
 
-    from edgekit.qat import float_ops
-    from edgekit.tflite_file import parse_tflite_bytes
+    from edgekit.passes.qat import float_ops
+    from edgekit.core.tflite_file import parse_tflite_bytes
 
     assert set(_families()) == set(FAMILIES)
     expected_ops = _families()[family][1]
@@ -232,7 +232,7 @@ def test_layer_family_converts_to_all_int8_and_matches_keras(family):
 @pytest.mark.slow
 def test_fused_relu6_and_per_channel_weights_for_conv_bn():
 
-    from edgekit.tflite_file import parse_tflite_bytes
+    from edgekit.core.tflite_file import parse_tflite_bytes
 
     qm, _, flatbuffer = _converted("conv_bn_depthwise")
     info = parse_tflite_bytes(flatbuffer)
@@ -253,8 +253,8 @@ def test_fused_relu6_and_per_channel_weights_for_conv_bn():
 def test_unsupported_layer_stays_float_and_is_listed():
     import keras
 
-    from edgekit.qat import float_ops
-    from edgekit.tflite_file import parse_tflite_bytes
+    from edgekit.passes.qat import float_ops
+    from edgekit.core.tflite_file import parse_tflite_bytes
 
     keras.utils.set_random_seed(0)
     L = keras.layers
@@ -285,8 +285,8 @@ def _qat_cli(runner, cli, tiny, out, *extra):
 
 @pytest.mark.slow
 def test_cli_qat_writes_int8_model_manifest_and_report(runner, cli, tiny, tmp_path):
-    from edgekit.models import load_model
-    from edgekit.tflite_file import read_tflite
+    from edgekit.core.models import load_model
+    from edgekit.core.tflite_file import read_tflite
 
     out = tmp_path / "model_qat.tflite"
     result = _qat_cli(runner, cli, tiny, out, "--epochs", "2", "--io-type", "int8", "--keep-keras", str(tmp_path / "tuned.keras"),
@@ -331,7 +331,7 @@ def test_cli_json_and_held_out_validation(runner, cli, tiny, tmp_path):
 def test_preserve_sparsity_keeps_zeros_in_exported_int8_weights(tiny, tmp_path):
     import keras
 
-    from edgekit.qat import qat
+    from edgekit.passes.qat import qat
 
     model = keras.saving.load_model(tiny["model"])
     for layer in model.layers:
@@ -355,8 +355,8 @@ def test_preserve_sparsity_keeps_zeros_in_exported_int8_weights(tiny, tmp_path):
 def test_preserve_clusters_keeps_each_kernel_on_its_centroids(tiny, tmp_path):
     import keras
 
-    from edgekit.qat import qat
-    from edgekit.tflite_file import read_tflite
+    from edgekit.passes.qat import qat
+    from edgekit.core.tflite_file import read_tflite
 
     model = keras.saving.load_model(tiny["model"])
     for layer in model.layers:
@@ -381,7 +381,7 @@ def test_preserve_clusters_keeps_each_kernel_on_its_centroids(tiny, tmp_path):
 
 
 def tiny_scale():
-    from edgekit.types import Preprocessing
+    from edgekit.core.datatypes import Preprocessing
 
     return Preprocessing(scale=1 / 255)
 

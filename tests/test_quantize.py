@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import files_in
-from edgekit.fsutil import sha256_file
-from edgekit.tflite_file import read_tflite
+from edgekit.core.fsutil import sha256_file
+from edgekit.core.tflite_file import read_tflite
 
 
 def _quantize(runner, cli, tiny, out, *extra):
@@ -91,7 +91,7 @@ def test_float32_conversion_matches_keras_above_60db(runner, cli, tiny, tmp_path
 
 def test_seeded_calibration_is_reproducible(tiny, tmp_path):
     from edgekit import Preprocessing
-    from edgekit.quantize import quantize
+    from edgekit.export.convert import quantize
 
     a = quantize(tiny["model"], tmp_path / "a.tflite", mode="int8", data=tiny["train"], samples=40, seed=7,
                  preprocessing=Preprocessing(scale=1 / 255))
@@ -118,7 +118,7 @@ def test_existing_output_needs_force(runner, cli, tiny, tmp_path):
 
 def test_saved_model_directory_converts(tiny, tmp_path):
     from edgekit import read_tflite
-    from edgekit.quantize import quantize
+    from edgekit.export.convert import quantize
 
     export_dir = tmp_path / "saved"
     tiny["keras_model"].export(str(export_dir), verbose=False)
@@ -126,7 +126,7 @@ def test_saved_model_directory_converts(tiny, tmp_path):
     info = read_tflite(result.artifact.path)
     assert info.op_histogram().get("CONV_2D") == 1
     x = np.load(tiny["val"])["x"][:4] / 255.0
-    from edgekit.models import load_model
+    from edgekit.core.models import load_model
 
     loaded = load_model(export_dir)
     assert loaded.format == "savedmodel"

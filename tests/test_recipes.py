@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.recipes import (
+from edgekit.workflows.recipes import (
     PASS_NAMES,
     RecipeProblems,
     find_recipe,

@@ -11,8 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from edgekit.errors import InputError, ModelError
-from edgekit.models import load_model
+from edgekit.core.errors import InputError, ModelError
+from edgekit.core.models import load_model
 
 FN_SRC = '''
 import keras
@@ -63,7 +63,7 @@ def test_mean_with_wrong_channel_count(runner, cli, tiny, tmp_path):
 @pytest.fixture(scope="module")
 def built(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.quantize import quantize
+    from edgekit.export.convert import quantize
 
     out = tmp_path_factory.mktemp("built") / "m.tflite"
     quantize(tiny["model"], out, mode="float32", preprocessing=Preprocessing(scale=1 / 255))
@@ -83,14 +83,14 @@ def test_report_never_overwrites_manifest_or_foreign_files(runner, cli, tiny, bu
 
 
 def test_stale_manifest_is_refused_unless_preprocessing_given(tiny, built, tmp_path):
-    from edgekit.validate import validate
+    from edgekit.workflows.validate import validate
 
     copy = tmp_path / "m.tflite"
     copy.write_bytes(built.read_bytes() + b"\0")  # another build: different sha256
     (tmp_path / "m.json").write_text(built.with_suffix(".json").read_text())
     with pytest.raises(InputError, match="does not describe m.tflite"):
         validate(copy, tiny["val"], runs=1, warmup=0, write_report=False)
-    from edgekit.types import Preprocessing
+    from edgekit.core.datatypes import Preprocessing
 
     report = validate(copy, tiny["val"], runs=1, warmup=0, write_report=False, preprocessing=Preprocessing(scale=1 / 255))
     assert report.accuracy.top1 > 90
@@ -103,7 +103,7 @@ def test_outputs_get_normal_permissions(built):
 
 
 def test_peak_memory_does_not_grow_with_the_dataset(built, tmp_path):
-    from edgekit.runtime import run_local
+    from edgekit.runtime.local import run_local
 
     x = np.random.default_rng(0).uniform(0, 1, (40_000, 8, 8, 1)).astype(np.float32)  # 10 MB
     small = run_local(built, x[:10], runs=2, warmup=0)

@@ -2,7 +2,7 @@
 
 Commands live in their own modules and are imported only when run (or when ``--help`` lists
 them); none of them imports TensorFlow at module level, so ``edgekit --help`` is instant.
-Every :class:`~edgekit.errors.EdgekitError` becomes one ``error:`` line on stderr and the
+Every :class:`~edgekit.core.errors.EdgekitError` becomes one ``error:`` line on stderr and the
 class's exit code; ``-v`` shows tracebacks and the native (C++) logs.
 """
 
@@ -18,7 +18,7 @@ from importlib import import_module
 import click
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 # command name -> "module:attribute"; registered explicitly, in the order --help shows them
 COMMANDS: dict[str, str] = {

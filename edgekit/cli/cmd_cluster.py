@@ -45,7 +45,7 @@ def cluster(model, data, val, output, layers, skip, epochs, batch_size, learning
       edgekit cluster examples/fashion_mnist/model.keras --data train.npz --scale 1/255 \\
           --clusters 16 --per-channel -o out/clustered.keras
     """
-    from edgekit.cluster import cluster as run_cluster
+    from edgekit.passes.cluster import cluster as run_cluster
 
     result = run_cluster(
         model, output, data=data, val=val, clusters=clusters, init=init, preserve_sparsity=preserve_sparsity,

@@ -70,7 +70,7 @@ def probe_device(name, runtime, devices_dir, as_json):
     the runs will use (each candidate is try-run on a tiny model). Exits 7 when no runtime works.
     """
     from edgekit.devices.probe import probe_device as run_probe
-    from edgekit.errors import DeviceError
+    from edgekit.core.errors import DeviceError
 
     with err_console.status(f"Probing {name}...", spinner="dots") if not as_json else contextlib.nullcontext():
         probe = run_probe(name, devices_dir=devices_dir, runtime=runtime, require_runtime=False)

@@ -64,7 +64,7 @@ def distill(teacher, student, width, data, val, epochs, temperature, alpha, hint
           --data train.npz --val examples/fashion_mnist/val.npz --scale 1/255 \\
           --epochs 5 --baseline -o out/student.keras
     """
-    from edgekit.distill import distill as run_distill
+    from edgekit.passes.distill import distill as run_distill
 
     def on_epoch(tag: str, epoch: int, total: int, logs: dict[str, float]) -> None:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_accuracy"))

@@ -56,7 +56,7 @@ def export(model, target, out_dir, mode, io_type, data, samples, seed, labels, a
       nnapi  int8, int8 I/O                                      needs --data
       npu    int8, int8 I/O; --npu VENDOR compiles ahead of time  needs --data
     """
-    from edgekit.export import export as run_export
+    from edgekit.workflows.export import export as run_export
 
     with err_console.status(f"Exporting for {target}...", spinner="dots") if not as_json else contextlib.nullcontext():
         result = run_export(

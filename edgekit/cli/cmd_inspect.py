@@ -16,7 +16,7 @@ def inspect(artifact, unsafe, custom_objects, as_json):
     """Describe ARTIFACT: a .tflite file (operator histogram, inputs/outputs with quantization
     parameters, parameter count, size breakdown, metadata) or a Keras model (layers, parameters).
     """
-    from edgekit.inspection import inspect_artifact
+    from edgekit.workflows.inspect import inspect_artifact
 
     info = inspect_artifact(artifact, unsafe=unsafe, custom_objects=custom_objects)
     if as_json:

@@ -87,8 +87,8 @@ def optimize(model, data, val, device, max_drop, relative, max_latency_ms, perce
       edgekit optimize examples/fashion_mnist/model.keras --data examples/fashion_mnist/calib.npz \\
           --val examples/fashion_mnist/val.npz --scale 1/255 --max-drop 1.0 -o out/opt
     """
-    from edgekit.errors import GateFailed
-    from edgekit.optimize import optimize as run_optimize
+    from edgekit.core.errors import GateFailed
+    from edgekit.workflows.optimize import optimize as run_optimize
 
     show = not (quiet or as_json)
     failure = None

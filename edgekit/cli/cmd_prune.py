@@ -81,7 +81,7 @@ def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_r
       edgekit prune examples/fashion_mnist/model.keras --data train.npz --val examples/fashion_mnist/val.npz \\
           --scale 1/255 --sparsity 0.8 --schedule polynomial --epochs 2 -o out/pruned.keras
     """
-    from edgekit.prune import prune as run_prune
+    from edgekit.passes.prune import prune as run_prune
 
     result = run_prune(
         model, output, data=data, val=val, sparsity=sparsity, structure=structure, schedule=schedule,

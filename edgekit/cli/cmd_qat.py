@@ -55,7 +55,7 @@ def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, lr, bat
       edgekit qat examples/fashion_mnist/model.keras --data train.npz \\
           --val examples/fashion_mnist/val.npz --scale 1/255 --epochs 2 -o out/model_qat.tflite
     """
-    from edgekit.qat import qat as run_qat
+    from edgekit.passes.qat import qat as run_qat
 
     def progress(epoch: int, logs: dict[str, float]) -> None:
         if not as_json:

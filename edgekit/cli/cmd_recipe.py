@@ -29,7 +29,7 @@ def list_cmd(recipes_dir, as_json):
     """List bundled and user recipes (a user recipe shadows a bundled one of the same name)."""
     from rich.table import Table
 
-    from edgekit.recipes import list_recipes
+    from edgekit.workflows.recipes import list_recipes
 
     entries = list_recipes(recipes_dir)
     if as_json:
@@ -50,7 +50,7 @@ def list_cmd(recipes_dir, as_json):
 @json_option
 def show_cmd(name, resolved, recipes_dir, as_json):
     """Print recipe NAME (a name or a .yaml path). It is validated first."""
-    from edgekit.recipes import find_recipe, load_recipe
+    from edgekit.workflows.recipes import find_recipe, load_recipe
 
     path = find_recipe(name, recipes_dir=recipes_dir)
     loaded = load_recipe(path)
@@ -72,8 +72,8 @@ def check_cmd(recipes, recipes_dir, as_json):
     """Validate each RECIPE (a name or a .yaml path): keys, values and the rules across passes.
     Prints every problem as FILE:LINE: message and exits 9 if any recipe is invalid.
     """
-    from edgekit.errors import EdgekitError, RecipeError
-    from edgekit.recipes import RecipeProblems, find_recipe, load_recipe
+    from edgekit.core.errors import EdgekitError, RecipeError
+    from edgekit.workflows.recipes import RecipeProblems, find_recipe, load_recipe
 
     results = []
     failed: EdgekitError | None = None

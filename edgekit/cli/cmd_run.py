@@ -59,8 +59,8 @@ def run(recipe, model, data, val, device, out_dir, recipes_dir, no_html, scale, 
       edgekit run int8-cpu --model examples/fashion_mnist/model.keras \\
           --data examples/fashion_mnist/calib.npz --val examples/fashion_mnist/val.npz --scale 1/255 -o out/run
     """
-    from edgekit.errors import GateFailed
-    from edgekit.pipeline import run_recipe
+    from edgekit.core.errors import GateFailed
+    from edgekit.workflows.pipeline import run_recipe
 
     show = not (quiet or as_json)
     failure: GateFailed | None = None

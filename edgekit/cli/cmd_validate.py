@@ -40,7 +40,7 @@ def validate(artifact, data, reference, runs, warmup, threads, samples, seed, re
 
     Preprocessing defaults to the one recorded in the artifact's manifest (ARTIFACT .json).
     """
-    from edgekit.validate import validate as run_validate
+    from edgekit.workflows.validate import validate as run_validate
 
     if device is not None and click.get_current_context().get_parameter_source("threads") == click.core.ParameterSource.DEFAULT:
         from edgekit.devices.profiles import load_profile

@@ -52,7 +52,7 @@ def preprocessing_from_options(scale: str | None, mean: str | None, std: str | N
     """A Preprocessing from the CLI strings, or None when none was given."""
     if scale is None and mean is None and std is None:
         return None
-    from edgekit.data import parse_preprocessing
+    from edgekit.core.data import parse_preprocessing
 
     return parse_preprocessing(scale, mean, std)
 

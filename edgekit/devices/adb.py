@@ -5,7 +5,7 @@
 - Old ``adb shell`` (protocol v1) loses the remote exit status and turns ``\\n`` into ``\\r\\n``:
   every remote command ends with an exit marker line that is parsed and removed.
 - ``adb`` errors (no device, unknown serial, several devices, unauthorized, offline) become one
-  actionable :class:`~edgekit.errors.DeviceError` (:func:`classify_adb_error`).
+  actionable :class:`~edgekit.core.errors.DeviceError` (:func:`classify_adb_error`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from edgekit.devices.profiles import AdbSettings, DeviceProfile
 from edgekit.devices.transport import Completed, check_remote_path, env_argv, split_exit_marker, with_exit_marker
-from edgekit.errors import DeviceError
+from edgekit.core.errors import DeviceError
 
 _CONNECTED = re.compile(r"^(?:already )?connected to (\S+)", re.MULTILINE)
 

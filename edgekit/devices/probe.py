@@ -24,8 +24,8 @@ from typing import Any
 
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.transport import Completed, Transport, open_transport, work_dir
-from edgekit.errors import DeviceError, RuntimeFailure
-from edgekit.runtime import RUNNER_PATH, parse_runner_error
+from edgekit.core.errors import DeviceError, RuntimeFailure
+from edgekit.runtime.local import RUNNER_PATH, parse_runner_error
 
 REMOTE_PROBE_PATH = Path(__file__).with_name("remote_probe.py")
 PROBE_MODEL_PATH = Path(__file__).with_name("probe_model.tflite")

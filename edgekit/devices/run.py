@@ -1,6 +1,6 @@
 """Runs an artifact on a device and brings back outputs, latency and the conditions of the run.
 
-- Linux devices (``local``, ``ssh``): edgekit's self-contained runner (:mod:`edgekit.runner`) is
+- Linux devices (``local``, ``ssh``): edgekit's self-contained runner (:mod:`edgekit.runtime.runner`) is
   copied to a fresh work folder with the model and the preprocessed inputs, runs there with the
   runtime the probe chose, and its outputs come back: accuracy is computed here from the
   device's own outputs, i.e. on the device's kernels.
@@ -42,10 +42,10 @@ from edgekit.devices.probe import (
 )
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.transport import Transport, open_transport, work_dir
-from edgekit.errors import DeviceError, InputError, RuntimeFailure
-from edgekit.fsutil import require_file, sha256_file, size_info
-from edgekit.runtime import RunResult, check_run_options, load_run_result, run_local
-from edgekit.types import LatencyStats, SizeInfo
+from edgekit.core.errors import DeviceError, InputError, RuntimeFailure
+from edgekit.core.fsutil import require_file, sha256_file, size_info
+from edgekit.runtime.local import RunResult, check_run_options, load_run_result, run_local
+from edgekit.core.datatypes import LatencyStats, SizeInfo
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def _run_linux(transport: Transport, model: Path, inputs: np.ndarray | None, *, 
                 transport.pull(f"{work}/outputs.npz", outputs_path)
             run = load_run_result(host / "result.json", outputs_path)
         thermal = thermal_verdict(before, after, profile.thermal.throttle_temp_c)
-    from edgekit.validate import latency_stats
+    from edgekit.workflows.validate import latency_stats
 
     report = _base_report(profile, probe, threads)
     report.update({
@@ -260,7 +260,7 @@ def run_on_device(
 
     Args:
         device: a profile name, a profile path, or a :class:`DeviceProfile`.
-        model_path: the .tflite file (check it with :func:`edgekit.tflite_file.read_tflite` first).
+        model_path: the .tflite file (check it with :func:`edgekit.core.tflite_file.read_tflite` first).
         inputs: preprocessed float32 samples (N, ...) for accuracy, or None for latency only.
         threads: interpreter threads; None: the profile's ``threads``.
         runtime: ``auto`` or a runtime name; None: the profile's ``runner.runtime``.
@@ -323,8 +323,8 @@ def benchmark(
         >>> report.latency.p50_ms, report.throttled  # doctest: +SKIP
         (3.2, False)
     """
-    from edgekit.manifest import versions
-    from edgekit.tflite_file import read_tflite
+    from edgekit.core.manifest import versions
+    from edgekit.core.tflite_file import read_tflite
 
     check_run_options(runs, warmup, threads if threads is not None else 1)
     path = require_file(artifact, "artifact")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from edgekit.devices.profiles import DeviceProfile
-from edgekit.errors import DeviceError
+from edgekit.core.errors import DeviceError
 
 # Appended to remote shell commands: the exit status survives transports that lose it (old adb)
 # and a death by signal shows as 128+N (ssh itself exits 255 for a remote signal).

@@ -1,0 +1,119 @@
+"""The artifact manifest: what a model file is and how it was made.
+
+``quantize -o out/model_int8.tflite`` writes ``out/model_int8.json`` beside it:
+
+- ``artifact``: file name, sha256, size and gzip size;
+- ``inputs`` / ``outputs``: names, shapes, dtypes and quantization parameters;
+- ``preprocessing`` (scale, mean, std), ``labels`` (class names) when known;
+- ``source``: the input model's path, format and sha256; ``data``: calibration data and its hash;
+- ``options``: the mode, I/O type, samples, seed...; ``command``: the command line;
+- ``versions``: edgekit, TensorFlow, Keras, LiteRT, Python, numpy.
+
+``validate`` reads the manifest to apply the same preprocessing and show class names.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from edgekit.core.errors import ModelError
+from edgekit.core.datatypes import Preprocessing
+
+MANIFEST_VERSION = 1
+
+
+def manifest_path_for(artifact: str | Path) -> Path:
+    """``dir/model.tflite`` -> ``dir/model.json``."""
+    return Path(artifact).with_suffix(".json")
+
+
+def report_path_for(artifact: str | Path) -> Path:
+    """``dir/model.tflite`` -> ``dir/model.report.json``."""
+    p = Path(artifact)
+    return p.with_name(p.stem + ".report.json")
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of edgekit and the libraries that shape an artifact (no imports of TensorFlow)."""
+
+    def v(name: str) -> str | None:
+        try:
+            return importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "edgekit": v("edgekit"),
+        "tensorflow": v("tensorflow"),
+        "keras": v("keras"),
+        "ai_edge_litert": v("ai-edge-litert"),
+        "numpy": v("numpy"),
+        "python": platform.python_version(),
+    }
+
+
+def command_line() -> str:
+    """The command that is running, as typed (best effort)."""
+    args = [Path(sys.argv[0]).name if sys.argv else "edgekit", *sys.argv[1:]]
+    return " ".join(args)
+
+
+@dataclass
+class Manifest:
+    """Provenance of an artifact; ``to_dict`` is the JSON written beside it."""
+
+    artifact: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    preprocessing: dict[str, Any]
+    source: dict[str, Any]
+    options: dict[str, Any]
+    labels: list[str] | None = None
+    data: dict[str, Any] | None = None
+    command: str = field(default_factory=command_line)
+    versions: dict[str, Any] = field(default_factory=versions)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "manifest_version": MANIFEST_VERSION,
+            "artifact": self.artifact,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "preprocessing": self.preprocessing,
+            "labels": self.labels,
+            "source": self.source,
+            "data": self.data,
+            "options": self.options,
+            "command": self.command,
+            "versions": self.versions,
+        }
+        out.update(self.extra)
+        return out
+
+
+def read_manifest(artifact: str | Path) -> dict[str, Any] | None:
+    """The manifest beside an artifact, or None if there is none. Raises on a corrupt one."""
+    path = manifest_path_for(artifact)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"manifest {path} is not valid JSON ({type(exc).__name__})", hint="delete it or re-create the artifact") from None
+    if not isinstance(data, dict) or "artifact" not in data:
+        return None  # some other JSON file that happens to share the name
+    return data
+
+
+def preprocessing_from_manifest(manifest: dict[str, Any] | None) -> Preprocessing:
+    """The preprocessing recorded in a manifest (identity if none)."""
+    if not manifest:
+        return Preprocessing()
+    return Preprocessing.from_dict(manifest.get("preprocessing"))

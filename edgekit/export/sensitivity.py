@@ -1,0 +1,307 @@
+"""Per-layer int8 quantization error, and int8 models with chosen layers kept in float.
+
+:class:`MixedInt8` calibrates a model once with TensorFlow's ``QuantizationDebugger`` and then
+
+- measures every quantized node's error against the float op computed from the same (quantized)
+  inputs (the debugger's NumericVerify instrumentation), so each number is the error that layer
+  adds, not the error accumulated before it: :meth:`MixedInt8.layer_errors`;
+- re-quantizes the calibrated model with any set of Keras layers kept in float32 (the debugger's
+  ``denylisted_nodes``), without calibrating again: :meth:`MixedInt8.quantize`.
+
+Two numbers per node. ``sqnr_db`` is the signal-to-noise ratio of the whole output tensor. It
+misses the classic failure of per-tensor activation scales: one channel with a wide range sets
+the scale and the other channels drown in rounding noise while the tensor's SQNR, dominated by
+the big channel, looks fine. ``channel_sqnr_db`` is therefore the SQNR of each output channel
+(last axis) over all samples, averaged over the channels that carry signal; layers are ranked by
+it together with the worst channel's SQNR (lowest first).
+
+Example:
+    >>> mixed = MixedInt8(loaded, calibration)  # doctest: +SKIP
+    >>> worst = mixed.ranked_layers()[:2]  # doctest: +SKIP
+    >>> flatbuffer = mixed.quantize(float_layers=worst)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import re
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekit.core.errors import ConversionError, InputError
+from edgekit.core.models import (
+    LoadedModel,
+    keras_layer_names,  # noqa: F401 - re-exported for callers
+)
+
+# ops whose output keeps its input's scale: their error is the producer's, so they are not ranked
+_PASS_THROUGH_OPS = {"RESHAPE", "MAX_POOL_2D", "SQUEEZE", "TRANSPOSE", "CONCATENATION", "PAD", "STRIDED_SLICE", "GATHER",
+                     "SPLIT", "SLICE", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "QUANTIZE", "DEQUANTIZE"}
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """The int8 error one node adds (its op run in int8 against the float op on the same inputs)."""
+
+    node: str  # the node's output tensor name (what denylisted_nodes takes)
+    op: str
+    layer: str | None  # the Keras layer it came from
+    elements: int
+    channels: int
+    scale: float
+    zero_point: int
+    sqnr_db: float
+    channel_sqnr_db: float
+    worst_channel_sqnr_db: float
+    rmse_over_scale: float
+    max_abs_error: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, float):
+                out[key] = round(value, 6) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+        return out
+
+
+@contextlib.contextmanager
+def native_stdout_captured():
+    """Silences Python and C++ writes to stdout (the MLIR quantizer prints its settings there)."""
+    import os
+    import sys
+    import tempfile
+
+    if os.environ.get("EDGEKIT_VERBOSE"):
+        yield
+        return
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # pytest capture or a non-file stdout
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+def score(error: LayerError) -> float:
+    """Sensitivity score of a node in dB (lower = more sensitive); see :meth:`MixedInt8.ranked_layers`."""
+    return (error.channel_sqnr_db + error.worst_channel_sqnr_db) / 2.0
+
+
+
+
+def _layer_of(node: str, layers: dict[str, str]) -> str | None:
+    from edgekit.export.delegates import guess_layer
+
+    found = guess_layer(node, layers) if layers else guess_layer(node)
+    return found.split(" (")[0] if found else None
+
+
+def _node_name(verify_output: str) -> str:
+    """The quantized node's name from its NumericVerify output (``NumericVerify/{name}{digit}:{index}``), as the debugger reads it."""
+    name = verify_output.rsplit(":", 1)[0]
+    name = name.split("/", 1)[1] if name.startswith("NumericVerify/") else name
+    return name[:-1] if name and name[-1].isdigit() else name
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise <= 0.0:
+        return math.inf if signal > 0 else 0.0
+    if signal <= 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+class MixedInt8:
+    """A model calibrated once for int8, re-quantizable with any layers kept in float.
+
+    Args:
+        model: a loaded Keras model (SavedModels are not supported: the layer names come from Keras).
+        calibration: preprocessed inputs for calibration (and for the error statistics).
+        per_channel: per-channel weight scales (False: one scale per tensor, a smaller file).
+        stats_samples: how many calibration samples the per-layer statistics run on.
+
+    Raises:
+        InputError: a SavedModel, or no calibration data.
+        ConversionError: the converter failed to calibrate the model.
+    """
+
+    def __init__(self, model: LoadedModel, calibration: np.ndarray, *, per_channel: bool = True, stats_samples: int = 100) -> None:
+        if model.keras_model is None:
+            raise InputError(f"{model.path} is a SavedModel; mixed int8 and per-layer errors need the Keras model", hint="pass the .keras file")
+        if calibration is None or len(calibration) == 0:
+            raise InputError("mixed int8 needs calibration data", hint="pass --data")
+        from edgekit.core.tfshim import native_stderr_captured, tensorflow
+        from edgekit.export.convert import _conversion_hint, _conversion_message, with_static_batch
+
+        tf = tensorflow()
+        self.model = model
+        self.per_channel = per_channel
+        self.layers = keras_layer_names(model.keras_model)
+        samples = np.asarray(calibration, dtype=np.float32)
+        self._stats_x = samples[: max(1, stats_samples)]
+
+        def representative_dataset():
+            for i in range(samples.shape[0]):
+                yield [samples[i: i + 1]]
+
+        def stats_dataset():
+            for i in range(self._stats_x.shape[0]):
+                yield [self._stats_x[i: i + 1]]
+
+        converter = tf.lite.TFLiteConverter.from_keras_model(with_static_batch(model.keras_model))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        if not per_channel:
+            converter._experimental_disable_per_channel = True  # noqa: SLF001 - the only switch for per-tensor weights
+        log: list[str] = []
+        try:
+            with native_stderr_captured(log), native_stdout_captured(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=stats_dataset)
+        except Exception as exc:
+            raise ConversionError(_conversion_message(exc, log, False), hint=_conversion_hint(exc, log, False)) from exc
+        self._errors: list[LayerError] | None = None
+
+    # -- statistics ------------------------------------------------------------------------------
+
+    def layer_errors(self) -> list[LayerError]:
+        """The error of every quantized node, in graph order (computed once, then cached)."""
+        if self._errors is None:
+            self._errors = self._compute_errors()
+        return self._errors
+
+    def _compute_errors(self) -> list[LayerError]:
+        from edgekit.core.tfshim import native_stderr_captured, tensorflow
+
+        tf = tensorflow()
+        with native_stderr_captured(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            interp = tf.lite.Interpreter(
+                model_content=self._debugger.quant_model, experimental_preserve_all_tensors=True,
+                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            interp.allocate_tensors()
+        details = {t["index"]: t for t in interp.get_tensor_details()}
+        verify_ops = []
+        for op in interp._get_ops_details():  # noqa: SLF001 - op details are only exposed this way
+            if op["op_name"].upper().replace("_", "") != "NUMERICVERIFY":
+                continue
+            q_idx, f_idx = op["inputs"][:2]
+            producer = next((o for o in interp._get_ops_details()  # noqa: SLF001
+                             if q_idx in o["outputs"] and o["op_name"] != "DELEGATE"), None)
+            verify_ops.append((q_idx, f_idx, producer["op_name"] if producer else "?", _node_name(details[op["outputs"][0]]["name"])))
+        input_index = interp.get_input_details()[0]["index"]
+        sums: dict[int, dict[str, Any]] = {}
+        for i in range(self._stats_x.shape[0]):
+            interp.set_tensor(input_index, self._stats_x[i: i + 1])
+            interp.invoke()
+            for q_idx, f_idx, _, _ in verify_ops:
+                detail = details[q_idx]
+                scale, zero = detail["quantization"]
+                quant = interp.get_tensor(q_idx).astype(np.float64)
+                deq = (quant - zero) * scale if scale else quant
+                ref = interp.get_tensor(f_idx).astype(np.float64)
+                channels = ref.shape[-1] if ref.ndim else 1
+                ref2 = ref.reshape(-1, channels)
+                err2 = (deq.reshape(-1, channels) - ref2)
+                acc = sums.setdefault(q_idx, {"signal": np.zeros(channels), "noise": np.zeros(channels), "max": 0.0, "n": 0})
+                acc["signal"] += (ref2 ** 2).sum(axis=0)
+                acc["noise"] += (err2 ** 2).sum(axis=0)
+                acc["max"] = max(acc["max"], float(np.abs(err2).max(initial=0.0)))
+                acc["n"] += err2.size
+        out = []
+        for q_idx, _f_idx, op_name, node in verify_ops:
+            acc = sums.get(q_idx)
+            if acc is None:
+                continue
+            detail = details[q_idx]
+            scale, zero = detail["quantization"]
+            signal, noise = acc["signal"], acc["noise"]
+            carrying = signal > signal.sum() * 1e-9
+            per_channel_db = [_db(s, n) for s, n in zip(signal[carrying], noise[carrying])]
+            finite = [min(v, 120.0) for v in per_channel_db]
+            mse = float(noise.sum() / max(acc["n"], 1))
+            out.append(LayerError(
+                node=node, op=op_name, layer=_layer_of(node, self.layers), elements=int(np.prod(detail["shape"])),
+                channels=int(signal.size), scale=float(scale), zero_point=int(zero),
+                sqnr_db=_db(float(signal.sum()), float(noise.sum())),
+                channel_sqnr_db=float(np.mean(finite)) if finite else math.inf,
+                worst_channel_sqnr_db=float(np.min(finite)) if finite else math.inf,
+                rmse_over_scale=math.sqrt(mse) / scale if scale else 0.0,
+                max_abs_error=acc["max"],
+            ))
+        return out
+
+    def ranked_layers(self) -> list[str]:
+        """Keras layers from the most to the least sensitive.
+
+        A node's score is the mean of its mean per-channel SQNR (many channels drowned by a wide
+        scale) and its worst channel's SQNR (one channel destroyed); a layer takes the lowest score
+        of its nodes; lowest first.
+        """
+        worst: dict[str, float] = {}
+        for e in self.layer_errors():
+            if e.layer is None or e.op in _PASS_THROUGH_OPS:
+                continue
+            worst[e.layer] = min(worst.get(e.layer, math.inf), score(e))
+        return sorted(worst, key=lambda name: worst[name])
+
+    # -- quantization ----------------------------------------------------------------------------
+
+    def nodes_of(self, float_layers: list[str] | tuple[str, ...]) -> list[str]:
+        """The node (output tensor) names belonging to the Keras layers matched by ``float_layers`` (regex, full match).
+
+        Raises:
+            InputError: a pattern matches no layer of the model.
+        """
+        names = sorted(self.layers)
+        chosen: set[str] = set()
+        for pattern in float_layers:
+            regex = re.compile(pattern)
+            hit = [n for n in names if regex.fullmatch(n)]
+            if not hit:
+                import difflib
+
+                close = difflib.get_close_matches(pattern, names, n=1)
+                raise InputError(
+                    f"float_layers entry '{pattern}' matches no layer of the model" + (f"; did you mean '{close[0]}'?" if close else ""),
+                    hint=f"layers: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}",
+                )
+            chosen.update(hit)
+        nodes = [e.node for e in self.layer_errors() if e.layer in chosen]
+        return nodes
+
+    def quantize(self, float_layers: list[str] | tuple[str, ...] = ()) -> bytes:
+        """The int8 model with ``float_layers`` (Keras layer names or regexes) computed in float32; float I/O."""
+        from edgekit.core.tfshim import native_stderr_captured, tensorflow
+
+        tensorflow()
+        from tensorflow.lite.python import convert as tf_convert
+
+        nodes = self.nodes_of(list(float_layers)) if float_layers else []
+        log: list[str] = []
+        try:
+            with native_stderr_captured(log), native_stdout_captured(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return bytes(tf_convert.mlir_quantize(
+                    self._debugger.calibrated_model, disable_per_channel=not self.per_channel, fully_quantize=False,
+                    denylisted_nodes=nodes or None))
+        except Exception as exc:
+            raise ConversionError(f"re-quantizing with float layers {', '.join(float_layers)} failed: {str(exc).splitlines()[0][:200]}",
+                                  hint="rerun with -v to see the converter log") from exc

@@ -1,0 +1,418 @@
+"""Weight clustering (weight sharing) for Keras 3 models, with fine-tuning.
+
+Each selected layer's kernel is clustered with 1-D k-means (``kmeans++`` or ``linear`` init)
+into at most ``clusters`` values (per layer, or per output channel with ``per_channel``). During
+fine-tuning a Keras callback keeps the weights shared: after every batch, each cluster's value
+becomes the mean of its members' updated weights (so the centroids train, with the assignment
+fixed) and every weight is snapped back to its cluster's value. ``preserve_sparsity`` keeps zeros
+at exactly zero (one of the ``clusters`` values is pinned to 0), so a pruned model stays pruned.
+
+The output is a plain Keras model whose kernels take at most ``clusters`` distinct values:
+nothing is smaller on disk until the file is compressed (or the weights are coded by index), which
+the report states.
+
+Example:
+    >>> result = cluster("model.keras", "clustered.keras", data="train.npz", clusters=16,
+    ...                  preprocessing=Preprocessing(scale=1 / 255))  # doctest: +SKIP
+    >>> max(r.distinct_values for r in result.layers if r.status == "clustered")  # doctest: +SKIP
+    16
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgekit.passes.compress import (
+    LayerReport,
+    TrainSettings,
+    check_training_data,
+    clone_model,
+    compile_regex,
+    fit,
+    iter_layers,
+    kernel_variable,
+    select_paths,
+    strip_training_state,
+)
+from edgekit.core.errors import InputError
+from edgekit.core.datatypes import Dataset, Preprocessing
+
+MAX_CLUSTERS = 256
+
+
+class Init(str, enum.Enum):
+    KMEANS_PP = "kmeans++"
+    LINEAR = "linear"
+
+
+class ClusterConfig(BaseModel):
+    """Settings of a clustering pass (unknown keys are rejected)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    clusters: int = Field(16, ge=2, le=MAX_CLUSTERS)
+    init: Init = Init.KMEANS_PP
+    preserve_sparsity: bool = False
+    per_channel: bool = False
+    layers: str | None = None
+    skip: str | None = None
+    iterations: int = Field(30, ge=1)
+
+    @field_validator("layers", "skip")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        compile_regex(value, "--layers/--skip")
+        return value
+
+
+def make_config(**kwargs: Any) -> ClusterConfig:
+    from edgekit.passes.prune import _pydantic_message
+
+    try:
+        return ClusterConfig(**kwargs)
+    except ValidationError as exc:
+        raise InputError(_pydantic_message(exc), hint="see `edgekit cluster --help`") from None
+
+
+def kmeans_1d(values: np.ndarray, k: int, *, init: Init | str = Init.KMEANS_PP, iterations: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """1-D k-means: returns (centroids, assignment) with ``centroids`` sorted and at most ``k`` long.
+
+    Assignment uses the midpoints between sorted centroids (exact nearest-centroid in 1-D), so a
+    step costs O(n log k).
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    uniques = np.unique(x)
+    if uniques.size <= k:
+        return uniques.astype(np.float32), np.searchsorted(uniques, x).astype(np.int32)
+    init = Init(init)
+    if init is Init.LINEAR:
+        centroids = np.linspace(x.min(), x.max(), k)
+    else:
+        rng = np.random.default_rng(seed)
+        sample = x if x.size <= 20000 else rng.choice(x, 20000, replace=False)
+        centroids = [sample[rng.integers(sample.size)]]
+        dist = (sample - centroids[0]) ** 2
+        for _ in range(1, k):
+            total = dist.sum()
+            pick = sample[rng.choice(sample.size, p=dist / total)] if total > 0 else sample[rng.integers(sample.size)]
+            centroids.append(pick)
+            dist = np.minimum(dist, (sample - pick) ** 2)
+        centroids = np.array(centroids)
+    centroids = np.sort(centroids)
+    assign = np.zeros(x.size, dtype=np.int64)
+    for _ in range(iterations):
+        bounds = (centroids[1:] + centroids[:-1]) / 2.0
+        assign = np.searchsorted(bounds, x)
+        counts = np.bincount(assign, minlength=centroids.size)
+        sums = np.bincount(assign, weights=x, minlength=centroids.size)
+        new = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        new = np.sort(new)
+        if np.allclose(new, centroids, rtol=0, atol=1e-12):
+            centroids = new
+            break
+        centroids = new
+    bounds = (centroids[1:] + centroids[:-1]) / 2.0
+    assign = np.searchsorted(bounds, x)
+    used = np.unique(assign)  # drop empty clusters
+    centroids = centroids[used]
+    assign = np.searchsorted(used, assign)
+    return centroids.astype(np.float32), assign.astype(np.int32)
+
+
+def channel_view(layer: Any, kernel: np.ndarray) -> np.ndarray:
+    """The kernel as (weights per channel, output channels): depthwise kernels merge their last two axes.
+
+    The view keeps the kernel's row-major order, so ``view.reshape(-1)`` is ``kernel.reshape(-1)``.
+    """
+    if type(layer).__name__.startswith("Depthwise"):
+        return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
+    return kernel.reshape(-1, kernel.shape[-1])
+
+
+@dataclass
+class Clustering:
+    """One kernel's clustering, over the kernel's flat (row-major) weights.
+
+    ``weight = scale * values[ids]``; ``scale`` is 1 per layer, or each weight's channel scale
+    (the channel's largest magnitude) with ``per_channel``. ``pinned`` values never move
+    (0 for preserved zeros, +-1 for the channel maxima of a per-channel codebook).
+    """
+
+    ids: np.ndarray
+    values: np.ndarray
+    pinned: np.ndarray
+    scale: np.ndarray
+
+    def weights(self, shape: tuple[int, ...]) -> np.ndarray:
+        return (self.scale * self.values[self.ids]).astype(np.float32).reshape(shape)
+
+    def refit(self, flat: np.ndarray) -> np.ndarray:
+        """New values: the mean of each cluster's members (in scaled units); pinned ones kept."""
+        units = flat.astype(np.float64) / self.scale
+        counts = np.bincount(self.ids, minlength=self.values.size)
+        sums = np.bincount(self.ids, weights=units, minlength=self.values.size)
+        fresh = np.where(counts > 0, sums / np.maximum(counts, 1), self.values)
+        return np.where(self.pinned, self.values, fresh).astype(np.float32)
+
+
+def _kmeans_pinned(x: np.ndarray, k: int, pinned: list[float], init: Init, iterations: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-means over ``x`` with some centroids fixed; returns (values, pinned flags, assignment)."""
+    fixed = np.array(sorted({v for v in pinned if np.isin(v, x)}), dtype=np.float64)  # only values that occur
+    free_count = k - fixed.size
+    loose = x[~np.isin(x, fixed)] if fixed.size else x
+    free = kmeans_1d(loose, free_count, init=init, iterations=iterations, seed=seed)[0].astype(np.float64) if loose.size and free_count > 0 else np.zeros(0)
+    values = np.concatenate([fixed, free])
+    is_pinned = np.arange(values.size) < fixed.size
+    for _ in range(iterations):
+        order = np.argsort(values, kind="stable")
+        bounds = (values[order][1:] + values[order][:-1]) / 2.0
+        assign = order[np.searchsorted(bounds, x)]
+        counts = np.bincount(assign, minlength=values.size)
+        sums = np.bincount(assign, weights=x, minlength=values.size)
+        new = np.where(is_pinned | (counts == 0), values, sums / np.maximum(counts, 1))
+        if np.allclose(new, values, rtol=0, atol=1e-12):
+            break
+        values = new
+    order = np.argsort(values, kind="stable")
+    bounds = (values[order][1:] + values[order][:-1]) / 2.0
+    assign = order[np.searchsorted(bounds, x)]
+    return values, is_pinned, assign
+
+
+def cluster_kernel(layer: Any, kernel: np.ndarray, config: ClusterConfig, seed: int = 0) -> Clustering:
+    """Clusters one kernel into at most ``config.clusters`` values (per layer or per channel).
+
+    Per layer: 1-D k-means over all weights. Per channel: one codebook shared by all channels and
+    scaled by each channel's largest magnitude (the scale per-channel int8 uses), with +-1 pinned
+    so every channel keeps its scale; int8 export then gives every channel the same codes.
+    """
+    flat = np.asarray(kernel, dtype=np.float64).reshape(-1)
+    # with preserve_sparsity one value is a pinned 0 that only the zero weights use
+    k = config.clusters - 1 if config.preserve_sparsity else config.clusters
+    if config.per_channel:
+        view = channel_view(layer, np.asarray(kernel, dtype=np.float64))
+        channel_scale = np.abs(view).max(axis=0)
+        channel_scale[channel_scale == 0] = 1.0
+        scale = np.broadcast_to(channel_scale, view.shape).reshape(-1).copy()
+        pinned_values = [1.0, -1.0] if k > 2 else [1.0]
+    else:
+        scale = np.ones_like(flat)
+        pinned_values = []
+    units = flat / scale
+    live = flat != 0 if config.preserve_sparsity else np.ones(flat.size, dtype=bool)
+    if live.any():
+        values, is_pinned, live_assign = _kmeans_pinned(units[live], k, pinned_values, config.init, config.iterations, seed)
+    else:
+        values, is_pinned, live_assign = np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    assign = np.zeros(flat.size, dtype=np.int64)
+    assign[live] = live_assign
+    if config.preserve_sparsity:
+        assign[~live] = values.size
+        values = np.append(values, 0.0)
+        is_pinned = np.append(is_pinned, True)
+    return Clustering(assign.astype(np.int32), values.astype(np.float32), is_pinned, scale)
+
+
+def centroid_callback(model: Any, clustering: dict[str, Clustering]) -> Any:
+    """A Keras callback that keeps each kernel's weights shared after every batch.
+
+    Cluster values become the mean of their members' updated weights (pinned values stay), then
+    every weight is set to its cluster's value (times its channel scale).
+    """
+    from edgekit.core.tfshim import keras, tensorflow
+
+    tf = tensorflow()
+    layers = dict(iter_layers(model))
+    entries = []
+    for path, state in clustering.items():
+        var = kernel_variable(layers[path])
+        entries.append((var, tf.constant(state.ids), int(state.values.size), tf.constant(state.pinned),
+                        tf.constant(state.values), tf.constant(state.scale.astype(np.float32)), tuple(var.shape)))
+
+    @tf.function
+    def share() -> None:
+        for var, ids, segments, pinned, pinned_values, scale, shape in entries:
+            units = tf.reshape(tf.cast(var, tf.float32), [-1]) / scale
+            means = tf.where(pinned, pinned_values, tf.math.unsorted_segment_mean(units, ids, segments))
+            var.assign(tf.cast(tf.reshape(tf.gather(means, ids) * scale, shape), var.dtype))
+
+    class CentroidCallback(keras().callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            share()
+
+    return CentroidCallback()
+
+
+class ClusterPass:
+    """k-means weight clustering with fine-tuning.
+
+    Example:
+        >>> c = ClusterPass(ClusterConfig(clusters=16, preserve_sparsity=True))
+        >>> c.check(model, train)                                  # doctest: +SKIP
+        >>> plain = c.finalize(c.apply(model, train, TrainSettings(epochs=1)))  # doctest: +SKIP
+    """
+
+    name = "cluster"
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.selected: list[str] = []
+        self.clustering: dict[str, Clustering] = {}
+        self.history: dict[str, list[float]] = {}
+        self.source: Any = None
+
+    def check(self, model: Any, train: Dataset | None, settings: TrainSettings | None = None) -> list[str]:
+        """Selects the layers to cluster; raises before any training if anything is wrong."""
+        settings = settings or TrainSettings()
+        if settings.epochs < 0:
+            raise InputError(f"--epochs cannot be negative, got {settings.epochs}", hint="use 0 to cluster without fine-tuning")
+        if settings.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {settings.batch_size}", hint="e.g. --batch-size 64")
+        check_training_data(model, train, need_labels=settings.epochs > 0)
+        candidates = [p for p, layer in iter_layers(model) if kernel_variable(layer) is not None]
+        self.selected = select_paths(candidates, self.config.layers, self.config.skip)
+        return self.selected
+
+    def apply(self, model: Any, train: Dataset | None, settings: TrainSettings | None = None, val: Dataset | None = None) -> Any:
+        """Returns a new clustered (and fine-tuned) model; ``model`` is untouched."""
+        settings = settings or TrainSettings()
+        self.source = model
+        if not self.selected:
+            self.check(model, train, settings)
+        new = clone_model(model)
+        layers = dict(iter_layers(new))
+        for path in self.selected:
+            var = kernel_variable(layers[path])
+            kernel = np.asarray(var.numpy(), dtype=np.float32)
+            state = cluster_kernel(layers[path], kernel, self.config, seed=settings.seed)
+            self.clustering[path] = state
+            var.assign(state.weights(kernel.shape).astype(kernel.dtype))
+        if settings.epochs > 0 and train is not None:
+            callback = centroid_callback(new, self.clustering)
+            self.history = fit(new, model, train, val, settings, [callback], title="cluster")
+        return new
+
+    def finalize(self, model: Any) -> Any:
+        """A plain Keras model with every clustered kernel snapped exactly to its shared values."""
+        plain = strip_training_state(model, self.source)
+        layers = dict(iter_layers(plain))
+        for path, state in self.clustering.items():
+            var = kernel_variable(layers[path])
+            kernel = np.asarray(var.numpy(), dtype=np.float32)
+            state.values = state.refit(kernel.reshape(-1))
+            var.assign(state.weights(kernel.shape).astype(kernel.dtype))
+        return plain
+
+    def layer_reports(self, model: Any) -> list[LayerReport]:
+        reports = []
+        for path, layer in iter_layers(model):
+            var = kernel_variable(layer)
+            if var is None:
+                continue
+            w = np.asarray(var.numpy())
+            if path in self.selected:
+                distinct = (max(np.unique(col).size for col in channel_view(layer, w).T) if self.config.per_channel
+                            else int(np.unique(w).size))
+                reports.append(LayerReport(path, type(layer).__name__, int(w.size), "clustered", None, None, float((w == 0).mean()),
+                                           clusters=self.config.clusters, distinct_values=int(distinct)))
+            else:
+                reports.append(LayerReport(path, type(layer).__name__, int(w.size), "skipped", "not selected (--layers/--skip)",
+                                           None, float((w == 0).mean()), distinct_values=int(np.unique(w).size)))
+        return reports
+
+
+def cluster_centroids(model: Any, *, max_clusters: int = MAX_CLUSTERS, per_channel: bool = False) -> dict[str, np.ndarray]:
+    """The shared values of every clustered kernel, by layer path.
+
+    A kernel counts as clustered when it has at most ``max_clusters`` distinct values. The value
+    is the sorted distinct values (1-D), or with ``per_channel`` a (channels, k) array padded
+    with NaN. For QAT after clustering: snap each kernel to its nearest centroid after each step.
+    """
+    out: dict[str, np.ndarray] = {}
+    for path, layer in iter_layers(model):
+        var = kernel_variable(layer)
+        if var is None:
+            continue
+        w = np.asarray(var.numpy())
+        if per_channel:
+            cols = [np.unique(col) for col in channel_view(layer, w).T]
+            width = max(c.size for c in cols)
+            if width <= max_clusters:
+                table = np.full((len(cols), width), np.nan, dtype=np.float32)
+                for i, col in enumerate(cols):
+                    table[i, : col.size] = col
+                out[path] = table
+        else:
+            uniq = np.unique(w)
+            if uniq.size <= max_clusters:
+                out[path] = uniq.astype(np.float32)
+    return out
+
+
+def cluster(
+    model: str | os.PathLike[str] | Any,
+    output: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | Dataset | None,
+    val: str | os.PathLike[str] | Dataset | None = None,
+    clusters: int = 16,
+    init: Init | str = Init.KMEANS_PP,
+    preserve_sparsity: bool = False,
+    per_channel: bool = False,
+    layers: str | None = None,
+    skip: str | None = None,
+    epochs: int = 1,
+    batch_size: int = 64,
+    learning_rate: float | None = None,
+    lr_schedule: str = "constant",
+    loss: str | None = None,
+    seed: int = 0,
+    preprocessing: Preprocessing | None = None,
+    export: bool = True,
+    export_mode: str = "int8",
+    runs: int = 60,
+    threads: int = 1,
+    force: bool = False,
+    unsafe: bool = False,
+    custom_objects: str | os.PathLike[str] | None = None,
+    x_key: str = "x",
+    y_key: str = "y",
+    progress: bool = False,
+):
+    """Clusters ``model``'s weights, fine-tunes on ``data`` and writes ``output`` (.keras) and its report.
+
+    Every check runs before any work; the report has per-layer distinct values and, with
+    ``export``, the int8 size/gzip/latency of the original and clustered models side by side.
+    """
+    from edgekit.passes.compress import run_pass
+    from edgekit.passes.prune import finish, load_inputs
+    from edgekit.runtime.local import check_run_options
+
+    try:
+        init_value = Init(init)
+    except ValueError:
+        raise InputError(f"--init '{init}' is not kmeans++ or linear", hint="use --init kmeans++ or --init linear") from None
+    config = make_config(clusters=clusters, init=init_value, preserve_sparsity=preserve_sparsity, per_channel=per_channel,
+                         layers=layers, skip=skip)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed, progress=progress,
+                             lr_schedule=lr_schedule)
+    if export:
+        check_run_options(runs, 0, threads)
+    started = time.perf_counter()
+    out, loaded, train, val_ds = load_inputs(model, output, data, val, preprocessing, force, unsafe, custom_objects, x_key, y_key)
+    source = loaded.keras_model
+    check_training_data(source, val_ds, what="--val", need_labels=False)
+    c = ClusterPass(config)
+    final = run_pass(c, source, train, settings, val_ds, loss, "clustering")
+    notes = ["clustered weights are still stored as float32/int8 tensors: the file shrinks only when compressed (gzip) "
+             "or when the runtime codes weights by cluster index"]
+    return finish("cluster", source, final, out, {**config.model_dump(mode="json"), "epochs": epochs, "batch_size": batch_size,
+                                                     "learning_rate": learning_rate, "lr_schedule": lr_schedule, "loss": loss, "seed": seed},
+                  c.layer_reports(final), train, val_ds, c.history, started, export=export, export_mode=export_mode,
+                  runs=runs, threads=threads, structure="cluster", notes=notes)

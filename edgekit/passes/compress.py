@@ -1,0 +1,559 @@
+"""What pruning and clustering share: layer discovery, cloning, fine-tuning, reports, export checks.
+
+The passes in :mod:`edgekit.passes.prune` and :mod:`edgekit.passes.cluster` work on Keras 3 models directly
+(no tf-keras, no tfmot). They all follow the same small interface (``check`` before any training,
+``apply`` returning a new model, ``finalize`` returning a plain Keras model) and share what is
+here:
+
+- layers are addressed by *path*: ``conv1`` for a top-level layer, ``backbone/conv1`` for a layer
+  inside a nested model; ``--layers``/``--skip`` regexes are searched in these paths;
+- :func:`clone_model` rebuilds a model from its config and copies the weights, so the input model
+  is never touched;
+- :func:`fine_tune` trains with the model's own loss and optimizer (from its compile config) and a
+  rich progress bar per epoch, re-applying constraints after every batch through callbacks;
+- :func:`compare_exports` converts the original and the compressed model to int8 TFLite and
+  measures size, gzip size, accuracy and latency side by side (runs interleaved).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.core.errors import DataError, InputError, ModelError
+from edgekit.core.datatypes import Dataset, LatencyStats, SizeInfo
+
+# Layers whose main kernel is pruned or clustered, and which weight that is (tfmot's choice too:
+# SeparableConv keeps its small depthwise kernel dense and compresses the pointwise one).
+KERNEL_OF: dict[str, str] = {
+    "Dense": "kernel",
+    "Conv1D": "kernel",
+    "Conv2D": "kernel",
+    "Conv3D": "kernel",
+    "DepthwiseConv1D": "kernel",
+    "DepthwiseConv2D": "kernel",
+    "SeparableConv1D": "pointwise_kernel",
+    "SeparableConv2D": "pointwise_kernel",
+}
+# Layers with weights that are understood but not compressed (they are not "unsupported").
+NORMALIZATION = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization", "PReLU"}
+CONTAINERS = {"Functional", "Sequential", "Model"}
+SPEEDUP_NOISE = 1.10  # a p50 ratio below this is reported as "not faster"
+
+
+def is_container(layer: Any) -> bool:
+    from edgekit.core.tfshim import keras
+
+    return isinstance(layer, keras().Model)
+
+
+def iter_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """All layers of ``model`` (descending into nested models) as ``(path, layer)``, in order.
+
+    Input layers and the nested models themselves are left out.
+    """
+    found: list[tuple[str, Any]] = []
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        path = f"{prefix}{layer.name}"
+        if is_container(layer):
+            found.extend(iter_layers(layer, prefix=path + "/"))
+        else:
+            found.append((path, layer))
+    return found
+
+
+def layers_by_path(model: Any) -> dict[str, Any]:
+    return dict(iter_layers(model))
+
+
+def kernel_variable(layer: Any) -> Any | None:
+    """The variable a pass compresses in ``layer`` (None if the layer has none)."""
+    name = KERNEL_OF.get(type(layer).__name__)
+    if name is None:
+        return None
+    if name == "kernel" and type(layer).__name__ == "DepthwiseConv2D" and not hasattr(layer, "kernel"):
+        name = "depthwise_kernel"  # older Keras 3 releases
+    var = getattr(layer, name, None)
+    if var is None:
+        for w in layer.weights:
+            if w.name == name:
+                return w
+    return var
+
+
+def kernels(model: Any) -> dict[str, np.ndarray]:
+    """The compressible kernel of every supported layer, by layer path (numpy copies)."""
+    out: dict[str, np.ndarray] = {}
+    for path, layer in iter_layers(model):
+        var = kernel_variable(layer)
+        if var is not None:
+            out[path] = np.array(var.numpy())
+    return out
+
+
+def unsupported_layers(model: Any) -> list[tuple[str, str]]:
+    """Layers with weights that no pass compresses: ``(path, class name)``."""
+    return [
+        (path, type(layer).__name__) for path, layer in iter_layers(model)
+        if layer.weights and type(layer).__name__ not in KERNEL_OF and type(layer).__name__ not in NORMALIZATION
+    ]
+
+
+def compile_regex(pattern: str | None, option: str) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"{option} '{pattern}' is not a valid regular expression ({exc})", hint="e.g. --layers 'conv|fc1'") from None
+
+
+def select_paths(candidates: list[str], layers: str | None, skip: str | None) -> list[str]:
+    """Candidates whose path matches ``layers`` (all if None) and not ``skip``; errors if a regex selects nothing."""
+    include = compile_regex(layers, "--layers")
+    exclude = compile_regex(skip, "--skip")
+    if not candidates:
+        raise ModelError(
+            "the model has no layer this pass can compress (Dense, Conv1D/2D, DepthwiseConv2D, SeparableConv2D)",
+            hint="check the model; other layer types are left as they are",
+        )
+    chosen = [p for p in candidates if include is None or include.search(p)]
+    if include is not None and not chosen:
+        raise InputError(
+            f"--layers '{layers}' selects no layer (candidates: {', '.join(candidates[:12])}{', ...' if len(candidates) > 12 else ''})",
+            hint="regexes are searched in layer paths such as 'conv1' or 'backbone/conv1'",
+        )
+    if exclude is not None:
+        if not any(exclude.search(p) for p in candidates):
+            raise InputError(
+                f"--skip '{skip}' matches no layer (candidates: {', '.join(candidates[:12])}{', ...' if len(candidates) > 12 else ''})",
+                hint="fix the regex or drop --skip",
+            )
+        chosen = [p for p in chosen if not exclude.search(p)]
+    if not chosen:
+        raise InputError("--layers/--skip leave no layer to compress", hint="loosen --skip or widen --layers")
+    return chosen
+
+
+def clone_model(model: Any, config: dict[str, Any] | None = None) -> Any:
+    """A new model built from ``model``'s config (or ``config``) with copies of its weights.
+
+    Nothing is shared with ``model``: layers and variables are new objects. When ``config`` is
+    given the weights are not copied (the caller copies sliced weights itself).
+    """
+    from edgekit.core.tfshim import keras
+
+    k = keras()
+    cls = k.Sequential if isinstance(model, k.Sequential) else k.Model
+    new = cls.from_config(config if config is not None else model.get_config())
+    if config is None:
+        new.set_weights([np.array(w) for w in model.get_weights()])
+    return new
+
+
+def strip_training_state(model: Any, source: Any = None) -> Any:
+    """A plain copy of ``model``: same architecture and weights, no optimizer state.
+
+    When ``model`` (or ``source``) has a loss, the copy is compiled with that loss and a fresh,
+    unbuilt optimizer of the same kind, so the saved file carries the training configuration
+    (a later prune, cluster or QAT step can fine-tune it) but no optimizer variables. The result
+    holds only built-in Keras classes and reloads anywhere with ``keras.saving.load_model``.
+    """
+    plain = clone_model(model)
+    loss = getattr(model, "loss", None) or getattr(source, "loss", None)
+    if loss is not None:
+        compile_for_training(plain, source if source is not None else model, loss, None)
+    return plain
+
+
+# --- data and fine-tuning ---------------------------------------------------------------------
+
+def check_training_data(model: Any, data: Dataset | None, *, what: str = "--data", need_labels: bool = True) -> None:
+    """Raises DataError before training if ``data`` does not fit ``model``."""
+    if data is None:
+        if need_labels:
+            raise InputError(f"fine-tuning needs training data ({what})", hint="pass --data TRAIN.npz with arrays x and y, or --epochs 0")
+        return
+    want = tuple(model.inputs[0].shape[1:])
+    got = tuple(data.x.shape[1:])
+    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
+        raise DataError(f"{what} {data.source} has samples of shape {got}, but the model expects {want}", hint="give data shaped like the model input")
+    if need_labels and data.y is None:
+        raise DataError(f"{what} {data.source} has no labels (array y)", hint="fine-tuning needs labels: save x and y in the .npz")
+    if data.y is not None:
+        out_dim = model.outputs[0].shape[-1]
+        if out_dim is not None and out_dim > 1 and int(data.y.max(initial=0)) >= out_dim:
+            raise DataError(
+                f"labels in {what} {data.source} go up to {int(data.y.max())}, but the model has {out_dim} outputs (classes 0..{out_dim - 1})",
+                hint="check the labels belong to this model's dataset",
+            )
+
+
+def resolve_loss(source_model: Any, loss: str | None) -> Any:
+    """The loss to fine-tune with: ``loss`` if given, else the one the model was compiled with."""
+    if loss is not None:
+        from edgekit.core.tfshim import keras
+
+        try:
+            return keras().losses.get(loss)
+        except (ValueError, TypeError):
+            raise InputError(f"--loss '{loss}' is not a Keras loss", hint="e.g. --loss sparse_categorical_crossentropy") from None
+    compiled = getattr(source_model, "loss", None)
+    if compiled is None:
+        raise InputError(
+            "the model was saved without a loss (not compiled), so edgekit cannot fine-tune it with its own loss",
+            hint="pass --loss, e.g. --loss sparse_categorical_crossentropy",
+        )
+    return compiled
+
+
+def make_optimizer(source_model: Any, learning_rate: float | None) -> Any:
+    """A fresh optimizer like the model's own (Adam if it has none), optionally with a new learning rate."""
+    from edgekit.core.tfshim import keras
+
+    k = keras()
+    opt = getattr(source_model, "optimizer", None)
+    if opt is not None:
+        config = opt.get_config()
+        if learning_rate is not None:
+            config["learning_rate"] = learning_rate
+        elif not isinstance(config.get("learning_rate"), (int, float)):
+            config["learning_rate"] = 1e-3  # a schedule: fine-tuning restarts it, use a plain rate
+        return type(opt).from_config(config)
+    return k.optimizers.Adam(learning_rate=learning_rate or 1e-3)
+
+
+def compile_for_training(model: Any, source_model: Any, loss: Any, learning_rate: float | None) -> None:
+    metrics = ["accuracy"] if model.outputs[0].shape[-1] not in (None, 1) else []
+    model.compile(optimizer=make_optimizer(source_model, learning_rate), loss=loss, metrics=metrics, steps_per_execution=1)
+
+
+def progress_callback(title: str, steps_per_epoch: int, epochs: int) -> Any:
+    """A Keras callback that shows a rich progress bar per epoch on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgekit.core.tfshim import keras
+    from edgekit.cli.render import err_console
+
+    class RichProgress(keras().callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.progress: Progress | None = None
+            self.task = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.progress = Progress(
+                TextColumn(f"{title} epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), console=err_console, transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=steps_per_epoch, metrics="")
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.progress is not None:
+                self.progress.update(self.task, advance=1, metrics=_fmt_logs(logs))
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.progress is not None:
+                self.progress.update(self.task, metrics=_fmt_logs(logs))
+                self.progress.stop()
+                self.progress = None
+
+    return RichProgress()
+
+
+def _fmt_logs(logs: dict[str, Any] | None) -> str:
+    if not logs:
+        return ""
+    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs]
+    return "  ".join(f"{k} {float(logs[k]):.4f}" for k in keys)
+
+
+@dataclass
+class TrainSettings:
+    """How fine-tuning runs (shared by every pass)."""
+
+    epochs: int = 2
+    batch_size: int = 64
+    learning_rate: float | None = None
+    loss: str | None = None
+    seed: int = 0
+    progress: bool = False
+    lr_schedule: str = "constant"  # constant, or cosine: decays to 2% of the rate over all fine-tuning steps
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+                             hint="use --lr-schedule constant or --lr-schedule cosine")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+COSINE_FLOOR = 0.02  # the cosine schedule ends at this fraction of the starting rate
+
+
+def lr_schedule_callback(settings: TrainSettings, steps_per_epoch: int, initial_epoch: int = 0) -> Any | None:
+    """A Keras callback setting the optimizer's learning rate before every batch (None for ``constant``).
+
+    ``cosine`` follows ``floor + (1 - floor) * (1 + cos(pi * t)) / 2`` of the starting rate, ``t``
+    the fraction of all fine-tuning steps done, counted from ``initial_epoch`` so a pass that fits
+    in stages (channel pruning rebuilds the model every epoch) continues the same curve. The
+    starting rate is the optimizer's own (``--learning-rate`` or the model's).
+    """
+    if settings.lr_schedule == "constant":
+        return None
+    import math
+
+    from edgekit.core.tfshim import keras
+
+    total = max(1, settings.epochs * steps_per_epoch)
+
+    class CosineDecay(keras().callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.step = initial_epoch * steps_per_epoch
+            self.base: float | None = None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            optimizer = self.model.optimizer
+            if self.base is None:
+                self.base = float(np.asarray(optimizer.learning_rate))
+            t = min(1.0, self.step / total)
+            optimizer.learning_rate.assign(self.base * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))))
+            self.step += 1
+
+    return CosineDecay()
+
+
+def fit(model: Any, source_model: Any, train: Dataset, val: Dataset | None, settings: TrainSettings, callbacks: list[Any],
+        *, title: str, epochs: int | None = None, initial_epoch: int = 0) -> dict[str, list[float]]:
+    """Compiles ``model`` with the source model's loss and optimizer and fits it on ``train``."""
+    from edgekit.core.tfshim import keras
+
+    k = keras()
+    k.utils.set_random_seed(settings.seed)
+    loss = resolve_loss(source_model, settings.loss)
+    compile_for_training(model, source_model, loss, settings.learning_rate)
+    total_epochs = settings.epochs if epochs is None else epochs
+    steps = int(np.ceil(len(train) / settings.batch_size))
+    cbs = list(callbacks)
+    schedule = lr_schedule_callback(settings, steps, initial_epoch)
+    if schedule is not None:
+        cbs.append(schedule)
+    if settings.progress:
+        cbs.append(progress_callback(title, steps, settings.epochs))
+    history = model.fit(
+        train.x, train.y, batch_size=settings.batch_size, epochs=initial_epoch + total_epochs, initial_epoch=initial_epoch,
+        validation_data=(val.x, val.y) if val is not None and val.y is not None else None,
+        callbacks=cbs, verbose=0, shuffle=True,
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def run_pass(compression: Any, source: Any, train: Dataset | None, settings: TrainSettings, val: Dataset | None,
+             loss: str | None, what: str) -> Any:
+    """Checks, applies (with fine-tuning) and finalizes a pass; returns the plain Keras result.
+
+    Every check runs before training (the loss too); the input model's weights are compared
+    before and after, so a pass that touched them fails loudly instead of corrupting the user's
+    model in memory.
+    """
+    compression.check(source, train, settings)
+    if settings.epochs > 0:
+        resolve_loss(source, loss)  # fail now, not after the first epoch
+    before = [np.array(w) for w in source.get_weights()]
+    final = compression.finalize(compression.apply(source, train, settings, val))
+    if any(not np.array_equal(a, np.asarray(b)) for a, b in zip(before, source.get_weights(), strict=True)):
+        raise ModelError(f"internal error: the input model's weights changed during {what}", hint="report this to edgekit")
+    return final
+
+
+def keras_top1(model: Any, data: Dataset | None) -> float | None:
+    """Top-1 accuracy (percent) of a Keras classifier on labelled data, else None."""
+    if data is None or data.y is None:
+        return None
+    pred = model.predict(data.x, batch_size=256, verbose=0)
+    pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+    pred = np.asarray(pred).reshape(len(data), -1)
+    if pred.shape[1] < 2:
+        return None
+    return float((pred.argmax(axis=1) == data.y).mean() * 100.0)
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+@dataclass
+class LayerReport:
+    """What a pass did to one layer."""
+
+    path: str
+    layer_class: str
+    parameters: int
+    status: str  # pruned, clustered, rewired, skipped, unsupported
+    reason: str | None = None
+    target_sparsity: float | None = None
+    sparsity: float | None = None
+    channels_before: int | None = None
+    channels_after: int | None = None
+    clusters: int | None = None
+    distinct_values: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ModelExport:
+    """One model converted to TFLite and measured."""
+
+    mode: str
+    size: SizeInfo
+    latency: LatencyStats | None = None
+    top1: float | None = None
+    weights: str | None = None  # per-channel / per-tensor int8 weights (edgekit.export.convert.choose_weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "size": self.size.to_dict(), "latency": self.latency.to_dict() if self.latency else None, "top1": self.top1,
+                "weights": self.weights}
+
+
+@dataclass
+class ExportComparison:
+    """The original and the compressed model after export, measured side by side."""
+
+    original_float32: ModelExport
+    original: ModelExport
+    compressed: ModelExport
+    verdict: list[str] = field(default_factory=list)
+
+    @property
+    def gzip_ratio_vs_float32(self) -> float:
+        return self.original_float32.size.gzip_bytes / self.compressed.size.gzip_bytes
+
+    @property
+    def gzip_ratio_vs_original(self) -> float:
+        return self.original.size.gzip_bytes / self.compressed.size.gzip_bytes
+
+    @property
+    def speedup(self) -> float | None:
+        if self.original.latency is None or self.compressed.latency is None:
+            return None
+        return self.original.latency.p50_ms / self.compressed.latency.p50_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original_float32": self.original_float32.to_dict(),
+            "original": self.original.to_dict(),
+            "compressed": self.compressed.to_dict(),
+            "gzip_ratio_vs_float32": round(self.gzip_ratio_vs_float32, 3),
+            "gzip_ratio_vs_original_same_mode": round(self.gzip_ratio_vs_original, 3),
+            "p50_speedup": round(self.speedup, 3) if self.speedup is not None else None,
+            "verdict": self.verdict,
+        }
+
+
+def _pooled(runs: list[Any]) -> Any:
+    from edgekit.workflows.validate import latency_stats
+
+    first = runs[0]
+    pooled = dataclasses.replace(first, timings_ms=[t for r in runs for t in r.timings_ms])
+    return latency_stats(pooled)
+
+
+def compare_exports(
+    original: Any,
+    compressed: Any,
+    calibration: np.ndarray,
+    *,
+    val: Dataset | None = None,
+    mode: str = "int8",
+    runs: int = 60,
+    rounds: int = 5,
+    threads: int = 1,
+    structure: str | None = None,
+) -> ExportComparison:
+    """Converts both Keras models (float32 for the baseline, then ``mode``) and measures them.
+
+    Latency runs alternate between the two models ``rounds`` times (``runs`` timed runs in all
+    per model) so background load on a shared machine hits both alike. Each model's int8 weights
+    are scaled as ``edgekit quantize --weights auto`` would (per-tensor for a model clustered with
+    one codebook per layer), so the sizes are those the user gets.
+    """
+    from edgekit.core.fsutil import size_info
+    from edgekit.measure.metrics import accuracy
+    from edgekit.core.models import LoadedModel
+    from edgekit.export.convert import choose_weights, convert
+    from edgekit.runtime.local import run_local
+    from edgekit.core.datatypes import QuantMode
+
+    qmode = QuantMode(mode)
+
+    def loaded(m: Any) -> LoadedModel:
+        return LoadedModel(path="<memory>", format="keras", sha256="", keras_model=m, input_shape=tuple(m.inputs[0].shape))
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-compress-") as tmp:
+        paths, weights = {}, {}
+        for key, m, md in (("float32", original, QuantMode.FLOAT32), ("original", original, qmode), ("compressed", compressed, qmode)):
+            weights[key], _ = choose_weights(loaded(m), md)
+            flat = convert(loaded(m), md, calibration=calibration if md.needs_data else None, per_channel=weights[key] != "per-tensor")
+            paths[key] = Path(tmp) / f"{key}.tflite"
+            paths[key].write_bytes(flat)
+        rounds = max(1, min(rounds, runs // 20))  # a few runs: one round (each round starts a runtime process)
+        per_round = max(1, runs // rounds)
+        timings: dict[str, list[Any]] = {"original": [], "compressed": []}
+        for _ in range(rounds):
+            for key in ("original", "compressed"):
+                timings[key].append(run_local(paths[key], None, threads=threads, runs=per_round, warmup=3))
+        top1: dict[str, float | None] = {"float32": None, "original": None, "compressed": None}
+        if val is not None and val.y is not None:
+            for key in top1:
+                run = run_local(paths[key], val.x, threads=threads, runs=1, warmup=0)
+                top1[key] = accuracy(run.outputs[0], val.y).top1
+        result = ExportComparison(
+            original_float32=ModelExport("float32", size_info(paths["float32"]), None, top1["float32"]),
+            original=ModelExport(qmode.value, size_info(paths["original"]), _pooled(timings["original"]), top1["original"], weights["original"]),
+            compressed=ModelExport(qmode.value, size_info(paths["compressed"]), _pooled(timings["compressed"]), top1["compressed"], weights["compressed"]),
+        )
+    result.verdict = verdict(result, structure)
+    return result
+
+
+def verdict(cmp: ExportComparison, structure: str | None) -> list[str]:
+    """Plain sentences on what compression bought on disk and in latency."""
+    lines = [
+        f"size: {cmp.compressed.size.gzip_bytes:,} B gzipped vs {cmp.original.size.gzip_bytes:,} B for the uncompressed "
+        f"{cmp.original.mode} model (x{cmp.gzip_ratio_vs_original:.2f}) and {cmp.original_float32.size.gzip_bytes:,} B for "
+        f"float32 (x{cmp.gzip_ratio_vs_float32:.2f})"
+    ]
+    if cmp.compressed.weights == "per-tensor" and cmp.original.weights != "per-tensor":
+        lines.append(
+            "the clustered model was exported with per-tensor int8 weights (as `edgekit quantize` does for it by default): "
+            "per-channel scales would give every channel its own codes for the shared values and lose part of the gain"
+        )
+    if cmp.original.size.bytes <= cmp.compressed.size.bytes * 1.02:
+        lines.append(
+            "on disk (uncompressed) the file is not smaller: zeros and shared values are still stored as full tensors; "
+            "the saving appears only when the file is compressed (gzip, an app bundle, an OTA update)"
+        )
+    speed = cmp.speedup
+    if speed is not None:
+        o, c = cmp.original.latency, cmp.compressed.latency
+        if speed < SPEEDUP_NOISE:
+            why = (
+                "LiteRT's CPU kernels multiply zeros and repeated values like any other weight"
+                if structure != "channels" else "the removed channels did not shrink the work enough to show"
+            )
+            lines.append(
+                f"NOT FASTER on this runtime: p50 {c.p50_ms:.3f} ms vs {o.p50_ms:.3f} ms (x{speed:.2f}, within noise); {why}"
+                + ("; use --structure channels to remove filters and really cut the work" if structure != "channels" else "")
+            )
+        else:
+            lines.append(f"faster: p50 {c.p50_ms:.3f} ms vs {o.p50_ms:.3f} ms (x{speed:.2f}, {o.runtime}, {o.threads} thread(s))")
+    return lines

@@ -1,0 +1,149 @@
+"""Runs a ``.tflite`` artifact with LiteRT in a child process on this machine.
+
+The artifact is parsed and bounds-checked in Python first (:mod:`edgekit.core.tflite_file`), then
+:mod:`edgekit.runtime.runner` runs it in a separate Python process: a segfault or abort in native code
+becomes a :class:`~edgekit.core.errors.RuntimeFailure` naming the file and the signal, and edgekit
+keeps running. The same runner file is what device transports copy to a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.core.errors import InputError, RuntimeFailure
+
+RUNNER_PATH = Path(__file__).with_name("runner.py")
+DEFAULT_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Raw results of one runner invocation."""
+
+    outputs: list[np.ndarray]
+    timings_ms: list[float]
+    init_ms: float
+    first_inference_ms: float
+    peak_rss_mb: float | None
+    baseline_rss_mb: float | None
+    runtime: str
+    runtime_version: str
+    threads: int
+    warmup: int
+    meta: dict[str, Any]
+
+
+def check_run_options(runs: int, warmup: int, threads: int) -> None:
+    """Rejects impossible latency settings before anything runs."""
+    if runs < 1:
+        raise InputError(f"--runs must be at least 1, got {runs}", hint="use e.g. --runs 50")
+    if warmup < 0:
+        raise InputError(f"--warmup cannot be negative, got {warmup}", hint="use e.g. --warmup 5")
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}", hint="use e.g. --threads 1")
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def parse_runner_error(stderr: str) -> str | None:
+    """The runner's ``EDGEKIT_ERROR:`` message, if it printed one."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("EDGEKIT_ERROR:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def load_run_result(result_path: Path, outputs_path: Path | None) -> RunResult:
+    """Reads the runner's result JSON (and outputs .npz) back."""
+    meta = json.loads(result_path.read_text())
+    outputs: list[np.ndarray] = []
+    if outputs_path is not None and outputs_path.exists():
+        with np.load(outputs_path, allow_pickle=False) as npz:
+            outputs = [npz[f"out_{k}"] for k in range(len(npz.files))]
+    return RunResult(
+        outputs=outputs,
+        timings_ms=[float(t) for t in meta["timings_ms"]],
+        init_ms=float(meta["init_ms"]),
+        first_inference_ms=float(meta["first_inference_ms"]),
+        peak_rss_mb=meta.get("peak_rss_mb"),
+        baseline_rss_mb=meta.get("baseline_rss_mb"),
+        runtime=meta["runtime"],
+        runtime_version=str(meta.get("runtime_version")),
+        threads=int(meta["threads"]),
+        warmup=int(meta["warmup"]),
+        meta=meta,
+    )
+
+
+def run_local(
+    model_path: str | os.PathLike[str],
+    inputs: np.ndarray | None = None,
+    *,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    runtime: str = "auto",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> RunResult:
+    """Runs a (pre-checked) .tflite file in a child process and returns outputs and timings.
+
+    Args:
+        model_path: the .tflite file; check it with :func:`edgekit.core.tflite_file.read_tflite` first.
+        inputs: preprocessed float32 samples (N, ...), or None for latency only.
+        threads, runs, warmup: interpreter threads, timed runs and untimed warm-up runs.
+        runtime: ``auto``, ``ai_edge_litert``, ``tflite_runtime`` or ``tensorflow``.
+
+    Raises:
+        RuntimeFailure: the runtime refused the model, failed, crashed or timed out.
+    """
+    check_run_options(runs, warmup, threads)
+    model_path = Path(model_path)
+    with tempfile.TemporaryDirectory(prefix="edgekit-run-") as tmp:
+        work = Path(tmp)
+        cmd = [
+            # -P: the runner's own folder (edgekit/) is not put on sys.path
+            sys.executable, "-P", str(RUNNER_PATH), "--model", str(model_path.resolve()),
+            "--result", str(work / "result.json"), "--threads", str(threads),
+            "--runs", str(runs), "--warmup", str(warmup), "--runtime", runtime,
+        ]
+        outputs_path = None
+        if inputs is not None:
+            np.save(work / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
+            outputs_path = work / "outputs.npz"
+            cmd += ["--inputs", str(work / "inputs.npy"), "--outputs", str(outputs_path)]
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            raise RuntimeFailure(
+                f"running {model_path.name} did not finish within {timeout_s:.0f} s",
+                hint="use fewer --runs or fewer samples",
+            ) from None
+        if proc.returncode < 0:
+            raise RuntimeFailure(
+                f"the LiteRT runtime crashed ({_signal_name(proc.returncode)}) while running {model_path}",
+                hint="the model may be malformed or use an op this runtime build mishandles; edgekit is unaffected",
+            )
+        if proc.returncode != 0:
+            message = parse_runner_error(proc.stderr)
+            if message is None:
+                tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["no message"]
+                message = f"the runner exited with code {proc.returncode}: {tail[0][:300]}"
+            raise RuntimeFailure(f"{model_path.name}: {message}", hint="rerun with -v for the runtime log")
+        return load_run_result(work / "result.json", outputs_path)

@@ -1,0 +1,90 @@
+"""Describes a model without running it: a ``.tflite`` file (anyone's) or a Keras model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from edgekit.core.fsutil import sha256_file
+from edgekit.core.models import detect_format, load_model
+from edgekit.core.tflite_file import read_tflite
+
+
+def _metadata_summary(metadata: dict[str, bytes]) -> dict[str, Any]:
+    """Readable metadata: edgekit's own JSON metadata decoded, others by size."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if key.startswith("edgekit") :
+            try:
+                out[key] = json.loads(value.decode("utf-8"))
+                continue
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                pass
+        out[key] = {"bytes": len(value)}
+    return out
+
+
+def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Operators, I/O with quantization, parameters, size breakdown and metadata of a .tflite file."""
+    info = read_tflite(path)
+    meta = _metadata_summary(info.metadata)
+    labels = None
+    for value in meta.values():
+        if isinstance(value, dict) and isinstance(value.get("labels"), list):
+            labels = value["labels"]
+    return {
+        "kind": "tflite",
+        "path": str(path),
+        "sha256": sha256_file(path),
+        "bytes": info.file_bytes,
+        "schema_version": info.schema_version,
+        "description": info.description,
+        "subgraphs": info.subgraph_count,
+        "operators": len(info.operators),
+        "op_histogram": info.op_histogram(),
+        "inputs": [t.to_dict() for t in info.inputs],
+        "outputs": [t.to_dict() for t in info.outputs],
+        "parameters": info.parameter_count,
+        "weight_dtypes": info.weight_dtypes(),
+        "size_breakdown": info.size_breakdown(),
+        "metadata": meta,
+        "labels": labels,
+        "signatures": list(info.signatures),
+    }
+
+
+def inspect_keras(path: str | os.PathLike[str], *, unsafe: bool = False, custom_objects: str | None = None) -> dict[str, Any]:
+    """Layers, shapes and parameter counts of a Keras model (or SavedModel)."""
+    loaded = load_model(path, unsafe=unsafe, custom_objects=custom_objects)
+    layers = []
+    trainable = None
+    if loaded.keras_model is not None:
+        model = loaded.keras_model
+        for layer in model.layers:
+            try:
+                shape = layer.output.shape
+                out_shape = [tuple(s) for s in shape] if isinstance(shape, list) else tuple(shape)
+            except (AttributeError, ValueError):
+                out_shape = None
+            layers.append({"name": layer.name, "class": type(layer).__name__, "output_shape": out_shape, "parameters": int(layer.count_params())})
+        trainable = int(sum(int(w.numpy().size) for w in model.trainable_weights))
+    return {
+        "kind": loaded.format,
+        "path": str(path),
+        "sha256": loaded.sha256,
+        "inputs": [{"shape": loaded.input_shape, "dtype": loaded.input_dtype}],
+        "outputs": [{"name": n, "shape": s} for n, s in zip(loaded.output_names, loaded.output_shapes, strict=False)],
+        "parameters": loaded.parameter_count,
+        "trainable_parameters": trainable,
+        "layers": layers,
+    }
+
+
+def inspect_artifact(path: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
+    """Dispatches on the file's content: .tflite -> :func:`inspect_tflite`, else :func:`inspect_keras`."""
+    fmt = detect_format(Path(path))
+    if fmt == "tflite":
+        return inspect_tflite(path)
+    return inspect_keras(path, **kwargs)

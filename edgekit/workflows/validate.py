@@ -1,0 +1,255 @@
+"""Validates an artifact: accuracy against labels and a reference model, latency, size.
+
+Example:
+    >>> report = validate("model_int8.tflite", "val.npz", reference="model.keras")  # doctest: +SKIP
+    >>> report.accuracy.top1, report.latency.p50_ms  # doctest: +SKIP
+    (90.1, 0.21)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.core.data import load_dataset
+from edgekit.core.errors import DataError, InputError, ModelError
+from edgekit.core.fsutil import require_file, sha256_file, size_info, write_json_atomic
+from edgekit.core.manifest import manifest_path_for, preprocessing_from_manifest, read_manifest, report_path_for, versions
+from edgekit.measure.metrics import accuracy, compare_outputs, is_classifier_output
+from edgekit.runtime.local import RunResult, check_run_options, run_local
+from edgekit.core.tflite_file import TfliteInfo, read_tflite
+from edgekit.core.datatypes import AccuracyResult, LatencyStats, OutputComparison, Preprocessing, SizeInfo
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Everything ``edgekit validate`` measured, ready for a table or JSON."""
+
+    artifact: str
+    sha256: str
+    size: SizeInfo
+    samples: int
+    accuracy: AccuracyResult | None
+    reference_accuracy: AccuracyResult | None
+    comparisons: list[OutputComparison]
+    latency: LatencyStats
+    preprocessing: Preprocessing
+    data: dict[str, Any]
+    reference: dict[str, Any] | None
+    labels: list[str] | None = None
+    device: dict[str, Any] = field(default_factory=lambda: {"name": "local", "transport": "local"})
+    versions: dict[str, Any] = field(default_factory=versions)
+    report_path: str | None = None
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        """Reference top-1 minus artifact top-1, in points (positive = the artifact is worse)."""
+        if self.accuracy is None or self.reference_accuracy is None:
+            return None
+        return self.reference_accuracy.top1 - self.accuracy.top1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "sha256": self.sha256,
+            "size": self.size.to_dict(),
+            "samples": self.samples,
+            "accuracy": self.accuracy.to_dict() if self.accuracy else None,
+            "reference_accuracy": self.reference_accuracy.to_dict() if self.reference_accuracy else None,
+            "accuracy_drop": self.accuracy_drop,
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "latency": self.latency.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "data": self.data,
+            "reference": self.reference,
+            "labels": self.labels,
+            "device": self.device,
+            "versions": self.versions,
+        }
+
+
+def _check_outputs(info: TfliteInfo, outputs: list[np.ndarray], labels: np.ndarray | None) -> None:
+    if labels is None:
+        return
+    first = outputs[0]
+    if is_classifier_output(first.reshape(first.shape[0], -1)):
+        classes = first.reshape(first.shape[0], -1).shape[1]
+        if labels.max(initial=0) >= classes:
+            raise DataError(
+                f"labels go up to {int(labels.max())}, but the model has {classes} classes (ids 0..{classes - 1})",
+                hint="check the labels belong to this model's dataset",
+            )
+
+
+def latency_stats(run: RunResult) -> LatencyStats:
+    """LatencyStats from a runner result."""
+    return LatencyStats.from_samples(
+        run.timings_ms,
+        warmup=run.warmup,
+        threads=run.threads,
+        first_inference_ms=run.first_inference_ms,
+        init_ms=run.init_ms,
+        peak_memory_mb=run.peak_rss_mb,
+        runtime=f"{run.runtime} {run.runtime_version}",
+    )
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "latency" in data and "sha256" in data
+
+
+def _manifest_for(path: Path, explicit_preprocessing: bool) -> dict[str, Any] | None:
+    """The artifact's manifest when it really describes this file (same sha256).
+
+    A manifest of another build would silently apply the wrong preprocessing: that is an error,
+    unless the preprocessing is given explicitly, in which case the manifest is ignored.
+    """
+    try:
+        manifest = read_manifest(path)
+    except ModelError:
+        if explicit_preprocessing:
+            return None
+        raise
+    recorded = ((manifest or {}).get("artifact") or {}).get("sha256")
+    if manifest is not None and recorded and recorded != sha256_file(path):
+        if explicit_preprocessing:
+            return None
+        raise InputError(
+            f"manifest {manifest_path_for(path)} does not describe {path.name} (its sha256 differs; another build?)",
+            hint="re-create the artifact, delete the stale manifest, or give the preprocessing with --scale/--mean/--std",
+        )
+    return manifest
+
+
+def _report_path(path: Path, data: Any, reference: Any, report: Any) -> Path:
+    """Where the report goes; checked before any work so a bad path fails early."""
+    out = Path(report) if report is not None else report_path_for(path)
+    inputs = [Path(p).resolve() for p in (path, data, reference) if p is not None]
+    if out.resolve() in inputs or out.resolve() == manifest_path_for(path).resolve():
+        raise InputError(f"--report {out} would overwrite an input or the artifact's manifest", hint="choose another report path")
+    if out.is_file() and not _is_report(out):
+        raise InputError(f"--report {out} exists and is not an edgekit report", hint="choose another report path; reports are only refreshed in place")
+    if out.is_dir() or not out.parent.is_dir():
+        raise InputError(f"cannot write the report to {out}", hint="give a file path in an existing folder with --report")
+    return out
+
+
+def validate(
+    artifact: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    reference: str | os.PathLike[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int = 1,
+    samples: int | None = None,
+    seed: int = 0,
+    x_key: str = "x",
+    y_key: str = "y",
+    report: str | os.PathLike[str] | None = None,
+    write_report: bool = True,
+    unsafe: bool = False,
+    custom_objects: str | os.PathLike[str] | None = None,
+    runtime: str = "auto",
+    device: Any = None,
+    devices_dir: str | os.PathLike[str] | None = None,
+) -> ValidationReport:
+    """Runs ``artifact`` on ``data`` with LiteRT on this machine and measures it.
+
+    Preprocessing defaults to the one recorded in the artifact's manifest. With ``reference``
+    (the float Keras model or SavedModel), outputs are compared per output (top-1 agreement,
+    max/mean absolute error, cosine similarity, SQNR). The report is written to ``report`` or
+    beside the artifact (``model.report.json``) unless ``write_report`` is False.
+
+    With ``device`` (a profile name, path or :class:`~edgekit.devices.profiles.DeviceProfile`)
+    the artifact runs there instead (:func:`edgekit.devices.run.run_on_device`) and the
+    report's ``device`` entry holds the probe, the runtime, the thermal state and where accuracy
+    was measured.
+    """
+    check_run_options(runs, warmup, threads)
+    if device is not None:
+        from edgekit.devices.profiles import load_profile
+
+        device = load_profile(device, devices_dir=devices_dir)  # a bad name fails before any work
+    if samples is not None and samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}", hint="omit it to use all samples")
+    path = require_file(artifact, "artifact")
+    report_path = _report_path(path, data, reference, report) if write_report else None
+    info = read_tflite(path)  # parse and check before native code sees the file
+    if len(info.inputs) != 1:
+        raise InputError(f"{path} has {len(info.inputs)} inputs; validate handles single-input models", hint="validate multi-input models from Python")
+    manifest = _manifest_for(path, preprocessing is not None)
+    pre = preprocessing if preprocessing is not None else preprocessing_from_manifest(manifest)
+    ref_model = None
+    if reference is not None:
+        from edgekit.core.models import load_model
+
+        ref_model = load_model(reference, unsafe=unsafe, custom_objects=custom_objects)
+    input_shape = tuple(None if d < 0 else d for d in info.inputs[0].shape)
+    input_shape = (None, *input_shape[1:])
+    dataset = load_dataset(data, input_shape=input_shape, preprocessing=pre, x_key=x_key, y_key=y_key, limit=samples, seed=seed)
+    if ref_model is not None:
+        want = tuple(ref_model.input_shape[1:])
+        if len(want) != len(input_shape) - 1 or any(w is not None and w != g for w, g in zip(want, input_shape[1:], strict=False)):
+            raise InputError(
+                f"reference model input {want} does not match the artifact input {tuple(input_shape[1:])}",
+                hint="pass the model the artifact was converted from",
+            )
+
+    device_report = None
+    if device is None:
+        run = run_local(path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
+        latency = latency_stats(run)
+    else:
+        from edgekit.devices.run import run_on_device
+
+        on_device = run_on_device(device, path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
+        run, latency, device_report = on_device.run, on_device.latency, on_device.report
+    _check_outputs(info, run.outputs, dataset.y)
+    acc = accuracy(run.outputs[0], dataset.y) if dataset.y is not None and is_classifier_output(run.outputs[0].reshape(len(dataset), -1)) else None
+    ref_acc = None
+    comparisons: list[OutputComparison] = []
+    if ref_model is not None:
+        ref_out = ref_model.predict(dataset.x)
+        if len(ref_out) != len(run.outputs):
+            raise InputError(
+                f"reference model has {len(ref_out)} outputs, the artifact {len(run.outputs)}",
+                hint="pass the model the artifact was converted from",
+            )
+        for spec, ref, out in zip(info.outputs, ref_out, run.outputs, strict=True):
+            if ref.size != out.size:
+                raise InputError(f"reference output shape {ref.shape} differs from the artifact's {out.shape}", hint="pass the model the artifact was converted from")
+            comparisons.append(compare_outputs(spec.name, ref.reshape(out.shape), out))
+        if dataset.y is not None and acc is not None:
+            ref_acc = accuracy(ref_out[0].reshape(run.outputs[0].shape), dataset.y)
+
+    labels = (manifest or {}).get("labels") or (list(dataset.labels) if dataset.labels else None)
+    result = ValidationReport(
+        artifact=str(path),
+        sha256=sha256_file(path),
+        size=size_info(path),
+        samples=len(dataset),
+        accuracy=acc,
+        reference_accuracy=ref_acc,
+        comparisons=comparisons,
+        latency=latency,
+        preprocessing=dataset.preprocessing,
+        data={"path": dataset.source, "sha256": dataset.sha256, "samples": len(dataset), "labelled": dataset.y is not None},
+        reference={"path": ref_model.path, "sha256": ref_model.sha256, "format": ref_model.format} if ref_model else None,
+        labels=labels,
+        **({"device": device_report} if device_report is not None else {}),
+    )
+    if report_path is not None:
+        write_json_atomic(report_path, result.to_dict())
+        result = ValidationReport(**{**result.__dict__, "report_path": str(report_path)})
+    return result
