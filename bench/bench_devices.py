@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from edgekit.devices.run import run_on_device  # noqa: E402
 from edgekit.runtime.local import run_local  # noqa: E402
-from edgekit.workflows.validate import latency_stats  # noqa: E402
+from edgekit.runtime.local import latency_stats  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
 

@@ -38,7 +38,8 @@ from edgekit.core.models import load_model  # noqa: E402
 from edgekit.export.convert import quantize  # noqa: E402
 from edgekit.runtime.local import run_local  # noqa: E402
 from edgekit.core.datatypes import Preprocessing  # noqa: E402
-from edgekit.workflows.validate import latency_stats, validate  # noqa: E402
+from edgekit.runtime.local import latency_stats  # noqa: E402
+from edgekit.workflows.validate import validate  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
 

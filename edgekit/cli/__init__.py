@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import sys
 import traceback
@@ -49,8 +50,38 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
     ctx.exit(code)
 
 
+def with_flags(exc: EdgekitError, command: click.Command | None) -> str:
+    """The error's line with each setting it names written as the command's flag (``epochs`` -> ``--epochs``).
+
+    The mapping is the Click declaration itself: an option whose parameter name is the config
+    field (``click.option("--lr", "learning_rate")`` maps ``learning_rate`` to ``--lr``).
+    """
+    text = exc.one_line()
+    if command is None or not exc.settings:
+        return text
+    flags = {p.name: max(p.opts, key=len) for p in command.params if isinstance(p, click.Option) and p.name}
+    for setting in exc.settings:
+        flag = flags.get(setting)
+        if flag is not None:
+            text = re.sub(rf"(?<![\w-]){re.escape(setting)}(?![\w-])", flag, text)
+    return text
+
+
 class EdgekitGroup(click.Group):
     """A group that loads commands lazily and turns errors into one line and an exit code."""
+
+    def _invoked(self, ctx: click.Context) -> click.Command | None:
+        """The (sub)command that ran, for its flag spellings."""
+        name = ctx.invoked_subcommand
+        command = self.get_command(ctx, name) if name else None
+        while isinstance(command, click.Group):  # a command of a subgroup (devices ..., recipe ...)
+            args = [a for a in ctx.protected_args + ctx.args if not a.startswith("-")]
+            sub = args[1] if len(args) > 1 else None
+            nested = command.get_command(ctx, sub) if sub else None
+            if nested is None:
+                break
+            command = nested
+        return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in COMMANDS if _available(name)]
@@ -69,7 +100,7 @@ class EdgekitGroup(click.Group):
         except EdgekitError as exc:
             if verbose:
                 traceback.print_exc()
-            _fail(ctx, exc.one_line(), exc.exit_code)
+            _fail(ctx, with_flags(exc, self._invoked(ctx)), exc.exit_code)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted; no partial output was kept", 130)
         except MemoryError:

@@ -61,3 +61,26 @@ devices_dir_option = click.option(
     "--devices-dir", type=click.Path(file_okay=False), default=None,
     help="A folder of your own device profiles (NAME.yaml), searched before EDGEKIT_DEVICES and the bundled ones.",
 )
+
+
+def build_config(config_type: type[Any], values: dict[str, Any]) -> Any:
+    """A pass config from a command's option values (parameter names are the config's field names).
+
+    Options left unset (None) take the config's default, so every default is declared once, in
+    the config. A value the config rejects becomes a one-line :class:`~edgekit.core.errors.InputError`
+    naming the setting (shown with its flag by the CLI).
+    """
+    from pydantic import ValidationError
+
+    from edgekit.core.errors import InputError
+
+    given = {k: v for k, v in values.items() if v is not None and k in config_type.model_fields}
+    try:
+        return config_type(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err.get("loc") else ""
+        message = err["msg"].removeprefix("Value error, ")
+        if field:
+            raise InputError(f"{field}: {message}", hint=f"fix {field}", settings=(field,)) from None
+        raise InputError(message, hint="check the options") from None

@@ -1,7 +1,8 @@
 """The exception hierarchy and the exit code each class maps to.
 
 Every error edgekit raises on purpose is an :class:`EdgekitError`. Its message is one line that
-says what was wrong, what was expected and how to fix it; the CLI prints it without a traceback
+says what was wrong, what was expected and how to fix it, in terms of settings (``epochs``), not
+command-line flags: ``settings`` names them and the CLI adds its flag spelling; the CLI prints it without a traceback
 (unless ``-v``) and exits with the class's ``exit_code``, so scripts can tell a bad model from a
 failed accuracy gate from an unreachable device.
 """
@@ -14,9 +15,12 @@ class EdgekitError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, settings: tuple[str, ...] = ()) -> None:
         self.message = message
         self.hint = hint
+        #: the settings (config field names, e.g. ``epochs``) the message speaks of; the CLI shows
+        #: them with its flag spelling (``--epochs``), a recipe user sees the recipe key
+        self.settings = tuple(settings)
         super().__init__(self.one_line())
 
     def one_line(self) -> str:

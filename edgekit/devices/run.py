@@ -44,7 +44,7 @@ from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.transport import Transport, open_transport, work_dir
 from edgekit.core.errors import DeviceError, InputError, RuntimeFailure
 from edgekit.core.fsutil import require_file, sha256_file, size_info
-from edgekit.runtime.local import RunResult, check_run_options, load_run_result, run_local
+from edgekit.runtime.local import RunResult, check_run_options, latency_stats, load_run_result, run_local
 from edgekit.core.datatypes import LatencyStats, SizeInfo
 
 
@@ -120,8 +120,6 @@ def _run_linux(transport: Transport, model: Path, inputs: np.ndarray | None, *, 
                 transport.pull(f"{work}/outputs.npz", outputs_path)
             run = load_run_result(host / "result.json", outputs_path)
         thermal = thermal_verdict(before, after, profile.thermal.throttle_temp_c)
-    from edgekit.workflows.validate import latency_stats
-
     report = _base_report(profile, probe, threads)
     report.update({
         "runtime": {"name": run.runtime, "version": run.runtime_version},
@@ -283,6 +281,41 @@ def run_on_device(
         return _run_linux(transport, model, inputs, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
     finally:
         transport.close()
+
+
+
+def runs_here(profile: DeviceProfile) -> bool:
+    """Whether a run on ``profile`` is a plain child process on this machine (no probe, no pinning, no custom runner)."""
+    return profile.transport == "local" and profile.cpu_affinity is None and profile.runner is None
+
+
+def run_model(
+    profile: DeviceProfile,
+    model_path: str | os.PathLike[str],
+    inputs: np.ndarray | None = None,
+    *,
+    threads: int | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    runtime: str | None = None,
+    target: str | None = None,
+) -> DeviceRun:
+    """Runs a (pre-checked) .tflite file on ``profile``: where every measurement in edgekit runs.
+
+    The plain ``local`` profile runs edgekit's runner in a child process here
+    (:func:`edgekit.runtime.local.run_local`); every other profile (pinned CPUs, another Python,
+    SSH, ADB) goes through :func:`run_on_device` and its probe.
+    """
+    threads = profile.threads if threads is None else threads
+    if runs_here(profile):
+        if target is not None:
+            raise InputError(f"target is for Android devices; {profile.name} runs edgekit's runner", hint="drop the target")
+        run = run_local(Path(model_path), inputs, threads=threads, runs=runs, warmup=warmup, runtime=runtime or "auto")
+        report = {"name": profile.name, "transport": "local", "address": "this machine",
+                  "runtime": {"name": run.runtime, "version": run.runtime_version},
+                  "accuracy_measured_on": "this machine" if inputs is not None else None}
+        return DeviceRun(run=run, latency=latency_stats(run), report=report)
+    return run_on_device(profile, model_path, inputs, threads=threads, runs=runs, warmup=warmup, runtime=runtime, target=target)
 
 
 @dataclass(frozen=True)

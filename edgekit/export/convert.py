@@ -226,6 +226,51 @@ def convert(
     return bytes(flatbuffer)
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """How a Keras model becomes TFLite: the mode, the I/O dtype, the int8 weight scales.
+
+    ``weights`` is ``auto`` (per-channel, except per-tensor for a model clustered with one
+    codebook per layer: :func:`choose_weights`), ``per-channel`` or ``per-tensor``.
+    """
+
+    mode: QuantMode = QuantMode.INT8
+    io_type: IOType = IOType.FLOAT
+    weights: str = "auto"
+    allow_select_tf_ops: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", QuantMode(self.mode))
+        object.__setattr__(self, "io_type", IOType(self.io_type))
+        check_weights_option(self.mode, self.weights)
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A conversion's result: the flatbuffer and the int8 weight granularity chosen (and why)."""
+
+    flatbuffer: bytes
+    weights: str | None
+    weights_reason: str | None
+
+
+def convert_model(model: Any, conversion: Conversion, *, calibration: np.ndarray | None = None,
+                  converter_hook: Any = None) -> Converted:
+    """Converts a Keras model (or a :class:`~edgekit.core.models.LoadedModel`) as ``conversion`` says.
+
+    The one place every command converts through, so the same model, calibration sample and
+    conversion give the same bytes whichever command asks. ``calibration`` is used only by the
+    modes that need it (int8, int16x8).
+    """
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(
+        path="<memory>", format="keras", sha256="", keras_model=model, input_shape=tuple(model.inputs[0].shape))
+    weights, reason = choose_weights(loaded, conversion.mode, conversion.weights)
+    flatbuffer = convert(loaded, conversion.mode, calibration=calibration if conversion.mode.needs_data else None,
+                         io_type=conversion.io_type, allow_select_tf_ops=conversion.allow_select_tf_ops,
+                         converter_hook=converter_hook, per_channel=weights != "per-tensor")
+    return Converted(flatbuffer=flatbuffer, weights=weights, weights_reason=reason)
+
+
 def with_static_batch(keras_model: Any, batch_size: int = 1) -> Any:
     """Wraps a Keras model so every input has a fixed batch dimension.
 

@@ -460,7 +460,7 @@ class ExportComparison:
 
 
 def _pooled(runs: list[Any]) -> Any:
-    from edgekit.workflows.validate import latency_stats
+    from edgekit.runtime.local import latency_stats
 
     first = runs[0]
     pooled = dataclasses.replace(first, timings_ms=[t for r in runs for t in r.timings_ms])

@@ -1198,7 +1198,7 @@ def measure_int8(models: dict[str, Any], kinds: dict[str, OutputKind], calibrati
     from edgekit.export.convert import convert
     from edgekit.runtime.local import run_local
     from edgekit.core.datatypes import QuantMode
-    from edgekit.workflows.validate import latency_stats
+    from edgekit.runtime.local import latency_stats
 
     results: dict[str, tuple[SizeInfo, float | None, LatencyStats]] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-distill-") as tmp:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.datatypes import LatencyStats
 from edgekit.core.errors import InputError, RuntimeFailure
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
@@ -147,3 +148,30 @@ def run_local(
                 message = f"the runner exited with code {proc.returncode}: {tail[0][:300]}"
             raise RuntimeFailure(f"{model_path.name}: {message}", hint="rerun with -v for the runtime log")
         return load_run_result(work / "result.json", outputs_path)
+
+
+def latency_stats(run: RunResult) -> LatencyStats:
+    """LatencyStats from one runner result."""
+    return LatencyStats.from_samples(
+        run.timings_ms,
+        warmup=run.warmup,
+        threads=run.threads,
+        first_inference_ms=run.first_inference_ms,
+        init_ms=run.init_ms,
+        peak_memory_mb=run.peak_rss_mb,
+        runtime=f"{run.runtime} {run.runtime_version}",
+    )
+
+
+def pool_latency(runs: list[RunResult]) -> LatencyStats:
+    """LatencyStats over the timed runs of several runner results (rounds of one artifact).
+
+    First inference and init come from the first run; peak memory is the largest seen.
+    """
+    first = runs[0]
+    stats = latency_stats(first)
+    peaks = [r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]
+    return LatencyStats.from_samples(
+        [t for r in runs for t in r.timings_ms], warmup=first.warmup, threads=first.threads,
+        first_inference_ms=stats.first_inference_ms, init_ms=stats.init_ms, peak_memory_mb=max(peaks) if peaks else None,
+        runtime=stats.runtime)

@@ -149,7 +149,7 @@ def measure_latency(items: list[Measurement], *, runs: int, warmup: int, threads
     Returns the device report of the last run (None locally).
     """
     from edgekit.runtime.local import run_local
-    from edgekit.workflows.validate import latency_stats
+    from edgekit.runtime.local import latency_stats
 
     pooled: dict[int, list[Any]] = {i: [] for i in range(len(items))}
     device_report = None

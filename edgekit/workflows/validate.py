@@ -21,7 +21,7 @@ from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file, size_info, write_json_atomic
 from edgekit.core.manifest import manifest_path_for, preprocessing_from_manifest, read_manifest, report_path_for, versions
 from edgekit.measure.metrics import accuracy, compare_outputs, is_classifier_output
-from edgekit.runtime.local import RunResult, check_run_options, run_local
+from edgekit.runtime.local import check_run_options, latency_stats, run_local
 from edgekit.core.tflite_file import TfliteInfo, read_tflite
 from edgekit.core.datatypes import AccuracyResult, LatencyStats, OutputComparison, Preprocessing, SizeInfo
 
@@ -84,19 +84,6 @@ def _check_outputs(info: TfliteInfo, outputs: list[np.ndarray], labels: np.ndarr
                 f"labels go up to {int(labels.max())}, but the model has {classes} classes (ids 0..{classes - 1})",
                 hint="check the labels belong to this model's dataset",
             )
-
-
-def latency_stats(run: RunResult) -> LatencyStats:
-    """LatencyStats from a runner result."""
-    return LatencyStats.from_samples(
-        run.timings_ms,
-        warmup=run.warmup,
-        threads=run.threads,
-        first_inference_ms=run.first_inference_ms,
-        init_ms=run.init_ms,
-        peak_memory_mb=run.peak_rss_mb,
-        runtime=f"{run.runtime} {run.runtime_version}",
-    )
 
 
 def _is_report(path: Path) -> bool:
