@@ -29,7 +29,7 @@ def profile():
 @pytest.fixture(scope="module")
 def artifact(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     out = tmp_path_factory.mktemp("hw-art") / "tiny_int8.tflite"
     quantize(tiny["model"], out, mode="int8", data=tiny["train"], preprocessing=Preprocessing(scale=1 / 255))

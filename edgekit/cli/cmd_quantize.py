@@ -46,7 +46,7 @@ def quantize(model, output, mode, data, samples, seed, io_type, weights, allow_s
     dynamic (int8 weights), int8 (full integer, needs --data), int16x8 (int16 activations,
     needs --data). Only TFLite builtin ops are allowed unless --allow-select-tf-ops.
     """
-    from edgekit.export.convert import quantize as run_quantize
+    from edgekit.workflows.quantize import quantize as run_quantize
 
     with err_console.status(f"Quantizing ({mode})...", spinner="dots") if not as_json else contextlib.nullcontext():
         result = run_quantize(

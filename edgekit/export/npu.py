@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import io
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 from edgekit.core.errors import ConversionError, InputError
 from edgekit.core.fsutil import sha256_file
+from edgekit.core.tfshim import native_output_captured
 
 
 @dataclass(frozen=True)
@@ -158,9 +158,7 @@ def npu_compile(model_path: str | os.PathLike[str], vendor: str, soc: str, out_d
     soc_enum = target_mod.SocModel(soc)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from edgekit.core.tfshim import native_stderr_captured
-
-    with native_stderr_captured(), contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+    with native_output_captured(python_stderr=True):
         result = aot.aot_compile(str(model_path), output_dir=str(out / ".work"), target=target_mod.Target(soc_enum), keep_going=True)
     if not result.models_with_backend:
         why = _plugin_error(result.failed_backends[0][1]) if result.failed_backends else "no model was produced"

@@ -1,0 +1,148 @@
+"""``edgekit quantize``: post-training quantization of a model to one .tflite file and its manifest.
+
+Example:
+    >>> result = quantize("model.keras", "model_int8.tflite", mode="int8",
+    ...                   data="calib.npz", preprocessing=Preprocessing(scale=1 / 255))  # doctest: +SKIP
+    >>> result.artifact.size.bytes  # doctest: +SKIP
+    230512
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.core.data import calibration_sample, load_dataset
+from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
+from edgekit.core.errors import InputError
+from edgekit.core.fsutil import check_output_path, sha256_file, size_info, write_bytes_atomic, write_json_atomic
+from edgekit.core.manifest import Manifest, manifest_path_for
+from edgekit.core.models import LoadedModel, load_model
+from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
+from edgekit.export.convert import SELECT_OPS_WARNING, check_mode_options, check_weights_option, choose_weights, convert
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What :func:`quantize` produced."""
+
+    artifact: Artifact
+    info: TfliteInfo
+    mode: QuantMode
+    io_type: IOType
+    conversion_seconds: float
+    calibration_samples: int
+    warnings: list[str] = field(default_factory=list)
+    weights: str | None = None  # per-channel / per-tensor (modes with int8 weights), None otherwise
+    weights_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact.to_dict(),
+            "mode": self.mode.value,
+            "io_type": self.io_type.value,
+            "weights": self.weights,
+            "weights_reason": self.weights_reason,
+            "conversion_seconds": round(self.conversion_seconds, 3),
+            "calibration_samples": self.calibration_samples,
+            "inputs": [t.to_dict() for t in self.info.inputs],
+            "outputs": [t.to_dict() for t in self.info.outputs],
+            "ops": self.info.op_histogram(),
+            "warnings": self.warnings,
+        }
+
+
+def quantize(
+    model: str | os.PathLike[str] | LoadedModel,
+    output: str | os.PathLike[str],
+    *,
+    mode: QuantMode | str = QuantMode.INT8,
+    data: str | os.PathLike[str] | Dataset | None = None,
+    samples: int = 100,
+    seed: int = 0,
+    io_type: IOType | str = IOType.FLOAT,
+    preprocessing: Preprocessing | None = None,
+    allow_select_tf_ops: bool = False,
+    force: bool = False,
+    unsafe: bool = False,
+    custom_objects: str | os.PathLike[str] | None = None,
+    x_key: str = "x",
+    y_key: str = "y",
+    weights: str = "auto",
+) -> QuantizeResult:
+    """Quantizes a model and writes ``output`` (.tflite) and its manifest (``output`` with .json).
+
+    ``weights`` (auto, per-channel, per-tensor) sets how int8 weights are scaled; ``auto`` is
+    per-channel except for models clustered with one codebook per layer (:func:`choose_weights`).
+    Every check (paths, options, model, data) runs before conversion; the files are written
+    atomically, and an existing output is replaced only with ``force``.
+    """
+    mode = QuantMode(mode)
+    io_type = IOType(io_type)
+    check_mode_options(mode, io_type, data is not None)
+    check_weights_option(mode, weights)
+    if samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}", hint="use e.g. --samples 100")
+    src_path = model.path if isinstance(model, LoadedModel) else model
+    data_path = data.source if isinstance(data, Dataset) else data
+    out = check_output_path(
+        output, inputs=[src_path, data_path], force=force, suffixes=(".tflite",),
+        sidecars=[manifest_path_for(output)],
+    )
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe, custom_objects=custom_objects)
+    pre = preprocessing or Preprocessing()
+    dataset: Dataset | None = None
+    calibration = None
+    if data is not None:
+        # read only the calibration sample: a memory-mapped .npy/.npz or an image folder far larger
+        # than memory is never loaded whole (the same seeded draw as calibration_sample)
+        dataset = data if isinstance(data, Dataset) else load_dataset(
+            data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key,
+            limit=samples if mode.needs_data else None, seed=seed,
+        )
+        pre = dataset.preprocessing
+        calibration = calibration_sample(dataset, samples, seed)
+
+    warnings: list[str] = []
+    if allow_select_tf_ops:
+        warnings.append(SELECT_OPS_WARNING)
+    granularity, granularity_reason = choose_weights(loaded, mode, weights)
+    started = time.perf_counter()
+    flatbuffer = convert(loaded, mode, calibration=calibration if mode.needs_data else None,
+                         io_type=io_type, allow_select_tf_ops=allow_select_tf_ops, per_channel=granularity != "per-tensor")
+    seconds = time.perf_counter() - started
+    info = parse_tflite_bytes(flatbuffer, str(out))
+    flex = sorted({op.op for op in info.operators if op.op.startswith("FLEX:")})
+    if flex:
+        warnings.append(f"the model uses {len(flex)} TensorFlow op type(s) via Flex: {', '.join(flex)}")
+
+    write_bytes_atomic(out, flatbuffer)
+    try:
+        artifact = Artifact(path=str(out), sha256=sha256_file(out), size=size_info(out), manifest_path=str(manifest_path_for(out)))
+        manifest = Manifest(
+            artifact={"file": out.name, "sha256": artifact.sha256, "bytes": artifact.size.bytes, "gzip_bytes": artifact.size.gzip_bytes},
+            inputs=[t.to_dict() for t in info.inputs],
+            outputs=[t.to_dict() for t in info.outputs],
+            preprocessing=pre.to_dict(),
+            labels=list(dataset.labels) if dataset is not None and dataset.labels else None,
+            source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
+            data=(
+                {"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset),
+                 "calibration_samples": int(len(calibration)) if calibration is not None and mode.needs_data else 0}
+                if dataset is not None else None
+            ),
+            options={"mode": mode.value, "io_type": io_type.value, "samples": samples, "seed": seed,
+                     "allow_select_tf_ops": allow_select_tf_ops, "weights": granularity, "weights_reason": granularity_reason},
+        )
+        write_json_atomic(manifest_path_for(out), manifest.to_dict())
+    except BaseException:
+        Path(out).unlink(missing_ok=True)  # never leave a model without its manifest
+        raise
+    return QuantizeResult(
+        artifact=artifact, info=info, mode=mode, io_type=io_type, conversion_seconds=seconds,
+        calibration_samples=int(len(calibration)) if calibration is not None and mode.needs_data else 0,
+        warnings=warnings, weights=granularity, weights_reason=granularity_reason,
+    )
