@@ -40,7 +40,7 @@ from edgekit.core.models import (
 )
 from edgekit.core.tfshim import calibrate_with_debugger, interpreter_ops, native_output_captured, requantize, tensorflow
 from edgekit.export.convert import conversion_error, make_converter
-from edgekit.export.delegates import guess_layer
+from edgekit.export.graph import guess_layer
 
 # ops whose output keeps its input's scale: their error is the producer's, so they are not ranked
 _PASS_THROUGH_OPS = {"RESHAPE", "MAX_POOL_2D", "SQUEEZE", "TRANSPOSE", "CONCATENATION", "PAD", "STRIDED_SLICE", "GATHER",

@@ -48,15 +48,16 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.data import calibration_sample, load_dataset
-from edgekit.export.delegates import CompatReport, check_compatibility, check_target
+from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import ConversionError, InputError, ModelError
-from edgekit.export.fp16_risk import Fp16Risk, fp16_risk_check
 from edgekit.core.fsutil import TMP_PREFIX, sha256_file, size_info, write_bytes_atomic, write_json_atomic
 from edgekit.core.manifest import Manifest, manifest_path_for
 from edgekit.core.models import LoadedModel, keras_layer_names, load_model
-from edgekit.export.convert import check_mode_options, choose_weights, convert
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
-from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
+from edgekit.export.convert import check_mode_options, choose_weights, convert
+from edgekit.export.delegates import CompatReport, check_compatibility
+from edgekit.export.fp16_risk import Fp16Risk, fp16_risk_check
+from edgekit.export.rules import check_target
 
 METADATA_NAME = "edgekit_metadata"
 METADATA_SCHEMA = "edgekit-metadata/1"
