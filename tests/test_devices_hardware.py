@@ -50,7 +50,7 @@ def test_probe_records_the_device(profile):
 
 
 def test_benchmark_on_the_device(profile, artifact):
-    from edgekit.devices.run import benchmark
+    from edgekit.workflows.benchmark import benchmark
 
     report = benchmark(artifact, device=profile, runs=20, warmup=3)
     assert report.latency.runs >= 20 and report.latency.mean_ms > 0
