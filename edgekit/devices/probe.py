@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.devices.profiles import DeviceProfile, load_profile
-from edgekit.devices.transport import Completed, Transport, open_transport, work_dir
 from edgekit.core.errors import DeviceError, RuntimeFailure
+from edgekit.devices.connect import open_transport
+from edgekit.devices.profiles import DeviceProfile, load_profile
+from edgekit.devices.transport import Completed, Transport, work_dir
 from edgekit.runtime.local import RUNNER_PATH, parse_runner_error
 
 REMOTE_PROBE_PATH = Path(__file__).with_name("remote_probe.py")
