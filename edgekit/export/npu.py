@@ -20,6 +20,8 @@ import importlib
 import importlib.util
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -174,7 +176,21 @@ def npu_compile(model_path: str | os.PathLike[str], vendor: str, soc: str, out_d
     for item in failures:
         written.append({"file": None, **item})
     with contextlib.suppress(OSError):
-        import shutil
-
         shutil.rmtree(out / ".work")
     return written
+
+
+def npu_compile_bytes(flatbuffer: bytes, vendor: str, soc: str) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+    """:func:`npu_compile` on flatbuffer bytes, with the compiled models returned as bytes.
+
+    Returns:
+        ``({"model_<target>.tflite": bytes}, [{"file", "target", "sha256", "bytes"} or {"file": None, "target", "error"}])``;
+        the compilation runs in a temporary folder, so nothing is left on disk.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgekit-npu-") as tmp:
+        model_path = Path(tmp) / "model.tflite"
+        model_path.write_bytes(flatbuffer)
+        out = Path(tmp) / "npu"
+        models = npu_compile(model_path, vendor, soc, out)
+        files = {m["file"]: (out / m["file"]).read_bytes() for m in models if m.get("file")}
+    return files, models

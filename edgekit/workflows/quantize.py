@@ -1,5 +1,8 @@
 """``edgekit quantize``: post-training quantization of a model to one .tflite file and its manifest.
 
+A one-pass pipeline (:class:`~edgekit.passes.quantize.QuantizePass`); this module loads the model
+and the calibration sample, runs the pass and writes the artifact and its manifest.
+
 Example:
     >>> result = quantize("model.keras", "model_int8.tflite", mode="int8",
     ...                   data="calib.npz", preprocessing=Preprocessing(scale=1 / 255))  # doctest: +SKIP
@@ -10,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,10 @@ from edgekit.core.fsutil import check_output_path, sha256_file, size_info, write
 from edgekit.core.manifest import Manifest, manifest_path_for
 from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
-from edgekit.export.convert import SELECT_OPS_WARNING, check_mode_options, check_weights_option, choose_weights, convert
+from edgekit.export.convert import check_mode_options, check_weights_option
+from edgekit.passes.base import ModelState, PassContext
+from edgekit.passes.pipeline import run_passes
+from edgekit.passes.quantize import SAVED_MODEL_DIR, QuantizeConfig, QuantizePass
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ def quantize(
     model: str | os.PathLike[str] | LoadedModel,
     output: str | os.PathLike[str],
     *,
+    config: QuantizeConfig | None = None,
     mode: QuantMode | str = QuantMode.INT8,
     data: str | os.PathLike[str] | Dataset | None = None,
     samples: int = 100,
@@ -75,17 +81,25 @@ def quantize(
 ) -> QuantizeResult:
     """Quantizes a model and writes ``output`` (.tflite) and its manifest (``output`` with .json).
 
+    A one-pass pipeline: :class:`~edgekit.passes.quantize.QuantizePass` with ``config`` (what
+    ``edgekit quantize`` builds from its options), or with a config made from ``mode``,
+    ``io_type``, ``samples``, ``weights`` and ``allow_select_tf_ops`` when ``config`` is None.
     ``weights`` (auto, per-channel, per-tensor) sets how int8 weights are scaled; ``auto`` is
     per-channel except for models clustered with one codebook per layer (:func:`choose_weights`).
-    Every check (paths, options, model, data) runs before conversion; the files are written
+    Every check (options, paths, model, data) runs before conversion; the files are written
     atomically, and an existing output is replaced only with ``force``.
     """
-    mode = QuantMode(mode)
-    io_type = IOType(io_type)
-    check_mode_options(mode, io_type, data is not None)
-    check_weights_option(mode, weights)
-    if samples < 1:
-        raise InputError(f"--samples must be at least 1, got {samples}", hint="use e.g. --samples 100")
+    if config is None:
+        check_mode_options(QuantMode(mode), IOType(io_type), data is not None)
+        check_weights_option(QuantMode(mode), weights)
+        if samples < 1:
+            raise InputError(f"--samples must be at least 1, got {samples}", hint="use e.g. --samples 100")
+        config = QuantizeConfig(mode=QuantMode(mode).value, io_type=IOType(io_type).value, calibration_samples=samples,
+                                weights=weights, allow_select_tf_ops=allow_select_tf_ops, layer_stats=False)
+    chosen_mode, chosen_io = QuantMode(config.mode), IOType(config.io_type)
+    check_mode_options(chosen_mode, chosen_io, data is not None)
+    check_weights_option(chosen_mode, config.weights)
+    samples = config.calibration_samples
     src_path = model.path if isinstance(model, LoadedModel) else model
     data_path = data.source if isinstance(data, Dataset) else data
     out = check_output_path(
@@ -101,23 +115,22 @@ def quantize(
         # than memory is never loaded whole (the same seeded draw as calibration_sample)
         dataset = data if isinstance(data, Dataset) else load_dataset(
             data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key,
-            limit=samples if mode.needs_data else None, seed=seed,
+            limit=samples if chosen_mode.needs_data else None, seed=seed,
         )
         pre = dataset.preprocessing
         calibration = calibration_sample(dataset, samples, seed)
+    labels = list(dataset.labels) if dataset is not None and dataset.labels else None
 
-    warnings: list[str] = []
-    if allow_select_tf_ops:
-        warnings.append(SELECT_OPS_WARNING)
-    granularity, granularity_reason = choose_weights(loaded, mode, weights)
-    started = time.perf_counter()
-    flatbuffer = convert(loaded, mode, calibration=calibration if mode.needs_data else None,
-                         io_type=io_type, allow_select_tf_ops=allow_select_tf_ops, per_channel=granularity != "per-tensor")
-    seconds = time.perf_counter() - started
+    state = ModelState(keras=loaded.keras_model, source=str(src_path),
+                       details={SAVED_MODEL_DIR: loaded.saved_model_dir} if loaded.keras_model is None else {})
+    ctx = PassContext(calibration=calibration, preprocessing=pre, labels=tuple(labels) if labels else None, seed=seed)
+    done = run_passes([QuantizePass(config)], state, ctx)
+    step = done.steps[0]
+    flatbuffer = done.state.tflite
+    assert flatbuffer is not None
+    granularity, granularity_reason = step.details["weights"], step.details["weights_reason"]
+    calibrated = int(step.details["calibration_samples"])
     info = parse_tflite_bytes(flatbuffer, str(out))
-    flex = sorted({op.op for op in info.operators if op.op.startswith("FLEX:")})
-    if flex:
-        warnings.append(f"the model uses {len(flex)} TensorFlow op type(s) via Flex: {', '.join(flex)}")
 
     write_bytes_atomic(out, flatbuffer)
     try:
@@ -127,22 +140,20 @@ def quantize(
             inputs=[t.to_dict() for t in info.inputs],
             outputs=[t.to_dict() for t in info.outputs],
             preprocessing=pre.to_dict(),
-            labels=list(dataset.labels) if dataset is not None and dataset.labels else None,
+            labels=labels,
             source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
             data=(
-                {"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset),
-                 "calibration_samples": int(len(calibration)) if calibration is not None and mode.needs_data else 0}
+                {"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset), "calibration_samples": calibrated}
                 if dataset is not None else None
             ),
-            options={"mode": mode.value, "io_type": io_type.value, "samples": samples, "seed": seed,
-                     "allow_select_tf_ops": allow_select_tf_ops, "weights": granularity, "weights_reason": granularity_reason},
+            options={"mode": chosen_mode.value, "io_type": chosen_io.value, "samples": samples, "seed": seed,
+                     "allow_select_tf_ops": config.allow_select_tf_ops, "weights": granularity, "weights_reason": granularity_reason},
         )
         write_json_atomic(manifest_path_for(out), manifest.to_dict())
     except BaseException:
         Path(out).unlink(missing_ok=True)  # never leave a model without its manifest
         raise
     return QuantizeResult(
-        artifact=artifact, info=info, mode=mode, io_type=io_type, conversion_seconds=seconds,
-        calibration_samples=int(len(calibration)) if calibration is not None and mode.needs_data else 0,
-        warnings=warnings, weights=granularity, weights_reason=granularity_reason,
+        artifact=artifact, info=info, mode=chosen_mode, io_type=chosen_io, conversion_seconds=step.seconds,
+        calibration_samples=calibrated, warnings=list(done.warnings), weights=granularity, weights_reason=granularity_reason,
     )
