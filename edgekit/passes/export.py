@@ -21,13 +21,14 @@ from pydantic import Field, model_validator
 
 from edgekit.core.datatypes import IOType
 from edgekit.core.fsutil import json_bytes
-from edgekit.core.models import LoadedModel, keras_layer_names
+from edgekit.core.models import keras_layer_names
 from edgekit.core.tflite_file import parse_tflite_bytes
 from edgekit.export.convert import Conversion, convert_model
 from edgekit.export.delegates import CompatReport, check_compatibility
 from edgekit.export.npu import check_npu_ready, npu_compile_bytes
 from edgekit.export.target import METADATA_NAME, METADATA_SCHEMA, MODEL_FILE, REPORT_FILE, embed_metadata, resolve_settings
 from edgekit.passes.base import ModelState, Pass, PassConfig, PassContext, PassOutput
+from edgekit.passes.quantize import keras_of, source_model
 
 NPU_DIR = "npu"
 
@@ -96,14 +97,12 @@ class ExportPass(Pass[ExportConfig]):
         if not state.converted:
             target, mode, io_type = resolve_settings(cfg.target, None, None, ctx.calibration is not None)
             ctx.progress(f"export: converting for {target} ({mode.value})")
-            loaded = LoadedModel(path=state.source or "<memory>", format="keras", sha256="", keras_model=state.keras,
-                                 input_shape=tuple(state.keras.inputs[0].shape))
-            converted = convert_model(loaded, Conversion(mode=mode, io_type=io_type), calibration=ctx.calibration)
+            converted = convert_model(source_model(state), Conversion(mode=mode, io_type=io_type), calibration=ctx.calibration)
             state = state.with_tflite(converted.flatbuffer, mode.value, weights=converted.weights, weights_reason=converted.weights_reason)
             details.update({"converted": mode.value, "io_type": IOType(io_type).value, "weights": converted.weights})
         assert state.tflite is not None
         flatbuffer = embed_metadata(state.tflite, metadata_payload(state.tflite, cfg.target, state.kind, ctx))
-        report = compatibility(flatbuffer, cfg.target, api_level=cfg.api_level, keras_model=state.keras)
+        report = compatibility(flatbuffer, cfg.target, api_level=cfg.api_level, keras_model=keras_of(state))
         files: dict[str, bytes] = {REPORT_FILE: json_bytes(report.to_dict())}
         details.update({"metadata": METADATA_NAME, "compatibility": REPORT_FILE,
                         "delegated_node_share": report.summary.delegated_node_share, "full_coverage": report.full_coverage})

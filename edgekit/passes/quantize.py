@@ -37,7 +37,6 @@ from edgekit.passes.base import ModelState, Pass, PassConfig, PassContext, PassO
 from edgekit.passes.equalize import equalize
 
 MAX_CALIBRATION_SAMPLES = 100_000
-SAVED_MODEL_DIR = "saved_model_dir"  # ModelState.details key: a SavedModel to convert (no Keras model)
 
 
 def _check_regex(value: str, what: str) -> str:
@@ -110,15 +109,19 @@ class QuantizeConfig(PassConfig):
         return "per-channel" if self.per_channel else "per-tensor"
 
 
-def _source_model(state: ModelState) -> LoadedModel:
-    """The model to convert: the state's Keras model, or the SavedModel it names."""
-    if state.keras is not None:
-        return LoadedModel(path=state.source or "<memory>", format="keras", sha256="", keras_model=state.keras,
-                           input_shape=tuple(state.keras.inputs[0].shape))
-    saved = state.details.get(SAVED_MODEL_DIR)
-    if saved is None:
-        raise ModelError("the quantize pass needs a Keras model or a SavedModel", hint="quantize before any pass that converts")
-    return LoadedModel(path=str(saved), format="savedmodel", sha256="", saved_model_dir=str(saved))
+def source_model(state: ModelState) -> LoadedModel:
+    """The model to convert: the state's Keras model, or the SavedModel's :class:`LoadedModel` it holds."""
+    if isinstance(state.keras, LoadedModel):
+        return state.keras
+    if state.keras is None:
+        raise ModelError("there is no model to convert", hint="give a Keras model or a SavedModel")
+    return LoadedModel(path=state.source or "<memory>", format="keras", sha256="", keras_model=state.keras,
+                       input_shape=tuple(state.keras.inputs[0].shape))
+
+
+def keras_of(state: ModelState) -> Any:
+    """The state's Keras model (None for a SavedModel)."""
+    return state.keras.keras_model if isinstance(state.keras, LoadedModel) else state.keras
 
 
 class QuantizePass(Pass[QuantizeConfig]):
@@ -135,19 +138,20 @@ class QuantizePass(Pass[QuantizeConfig]):
         if state.converted:
             raise ModelError(f"the model is already converted ({state.kind}); quantize works on the Keras model",
                              hint="put quantize before export and after the training passes")
-        if state.keras is None and state.details.get(SAVED_MODEL_DIR) is None:
+        if state.keras is None:
             raise ModelError("the quantize pass needs a Keras model or a SavedModel", hint="pass the .keras file")
+        keras_model = keras_of(state)
         if mode.needs_data and (ctx.calibration is None or len(ctx.calibration) == 0):
             raise InputError(f"mode {cfg.mode} needs calibration data to choose activation ranges",
                              hint="pass data (.npz, .npy or an image folder) with ~100 typical inputs", settings=("mode",))
         if cfg.mixed and cfg.io_type != "float":
             raise InputError("float_layers/keep_sensitive_float need io_type float (mixed models keep float I/O)",
                              hint="set io_type float or drop the float layers", settings=("io_type",))
-        if (cfg.mixed or cfg.equalize) and state.keras is None:
+        if (cfg.mixed or cfg.equalize) and keras_model is None:
             raise ModelError(f"{state.source or 'the model'} is a SavedModel; equalize and mixed int8 need the Keras model",
                              hint="pass the .keras file")
-        if cfg.float_layers and state.keras is not None:
-            names = sorted(keras_layer_names(state.keras))
+        if cfg.float_layers and keras_model is not None:
+            names = sorted(keras_layer_names(keras_model))
             for pattern in cfg.float_layers:
                 if not any(re.fullmatch(pattern, n) for n in names):
                     raise InputError(f"float_layers entry '{pattern}' matches no layer of the model",
@@ -158,7 +162,7 @@ class QuantizePass(Pass[QuantizeConfig]):
         mode = QuantMode(cfg.mode)
         details: dict[str, Any] = {}
         warnings: list[str] = [SELECT_OPS_WARNING] if cfg.allow_select_tf_ops else []
-        source = _source_model(state)
+        source = source_model(state)
         if cfg.equalize and source.keras_model is not None:
             equalized, pairs = equalize(source.keras_model)
             source = LoadedModel(path=source.path, format="keras", sha256="", keras_model=equalized, input_shape=source.input_shape)

@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +36,8 @@ from typing import Any
 from edgekit.core.data import calibration_sample, load_dataset
 from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import InputError, ModelError
-from edgekit.core.fsutil import TMP_PREFIX, json_bytes, sha256_file, size_info, write_bytes_atomic, write_json_atomic
-from edgekit.core.manifest import Manifest, manifest_path_for
+from edgekit.core.fsutil import json_bytes, write_bytes_atomic, write_json_atomic
+from edgekit.core.manifest import manifest_path_for, write_artifact
 from edgekit.core.models import LoadedModel, keras_layer_names, load_model
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.export.convert import Conversion, convert_model
@@ -64,6 +62,7 @@ from edgekit.export.target import (  # noqa: F401 - METADATA_*, embed_metadata, 
 from edgekit.passes.base import ModelState, PassContext
 from edgekit.passes.export import ExportConfig, ExportPass, compatibility
 from edgekit.passes.pipeline import run_passes
+from edgekit.workflows.outdir import prepare_out_dir, staged_dir
 
 
 @dataclass(frozen=True)
@@ -116,24 +115,6 @@ def _read_labels(labels: str | os.PathLike[str] | list[str] | tuple[str, ...] | 
     if not names:
         raise InputError(f"no labels in {labels}", hint="one class name per line")
     return names
-
-
-def _prepare_out_dir(out_dir: str | os.PathLike[str], *, force: bool, inputs: list[Any]) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} is a file, expected a directory", hint="give a directory path with -o (it is created)")
-    if not out.parent.exists():
-        raise InputError(f"output folder {out.parent} does not exist", hint=f"create it first: mkdir -p {out.parent}")
-    resolved = out.resolve()
-    for given in inputs:
-        if given is None:
-            continue
-        src = Path(given).resolve()
-        if src == resolved or resolved in src.parents:
-            raise InputError(f"output directory {out} contains the input {given}", hint="choose another -o directory; edgekit never overwrites its inputs")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"output directory {out} already exists and is not empty", hint="pass --force to replace it or choose another -o path")
-    return out
 
 
 def export(
@@ -204,7 +185,7 @@ def export(
     is_path = isinstance(model, (str, os.PathLike))
     src_path = model.path if is_loaded else (str(model) if is_path else None)
     data_path = data.source if isinstance(data, Dataset) else data
-    out = _prepare_out_dir(out_dir, force=force, inputs=[src_path, data_path])
+    out = prepare_out_dir(out_dir, force=force, inputs=[src_path, data_path])
 
     if is_loaded:
         loaded = model
@@ -260,27 +241,15 @@ def export(
     elif target == "gpu" and fp16_check:
         warnings.append("no --data: the float16 risk check was skipped")
 
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the artifact directory should not be
-    try:
-        model_file = tmp / MODEL_FILE
-        write_bytes_atomic(model_file, flatbuffer)
-        digest = sha256_file(model_file)
-        sizes = size_info(model_file)
+    with staged_dir(out) as tmp:
         files = {**outputs[0].files, REPORT_FILE: json_bytes(report.to_dict())}  # the report names the file where it lies
         for name, data_bytes in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(tmp / name, data_bytes)
         if fp16 is not None:
             write_json_atomic(tmp / FP16_FILE, fp16.to_dict())
-        manifest = Manifest(
-            artifact={"file": MODEL_FILE, "sha256": digest, "bytes": sizes.bytes, "gzip_bytes": sizes.gzip_bytes},
-            inputs=[t.to_dict() for t in info.inputs],
-            outputs=[t.to_dict() for t in info.outputs],
-            preprocessing=pre.to_dict(),
-            labels=label_names,
+        staged = write_artifact(
+            tmp / MODEL_FILE, flatbuffer, preprocessing=pre, labels=label_names,
             source={"path": str(src_path) if src_path else None, "format": loaded.format, "sha256": loaded.sha256,
                     "parameters": loaded.parameter_count},
             data=({"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset),
@@ -303,32 +272,11 @@ def export(
                 "warnings": warnings,
             },
         )
-        write_json_atomic(manifest_path_for(model_file), manifest.to_dict())
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     final = out / MODEL_FILE
-    artifact = Artifact(path=str(final), sha256=digest, size=sizes, manifest_path=str(manifest_path_for(final)))
+    artifact = Artifact(path=str(final), sha256=staged.sha256, size=staged.size, manifest_path=str(manifest_path_for(final)))
     return ExportResult(out_dir=str(out), target=target, mode=chosen_mode, io_type=chosen_io, artifact=artifact,
                         info=info, report=report, fp16=fp16, npu_models=[{**m} for m in npu_models], conversion_seconds=seconds,
                         warnings=warnings)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Renames the finished temp directory to ``out``, replacing an old one only at the end."""
-    backup = None
-    if out.exists():
-        backup = out.with_name(f"{TMP_PREFIX}old-{out.name}-{os.getpid()}")
-        os.replace(out, backup)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if backup is not None:
-            os.replace(backup, out)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
 
 
 def _loaded_from_object(keras_model: Any) -> LoadedModel:

@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from edgekit.core.data import calibration_sample, load_dataset
 from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import InputError
-from edgekit.core.fsutil import check_output_path, sha256_file, size_info, write_bytes_atomic, write_json_atomic
-from edgekit.core.manifest import Manifest, manifest_path_for
+from edgekit.core.fsutil import check_output_path
+from edgekit.core.manifest import manifest_path_for, write_artifact
 from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.export.convert import check_mode_options, check_weights_option
 from edgekit.passes.base import ModelState, PassContext
 from edgekit.passes.pipeline import run_passes
-from edgekit.passes.quantize import SAVED_MODEL_DIR, QuantizeConfig, QuantizePass
+from edgekit.passes.quantize import QuantizeConfig, QuantizePass
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,8 @@ def quantize(
         calibration = calibration_sample(dataset, samples, seed)
     labels = list(dataset.labels) if dataset is not None and dataset.labels else None
 
-    state = ModelState(keras=loaded.keras_model, source=str(src_path),
-                       details={SAVED_MODEL_DIR: loaded.saved_model_dir} if loaded.keras_model is None else {})
+    # a SavedModel travels as its LoadedModel (only the conversion passes take one)
+    state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=str(src_path))
     ctx = PassContext(calibration=calibration, preprocessing=pre, labels=tuple(labels) if labels else None, seed=seed)
     done = run_passes([QuantizePass(config)], state, ctx)
     step = done.steps[0]
@@ -130,29 +129,15 @@ def quantize(
     assert flatbuffer is not None
     granularity, granularity_reason = step.details["weights"], step.details["weights_reason"]
     calibrated = int(step.details["calibration_samples"])
+    artifact = write_artifact(
+        out, flatbuffer, preprocessing=pre, labels=labels,
+        source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
+        data=({"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset), "calibration_samples": calibrated}
+              if dataset is not None else None),
+        options={"mode": chosen_mode.value, "io_type": chosen_io.value, "samples": samples, "seed": seed,
+                 "allow_select_tf_ops": config.allow_select_tf_ops, "weights": granularity, "weights_reason": granularity_reason},
+    )
     info = parse_tflite_bytes(flatbuffer, str(out))
-
-    write_bytes_atomic(out, flatbuffer)
-    try:
-        artifact = Artifact(path=str(out), sha256=sha256_file(out), size=size_info(out), manifest_path=str(manifest_path_for(out)))
-        manifest = Manifest(
-            artifact={"file": out.name, "sha256": artifact.sha256, "bytes": artifact.size.bytes, "gzip_bytes": artifact.size.gzip_bytes},
-            inputs=[t.to_dict() for t in info.inputs],
-            outputs=[t.to_dict() for t in info.outputs],
-            preprocessing=pre.to_dict(),
-            labels=labels,
-            source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
-            data=(
-                {"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset), "calibration_samples": calibrated}
-                if dataset is not None else None
-            ),
-            options={"mode": chosen_mode.value, "io_type": chosen_io.value, "samples": samples, "seed": seed,
-                     "allow_select_tf_ops": config.allow_select_tf_ops, "weights": granularity, "weights_reason": granularity_reason},
-        )
-        write_json_atomic(manifest_path_for(out), manifest.to_dict())
-    except BaseException:
-        Path(out).unlink(missing_ok=True)  # never leave a model without its manifest
-        raise
     return QuantizeResult(
         artifact=artifact, info=info, mode=chosen_mode, io_type=chosen_io, conversion_seconds=step.seconds,
         calibration_samples=calibrated, warnings=list(done.warnings), weights=granularity, weights_reason=granularity_reason,
