@@ -109,9 +109,9 @@ def test_keras_graph_shims(model):
     conv, probs = model.get_layer("conv"), model.get_layer("probs")
     assert len(tfshim.inbound_nodes(conv)) == 1 and len(tfshim.outbound_nodes(conv)) == 1
     node = tfshim.inbound_nodes(probs)[0]
-    assert tfshim.tensor_producer(node.input_tensors[0]) is model.get_layer("flat")
-    assert tfshim.tensor_producer(model.outputs[0]) is probs
-    assert tfshim.tensor_producer(np.zeros(2)) is None
+    assert tfshim.producing_layer(node.input_tensors[0]) is model.get_layer("flat")
+    assert tfshim.producing_layer(model.outputs[0]) is probs
+    assert tfshim.producing_layer(np.zeros(2)) is None
 
     graph = tfshim.functional_graph(model)
     assert graph is model

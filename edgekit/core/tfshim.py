@@ -228,8 +228,8 @@ def outbound_nodes(layer: Any) -> list[Any]:
     return list(_require(layer, "_outbound_nodes", "a layer's outbound nodes"))
 
 
-def tensor_producer(tensor: Any) -> Any | None:
-    """The layer that produced a symbolic Keras tensor (``_keras_history.operation``), or None.
+def producing_layer(tensor: Any) -> Any | None:
+    """The layer whose call produced a symbolic Keras tensor (``_keras_history.operation``; an InputLayer for a model input), or None.
 
     None for anything without that history (an upgrade that renames it shows in tests/test_tfshim.py).
     """

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.tfshim import inbound_nodes, outbound_nodes, tensor_producer
+from edgekit.core.tfshim import inbound_nodes, outbound_nodes, producing_layer
 
 _HOMOGENEOUS = ("relu", "linear")
 
@@ -67,7 +67,7 @@ def equalization_pairs(model: Any) -> list[tuple[str, str]]:
         inputs = inbound_nodes(layer)[0].input_tensors
         if len(inputs) != 1:
             continue
-        producer = tensor_producer(inputs[0])
+        producer = producing_layer(inputs[0])
         if _kind(producer) != kind or _activation(producer) not in _HOMOGENEOUS:
             continue
         if len(outbound_nodes(producer)) != 1:
