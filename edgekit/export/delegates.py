@@ -197,7 +197,7 @@ def _count_text(rule: int | CountRange) -> str:
     return f"at least {rule.min}" if rule.min is not None else f"at most {rule.max}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Context:
     info: TfliteInfo
     constant: set[int]
