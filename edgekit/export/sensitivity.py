@@ -185,9 +185,9 @@ class MixedInt8:
                 acc["n"] += err2.size
         out = []
         for q_idx, _f_idx, op_name, node in verify_ops:
-            acc = sums.get(q_idx)
-            if acc is None:
+            if q_idx not in sums:
                 continue
+            acc = sums[q_idx]
             detail = details[q_idx]
             scale, zero = detail["quantization"]
             signal, noise = acc["signal"], acc["noise"]

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -179,17 +178,18 @@ def export(
     if soc is not None and npu is None:
         raise InputError("--soc needs --npu VENDOR", hint="e.g. --npu qualcomm --soc SM8650")
     vendor = check_npu_ready(npu, soc)[0].name if npu is not None else None
-    config = ExportConfig(target=target, api_level=api_level, npu=vendor, soc=soc)  # type: ignore[arg-type]
+    config = ExportConfig.model_validate({"target": target, "api_level": api_level, "npu": vendor, "soc": soc})
     label_names = _read_labels(labels)
-    is_loaded = isinstance(model, LoadedModel)
-    is_path = isinstance(model, (str, os.PathLike))
-    src_path = model.path if is_loaded else (str(model) if is_path else None)
+    if isinstance(model, LoadedModel):
+        src_path: str | None = model.path
+    else:
+        src_path = str(model) if isinstance(model, (str, os.PathLike)) else None
     data_path = data.source if isinstance(data, Dataset) else data
     out = prepare_out_dir(out_dir, force=force, inputs=[src_path, data_path])
 
-    if is_loaded:
+    if isinstance(model, LoadedModel):
         loaded = model
-    elif is_path:
+    elif isinstance(model, (str, os.PathLike)):
         loaded = load_model(model, unsafe=unsafe, custom_objects=custom_objects)
     else:
         loaded = _loaded_from_object(model)
@@ -313,5 +313,10 @@ def _check_labels(labels: list[str] | None, loaded: LoadedModel) -> None:
 def read_export_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of an export directory (``model.json``)."""
     path = manifest_path_for(Path(out_dir) / MODEL_FILE)
-    with contextlib.suppress(OSError, json.JSONDecodeError):
-        return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if isinstance(data, dict):
+        return data
+    raise InputError(f"{out_dir} has no readable {path.name}", hint="give a directory written by `edgekit export`")

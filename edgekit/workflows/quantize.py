@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edgekit.core.data import calibration_sample, load_dataset
@@ -93,8 +94,8 @@ def quantize(
         check_weights_option(QuantMode(mode), weights)
         if samples < 1:
             raise InputError(f"--samples must be at least 1, got {samples}", hint="use e.g. --samples 100")
-        config = QuantizeConfig(mode=QuantMode(mode).value, io_type=IOType(io_type).value, calibration_samples=samples,
-                                weights=weights, allow_select_tf_ops=allow_select_tf_ops, layer_stats=False)
+        config = QuantizeConfig.model_validate({"mode": QuantMode(mode).value, "io_type": IOType(io_type).value, "calibration_samples": samples,
+                                                "weights": weights, "allow_select_tf_ops": allow_select_tf_ops, "layer_stats": False})
     chosen_mode, chosen_io = QuantMode(config.mode), IOType(config.io_type)
     check_mode_options(chosen_mode, chosen_io, data is not None)
     check_weights_option(chosen_mode, config.weights)
@@ -103,7 +104,7 @@ def quantize(
     data_path = data.source if isinstance(data, Dataset) else data
     out = check_output_path(
         output, inputs=[src_path, data_path], force=force, suffixes=(".tflite",),
-        sidecars=[manifest_path_for(output)],
+        sidecars=[manifest_path_for(Path(output))],
     )
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe, custom_objects=custom_objects)
     pre = preprocessing or Preprocessing()
