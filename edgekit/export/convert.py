@@ -17,6 +17,7 @@ import contextlib
 import io
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from edgekit.core.fsutil import check_output_path, sha256_file, size_info, write
 from edgekit.core.manifest import Manifest, manifest_path_for
 from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
+from edgekit.core.tfshim import tensorflow
 from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
 
 SELECT_OPS_WARNING = (
@@ -269,6 +271,38 @@ def convert_model(model: Any, conversion: Conversion, *, calibration: np.ndarray
                          io_type=conversion.io_type, allow_select_tf_ops=conversion.allow_select_tf_ops,
                          converter_hook=converter_hook, per_channel=weights != "per-tensor")
     return Converted(flatbuffer=flatbuffer, weights=weights, weights_reason=reason)
+
+
+QAT_IO_TYPES = (IOType.FLOAT, IOType.INT8, IOType.UINT8)
+
+
+def convert_qat(keras_model: Any, io_type: IOType | str = IOType.FLOAT) -> bytes:
+    """Converts a quantization-aware-trained Keras model (fake-quant ops) to full-int8 TFLite.
+
+    The int8 scales come from the model's fake-quant ops, so no calibration data is needed: the
+    converter runs with the default optimizations and builtin ops (the setup of ``dynamic``
+    mode), with ``io_type`` inputs and outputs.
+
+    Raises:
+        InputError: ``io_type`` is not float, int8 or uint8.
+        ConversionError: with the converter's first error line.
+    """
+    io_type = IOType(io_type)
+    if io_type not in QAT_IO_TYPES:
+        raise InputError(f"io_type {io_type.value} is not available for full-int8 QAT", hint="use float, int8 or uint8",
+                         settings=("io_type",))
+    tf = tensorflow()
+    io_dtype = {IOType.FLOAT: tf.float32, IOType.INT8: tf.int8, IOType.UINT8: tf.uint8}[io_type]
+
+    def integer_io(converter: Any) -> None:
+        converter.inference_input_type = io_dtype
+        converter.inference_output_type = io_dtype
+
+    loaded = LoadedModel(path="<memory>", format="keras", sha256="", keras_model=keras_model,
+                         input_shape=tuple(keras_model.inputs[0].shape))
+    with warnings.catch_warnings():  # "Statistics for quantized inputs were expected": the fake-quant ops provide them
+        warnings.simplefilter("ignore", UserWarning)
+        return convert(loaded, QuantMode.DYNAMIC, converter_hook=integer_io)
 
 
 def with_static_batch(keras_model: Any, batch_size: int = 1) -> Any:
