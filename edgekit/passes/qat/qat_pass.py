@@ -29,10 +29,11 @@ from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.tflite_file import parse_tflite_bytes
 from edgekit.core.tfshim import keras
 from edgekit.passes.base import LrSchedule, ModelState, Pass, PassContext, PassOutput, TrainingConfig
-from edgekit.passes.distill import RECOVERY_ALPHA, RECOVERY_TEMPERATURE, fit_with_teacher
+from edgekit.passes.distill.fit import fit_with_teacher
 from edgekit.passes.qat.build import QatModel, build_qat_model, calibrate, export_tflite, float_ops, loss_for, preserved_summary
 from edgekit.passes.qat.graph import plan_qat
 from edgekit.passes.qat.preserve import preserve_constraints
+from edgekit.passes.recovery import RECOVERY_ALPHA, RECOVERY_TEMPERATURE
 
 PreserveChoice = Literal["auto", "none", "sparsity", "clusters"]
 QAT_MODEL = "qat_model"  # the key of the built QatModel in the state between apply and finalize
