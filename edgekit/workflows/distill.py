@@ -241,7 +241,7 @@ def distill(
         if calibration_samples < 1:
             raise InputError(f"samples must be at least 1, got {calibration_samples}", hint="e.g. samples 100", settings=("samples",))
     out = check_output_path(output, inputs=[_path_of(teacher), cfg.student, _path_of(data), _path_of(val)], force=force,
-                            suffixes=(".keras",), sidecars=[report_path_for(output)])
+                            suffixes=(".keras",), sidecars=[report_path_for(Path(output))])
     profile = load_profile(device)
     teacher_model, teacher_src = _teacher_model(teacher, unsafe=unsafe, custom_objects=custom_objects)
     check_single_io(teacher_model, "teacher")

@@ -246,7 +246,7 @@ def qat(
     data_path = data.source if isinstance(data, Dataset) else data
     val_path = val.source if isinstance(val, Dataset) else val
     out = check_output_path(output, inputs=[src_path, data_path, val_path], force=force, suffixes=(".tflite",),
-                            sidecars=[manifest_path_for(output), report_path_for_qat(output)])
+                            sidecars=[manifest_path_for(Path(output)), report_path_for_qat(output)])
     keras_out = None
     if keep_keras is not None:
         keras_out = check_output_path(keep_keras, inputs=[src_path, data_path, val_path, output], force=force, suffixes=(".keras",))

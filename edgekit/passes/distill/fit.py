@@ -216,7 +216,7 @@ def fit_with_teacher(
         feature_model = model.teacher_features
         outs = feature_model.predict(x, batch_size=256, verbose=0)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        targets = {"labels": np.full(n, -1, np.float32) if y is None else y.astype(np.float32),
+        targets: Any = {"labels": np.full(n, -1, np.float32) if y is None else y.astype(np.float32),
                    "teacher": to_logits(np.asarray(outs[0]).reshape(n, -1), t_conv.kind)}
         targets.update({f"hint{i}": np.asarray(o, np.float32) for i, o in enumerate(outs[1:])})
         forward += n

@@ -47,6 +47,9 @@ def keras_classes() -> KerasClasses:
     """The Keras subclasses, defined on first use (once per process) so importing this module stays light."""
     k = keras()
     ops = k.ops
+    Loss: Any = k.losses.Loss  # noqa: N806 - Keras base classes, typed Any
+    MeanMetricWrapper: Any = k.metrics.MeanMetricWrapper  # noqa: N806
+    Model: Any = k.Model  # noqa: N806
 
     def packed_split(y_true: Any, classes: int) -> tuple[Any, Any | None]:
         """(labels, teacher logits) from packed targets, or (labels, None) from plain labels."""
@@ -54,7 +57,7 @@ def keras_classes() -> KerasClasses:
             return y_true[:, 0], y_true[:, 1:]
         return ops.reshape(y_true, (-1,)), None
 
-    class DistillationLoss(k.losses.Loss):
+    class DistillationLoss(Loss):
         """Distillation loss on packed targets ``[label, teacher logits...]`` (see :func:`teacher_targets`).
 
         With plain labels (validation data) it is the hard-label loss alone.
@@ -84,29 +87,26 @@ def keras_classes() -> KerasClasses:
             return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha,
                     "student_kind": self.student_kind.value, "teacher_kind": self.teacher_kind.value}
 
-    def packed_accuracy(y_true: Any, y_pred: Any) -> Any:
+    def packed_accuracy(y_true: Any, y_pred: Any, threshold: float) -> Any:
         classes = int(y_pred.shape[-1])
         labels, _ = packed_split(y_true, classes)
         labels = ops.cast(labels, "int32")
         if classes == 1:
-            pred = ops.cast(ops.reshape(y_pred, (-1,)) > packed_accuracy.threshold, "int32")
+            pred = ops.cast(ops.reshape(y_pred, (-1,)) > threshold, "int32")
         else:
             pred = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
         return ops.cast(ops.equal(pred, labels), "float32")
 
-    packed_accuracy.threshold = 0.0
-
-    class PackedAccuracy(k.metrics.MeanMetricWrapper):
+    class PackedAccuracy(MeanMetricWrapper):
         """Top-1 accuracy against packed targets or plain labels."""
 
         def __init__(self, name: str = "accuracy", threshold: float = 0.0, **kwargs: Any) -> None:
             def fn(y_true: Any, y_pred: Any) -> Any:
-                packed_accuracy.threshold = threshold
-                return packed_accuracy(y_true, y_pred)
+                return packed_accuracy(y_true, y_pred, threshold)
 
             super().__init__(fn=fn, name=name, **kwargs)
 
-    class DistillingModel(k.Model):
+    class DistillingModel(Model):
         """Trains ``student`` against ``teacher`` with hint losses and/or augmentation.
 
         ``fit`` takes ``x`` and either plain labels (the teacher runs on every batch, after
@@ -146,7 +146,7 @@ def keras_classes() -> KerasClasses:
             ) if self.hints else teacher
             # held outside Keras' attribute tracking: no teacher variable is trained or gets optimizer state
             self._teacher_box = _Untracked((teacher, teacher_features))
-            self.adapters = []
+            self.adapters: list[Any] = []
             self.adapter_info: list[dict[str, Any]] = []
             for h in self.hints:
                 s_shape = tuple(student.get_layer(h.student_layer).output.shape)

@@ -222,7 +222,7 @@ def plan_width(model: Any, width: float) -> tuple[dict[str, Any], list[WidthChan
                         pin(g, f"feeds pinned {cat.split(':', 1)[1]}")
                         changed = True
     pinned_roots = {find(g) for g in pinned_groups}
-    root_reason = {}
+    root_reason: dict[str, str] = {}
     for g in pinned_groups:
         root_reason.setdefault(find(g), pin_reasons[g])
 

@@ -321,7 +321,7 @@ def plan_qat(keras_model: Any) -> QatPlan:
             step.fixed_range = FIXED_OUTPUT_RANGES.get(activation_name(step.node.layer) or "linear")
 
     # Where each weighted/folded output ends: the node whose output tensor carries the value.
-    def effective_end(step: _Step) -> _Node:
+    def effective_end(step: _Step) -> _Node | None:
         if step.bn is not None:
             return single_consumer(step.node)  # the folded BN node
         return step.node

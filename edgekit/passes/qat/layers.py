@@ -75,8 +75,9 @@ def qat_layers() -> QatLayers:
     """
     keras = keras_module()
     tf = tensorflow()
+    Layer: Any = keras.layers.Layer  # noqa: N806 - the Keras base class, typed Any
 
-    class FakeQuant(keras.layers.Layer):
+    class FakeQuant(Layer):
         """Per-tensor asymmetric int8 fake quantization of an activation tensor.
 
         ``mode`` is a Python attribute read when the call is traced:
@@ -154,7 +155,7 @@ def qat_layers() -> QatLayers:
         bound = tf.maximum(tf.reduce_max(tf.abs(kernel)), EPSILON)
         return tf.quantization.fake_quant_with_min_max_vars(kernel, -bound, bound, num_bits=8, narrow_range=True)
 
-    class QuantWeighted(keras.layers.Layer):
+    class QuantWeighted(Layer):
         """A conv/depthwise/separable/dense layer (+ folded BatchNormalization) with int8-simulated weights.
 
         Args:
@@ -188,14 +189,16 @@ def qat_layers() -> QatLayers:
         def build(self, input_shape: Any) -> None:
             for attr, constraint in self.constraints.items():
                 if constraint.kind == "clusters":
+                    assert constraint.centroids is not None and constraint.indices is not None
                     self._centroid_vars[attr] = self.add_weight(
                         shape=constraint.centroids.shape, initializer=keras.initializers.Constant(constraint.centroids),
                         trainable=getattr(self.inner, attr).trainable, name=f"{attr}_centroids",
                     )
                     self._index_tensors[attr] = tf.constant(constraint.indices.astype(np.int32))
-                    self._centroid_keep[attr] = tf.constant((constraint.centroids != 0).astype(np.float32))
+                    self._centroid_keep[attr] = tf.constant(np.not_equal(constraint.centroids, 0).astype(np.float32))
                     getattr(self.inner, attr).trainable = False  # only the centroids train
                 else:
+                    assert constraint.mask is not None
                     self._mask_tensors[attr] = tf.constant(constraint.mask.astype(np.float32))
 
         def constrained(self, attr: str):
@@ -290,7 +293,7 @@ def qat_layers() -> QatLayers:
         """A 1D kernel ``(k, in, out)`` as the 2D kernel ``(1, k, in, out)`` of the equivalent conv."""
         return tf.expand_dims(kernel, 0) if one_d else kernel
 
-    class QuantAffine(keras.layers.Layer):
+    class QuantAffine(Layer):
         """A per-channel ``x * a + b`` (BatchNormalization not after a conv, Rescaling, Normalization) as one int8 op.
 
         Computed as a 1x1 depthwise convolution with a per-channel int8 kernel ``a`` and an int32

@@ -33,7 +33,7 @@ class _KernelRef:
 
 
 def _kernels(plan: QatPlan) -> list[_KernelRef]:
-    refs = []
+    refs: list[_KernelRef] = []
     for step in plan.steps:
         if step.role != "weighted":
             continue
