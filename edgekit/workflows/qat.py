@@ -28,8 +28,8 @@ import numpy as np
 from edgekit.core.data import calibration_sample, load_dataset
 from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import ConversionError, DataError, InputError, ModelError
-from edgekit.core.fsutil import atomic_path, check_output_path, sha256_file, size_info, write_bytes_atomic, write_json_atomic
-from edgekit.core.manifest import Manifest, manifest_path_for
+from edgekit.core.fsutil import atomic_path, check_output_path, write_json_atomic
+from edgekit.core.manifest import manifest_path_for, write_artifact
 from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.core.tfshim import native_stderr_captured
@@ -283,34 +283,25 @@ def qat(
     notes = [*step.warnings, *details["notes"]]
     comparison = compare_variants(keras_model, flatbuffer, captured["qat_model"].model, validation, train, io_type=io_type,
                                   compare_ptq=compare_ptq, seed=seed, device=profile, notes=notes)
-    written: list[Path] = []
-    try:  # evaluated above, before writing any output
-        write_bytes_atomic(out, flatbuffer)
-        written.append(out)
-        artifact = Artifact(path=str(out), sha256=sha256_file(out), size=size_info(out), manifest_path=str(manifest_path_for(out)))
+    unsupported = tuple(LayerPlan.from_dict(p) for p in step.details["unsupported_layers"])
+    # evaluated above, before writing any output; the model and its manifest are written together
+    artifact = write_artifact(
+        out, flatbuffer, preprocessing=full.preprocessing, labels=list(full.labels) if full.labels else None,
+        source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
+        data={"path": str(full.source), "sha256": full.sha256, "samples": len(full), "training_samples": len(train),
+              "validation": validation.source},
+        options={"mode": "qat-int8", "io_type": io_type.value, "epochs": cfg.epochs, "lr": cfg.learning_rate, "batch_size": cfg.batch_size,
+                 "seed": seed, "preserve": step.details["preserve"], "loss": step.details["loss"], "distill": cfg.distill},
+        extra={"qat": {"unsupported_layers": [p.to_dict() for p in unsupported], "float_ops": details["float_ops"],
+                       "preserved": captured["qat_model"].preserved, "report": report_path_for_qat(out).name,
+                       "keras_model": str(keras_out) if keras_out else None}},
+    )
+    written: list[Path] = [out, manifest_path_for(out)]
+    try:
         if keras_out is not None:
             with native_quiet(), atomic_path(keras_out) as tmp_keras:
                 final.keras.save(tmp_keras)
             written.append(keras_out)
-        unsupported = tuple(LayerPlan.from_dict(p) for p in step.details["unsupported_layers"])
-        manifest = Manifest(
-            artifact={"file": out.name, "sha256": artifact.sha256, "bytes": artifact.size.bytes, "gzip_bytes": artifact.size.gzip_bytes},
-            inputs=[t.to_dict() for t in info.inputs],
-            outputs=[t.to_dict() for t in info.outputs],
-            preprocessing=full.preprocessing.to_dict(),
-            labels=list(full.labels) if full.labels else None,
-            source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
-            data={"path": str(full.source), "sha256": full.sha256, "samples": len(full), "training_samples": len(train),
-                  "validation": validation.source},
-            options={"mode": "qat-int8", "io_type": io_type.value, "epochs": cfg.epochs, "lr": cfg.learning_rate,
-                     "batch_size": cfg.batch_size, "seed": seed, "preserve": step.details["preserve"], "loss": step.details["loss"],
-                     "distill": cfg.distill},
-            extra={"qat": {"unsupported_layers": [p.to_dict() for p in unsupported], "float_ops": details["float_ops"],
-                           "preserved": captured["qat_model"].preserved, "report": report_path_for_qat(out).name,
-                           "keras_model": str(keras_out) if keras_out else None}},
-        )
-        write_json_atomic(manifest_path_for(out), manifest.to_dict())
-        written.append(manifest_path_for(out))
         qat_result = QatResult(
             artifact=artifact, info=info, io_type=io_type, plan=tuple(LayerPlan.from_dict(p) for p in step.details["plan"]),
             unsupported=unsupported, float_ops=tuple(details["float_ops"]), comparison=comparison,
@@ -319,7 +310,7 @@ def qat(
             preserve=step.details["preserve"], preserved=details["preserved"], keras_path=str(keras_out) if keras_out else None,
             report_path=str(report_path_for_qat(out)), warnings=tuple(notes),
         )
-        written.append(qat_result.save())
+        qat_result.save()
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)  # never leave a model without its manifest and report

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +22,7 @@ from pydantic import Field
 
 from edgekit.core.datatypes import Dataset
 from edgekit.core.errors import DataError, InputError, ModelError
-from edgekit.core.models import load_model
+from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tfshim import keras
 from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput, TrainingConfig
 from edgekit.passes.distill.checks import (
@@ -82,8 +83,9 @@ def seeded_subset(data: Dataset, limit: int | None, seed: int) -> Dataset:
 
 
 def _teacher(state: ModelState) -> Any:
-    if state.keras is None or state.converted:
-        raise ModelError(f"the distill pass needs a Keras teacher, but it got a {state.kind} model",
+    if state.keras is None or state.converted or isinstance(state.keras, LoadedModel):
+        what = "SavedModel" if isinstance(state.keras, LoadedModel) else f"{state.kind} model"
+        raise ModelError(f"the distill pass needs a Keras teacher, but it got a {what}",
                          hint="run distill on the Keras model, before any quantize or export step")
     check_single_io(state.keras, "teacher")
     return state.keras
@@ -106,7 +108,10 @@ class DistillPass(Pass[DistillConfig]):
             student, changes = derive_student(teacher, cfg.width, seed=ctx.seed)
             return student, changes, f"teacher at width {cfg.width:g}"
         assert cfg.student is not None
-        loaded = load_model(cfg.student, unsafe=ctx.unsafe, custom_objects=ctx.custom_objects)
+        path = Path(cfg.student)
+        if ctx.base_dir is not None and not path.is_absolute():
+            path = ctx.base_dir / path  # a recipe's student is relative to the recipe file
+        loaded = load_model(path, unsafe=ctx.unsafe, custom_objects=ctx.custom_objects)
         if loaded.keras_model is None:
             raise ModelError(f"the student {loaded.path} is a SavedModel; distillation needs a Keras model (.keras or .h5)",
                              hint="give the .keras file your training code saved")

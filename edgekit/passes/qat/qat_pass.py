@@ -26,6 +26,7 @@ from pydantic import Field
 
 from edgekit.core.datatypes import Dataset
 from edgekit.core.errors import DataError, InputError, ModelError
+from edgekit.core.models import LoadedModel
 from edgekit.core.tflite_file import parse_tflite_bytes
 from edgekit.core.tfshim import keras
 from edgekit.passes.base import LrSchedule, ModelState, Pass, PassContext, PassOutput, TrainingConfig
@@ -100,8 +101,9 @@ def check_labels(dataset: Dataset, classes: int, what: str) -> np.ndarray:
 
 
 def _keras_model(state: ModelState) -> Any:
-    if state.keras is None or state.converted:
-        raise ModelError(f"the qat pass needs a Keras model to rebuild and fine-tune, but it got a {state.kind} model",
+    if state.keras is None or state.converted or isinstance(state.keras, LoadedModel):
+        what = "SavedModel" if isinstance(state.keras, LoadedModel) else f"{state.kind} model"
+        raise ModelError(f"the qat pass needs a Keras model to rebuild and fine-tune, but it got a {what}",
                          hint="run qat on the Keras model, before any quantize or export step")
     return state.keras
 
