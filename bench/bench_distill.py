@@ -54,7 +54,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from train import load_fashion_mnist
 
-    from edgekit.passes.distill import distill
+    from edgekit.workflows.distill import distill
     from edgekit.core.datatypes import Preprocessing
 
     started = time.perf_counter()

@@ -152,12 +152,12 @@ def kernel_sparsity(path: Path) -> float:
 
 
 def run_qat(model: Path, out: Path, train: Path, val: Path, epochs: int, lr: float, seed: int, preserve: str | None = None):
-    from edgekit.passes.qat import qat
+    from edgekit.workflows.qat import qat
 
     started = time.perf_counter()
-    result = qat(model, out, data=train, val=val, epochs=epochs, lr=lr, preprocessing=SCALE, seed=seed, preserve=preserve,
-                 io_type="int8", force=True,
-                 progress=lambda e, logs: print(f"    qat epoch {e}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()), flush=True))
+    result = qat(model, out, data=train, val=val, epochs=epochs, learning_rate=lr, preprocessing=SCALE, seed=seed,
+                 preserve=preserve or "none", io_type="int8", force=True,
+                 on_epoch=lambda _t, e, _n, logs: print(f"    qat epoch {e}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()), flush=True))
     return result, time.perf_counter() - started
 
 

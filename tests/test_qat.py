@@ -200,8 +200,8 @@ def _run_tflite(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_layer_family_converts_to_all_int8_and_matches_keras(family):
 
-    from edgekit.passes.qat import float_ops
     from edgekit.core.tflite_file import parse_tflite_bytes
+    from edgekit.passes.qat import float_ops
 
     assert set(_families()) == set(FAMILIES)
     expected_ops = _families()[family][1]
@@ -253,8 +253,8 @@ def test_fused_relu6_and_per_channel_weights_for_conv_bn():
 def test_unsupported_layer_stays_float_and_is_listed():
     import keras
 
-    from edgekit.passes.qat import float_ops
     from edgekit.core.tflite_file import parse_tflite_bytes
+    from edgekit.passes.qat import float_ops
 
     keras.utils.set_random_seed(0)
     L = keras.layers
@@ -331,7 +331,7 @@ def test_cli_json_and_held_out_validation(runner, cli, tiny, tmp_path):
 def test_preserve_sparsity_keeps_zeros_in_exported_int8_weights(tiny, tmp_path):
     import keras
 
-    from edgekit.passes.qat import qat
+    from edgekit.workflows.qat import qat
 
     model = keras.saving.load_model(tiny["model"])
     for layer in model.layers:
@@ -340,7 +340,7 @@ def test_preserve_sparsity_keeps_zeros_in_exported_int8_weights(tiny, tmp_path):
             layer.kernel.assign(np.where(np.abs(w) < np.quantile(np.abs(w), 0.7), 0, w))
     pruned = tmp_path / "pruned.keras"
     model.save(pruned)
-    result = qat(pruned, tmp_path / "p.tflite", data=tiny["train"], val=tiny["val"], epochs=1, lr=1e-3,
+    result = qat(pruned, tmp_path / "p.tflite", data=tiny["train"], val=tiny["val"], epochs=1, learning_rate=1e-3,
                  preprocessing=tiny_scale(), preserve="sparsity", keep_keras=tmp_path / "p.keras", compare_ptq=False)
     assert result.preserved["sparsity"] == pytest.approx(0.7, abs=0.01)
     assert result.preserved["exported_int8_zero_fraction"] >= 0.69
@@ -355,8 +355,8 @@ def test_preserve_sparsity_keeps_zeros_in_exported_int8_weights(tiny, tmp_path):
 def test_preserve_clusters_keeps_each_kernel_on_its_centroids(tiny, tmp_path):
     import keras
 
-    from edgekit.passes.qat import qat
     from edgekit.core.tflite_file import read_tflite
+    from edgekit.workflows.qat import qat
 
     model = keras.saving.load_model(tiny["model"])
     for layer in model.layers:
@@ -367,7 +367,7 @@ def test_preserve_clusters_keeps_each_kernel_on_its_centroids(tiny, tmp_path):
     clustered = tmp_path / "clustered.keras"
     model.save(clustered)
     out = tmp_path / "c.tflite"
-    result = qat(clustered, out, data=tiny["train"], val=tiny["val"], epochs=1, lr=1e-3, preprocessing=tiny_scale(),
+    result = qat(clustered, out, data=tiny["train"], val=tiny["val"], epochs=1, learning_rate=1e-3, preprocessing=tiny_scale(),
                  preserve="clusters", keep_keras=tmp_path / "c.keras", compare_ptq=False)
     assert len(result.preserved["clustered_kernels"]) == 3
     tuned = keras.saving.load_model(tmp_path / "c.keras")

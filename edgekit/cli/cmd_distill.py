@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekit.cli.options import (
+    build_config,
     data_key_options,
     force_option,
     json_option,
@@ -64,18 +65,24 @@ def distill(teacher, student, width, data, val, epochs, temperature, alpha, hint
           --data train.npz --val examples/fashion_mnist/val.npz --scale 1/255 \\
           --epochs 5 --baseline -o out/student.keras
     """
-    from edgekit.passes.distill import distill as run_distill
+    from edgekit.passes.distill import DistillConfig
+    from edgekit.workflows.distill import distill as run_distill
+
+    config = build_config(DistillConfig, {
+        "student": student, "width": width, "epochs": epochs, "temperature": temperature, "alpha": alpha, "hints": hints,
+        "hint_weight": hint_weight, "batch_size": batch_size, "learning_rate": learning_rate, "augment": augment, "reinit": reinit,
+        "limit": limit,
+    })
 
     def on_epoch(tag: str, epoch: int, total: int, logs: dict[str, float]) -> None:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_accuracy"))
         err_console.print(f"{tag} epoch {epoch}/{total}: {shown}")
 
     result = run_distill(
-        teacher, output, data=data, student=student, width=width, val=val, epochs=epochs, temperature=temperature, alpha=alpha,
-        hints=hints, hint_weight=hint_weight, baseline=baseline, seed=seed, batch_size=batch_size, learning_rate=learning_rate,
-        augment=augment, reinit=reinit, preprocessing=preprocessing_from_options(scale, mean, std), limit=limit, export=export,
-        calibration_samples=samples, runs=runs, threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects,
-        x_key=x_key, y_key=y_key, on_epoch=None if as_json else on_epoch,
+        teacher, output, data=data, config=config, val=val, baseline=baseline, seed=seed,
+        preprocessing=preprocessing_from_options(scale, mean, std), export=export, calibration_samples=samples, runs=runs,
+        threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
+        on_epoch=None if as_json else on_epoch,
     )
     if as_json:
         print_json(result.to_dict())

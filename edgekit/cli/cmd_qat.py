@@ -7,6 +7,7 @@ import contextlib
 import click
 
 from edgekit.cli.options import (
+    build_config,
     data_key_options,
     force_option,
     json_option,
@@ -29,7 +30,7 @@ IO_TYPES = ["float", "int8", "uint8"]
 @click.option("--io-type", type=click.Choice(IO_TYPES), default="float", show_default=True, help="Input/output dtype of the int8 model.")
 @click.option("--preserve", type=click.Choice(["sparsity", "clusters"]), default=None,
               help="Keep a pruned model's zeros or a clustered model's clusters through QAT.")
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="Initial Adam learning rate (cosine decay to 0).")
+@click.option("--lr", "learning_rate", type=float, default=1e-4, show_default=True, help="Initial Adam learning rate (cosine decay to 0).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for shuffling, hold-out and initialization.")
 @click.option("--no-ptq", is_flag=True, help="Skip the post-training int8 column of the report.")
@@ -39,8 +40,8 @@ IO_TYPES = ["float", "int8", "uint8"]
 @model_loading_options
 @force_option
 @json_option
-def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, lr, batch_size, seed, no_ptq, distill, scale, mean, std,
-        x_key, y_key, unsafe, custom_objects, force, as_json):
+def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, learning_rate, batch_size, seed, no_ptq, distill, scale, mean,
+        std, x_key, y_key, unsafe, custom_objects, force, as_json):
     """Fine-tune MODEL (.keras or .h5 classifier) with simulated int8 quantization and export a
     full-int8 TFLite model.
 
@@ -55,19 +56,22 @@ def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, lr, bat
       edgekit qat examples/fashion_mnist/model.keras --data train.npz \\
           --val examples/fashion_mnist/val.npz --scale 1/255 --epochs 2 -o out/model_qat.tflite
     """
-    from edgekit.passes.qat import qat as run_qat
+    from edgekit.passes.qat import QatConfig
+    from edgekit.workflows.qat import qat as run_qat
 
-    def progress(epoch: int, logs: dict[str, float]) -> None:
+    config = build_config(QatConfig, {"epochs": epochs, "io_type": io_type, "preserve": preserve, "learning_rate": learning_rate,
+                                      "batch_size": batch_size, "distill": distill})
+
+    def on_epoch(_title: str, epoch: int, total: int, logs: dict[str, float]) -> None:
         if not as_json:
             parts = ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
-            err_console.print(f"epoch {epoch}/{epochs}: {parts}")
+            err_console.print(f"epoch {epoch}/{total}: {parts}")
 
     with err_console.status("Quantization-aware training...", spinner="dots") if not as_json else contextlib.nullcontext():
         result = run_qat(
-            model, output, data=data, val=val, epochs=epochs, keep_keras=keep_keras, io_type=io_type, preserve=preserve,
-            preprocessing=preprocessing_from_options(scale, mean, std), lr=lr, batch_size=batch_size, seed=seed,
-            compare_ptq=not no_ptq, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
-            progress=progress, distill=distill,
+            model, output, data=data, config=config, val=val, keep_keras=keep_keras,
+            preprocessing=preprocessing_from_options(scale, mean, std), seed=seed, compare_ptq=not no_ptq, force=force,
+            unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, on_epoch=on_epoch,
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -144,6 +144,8 @@ class Bench:
         self.progress = progress or (lambda _m: None)
         self.count = 0
         self.reference_outputs: np.ndarray | None = None
+        #: each scored candidate's outputs on the validation data (N, -1), by candidate name
+        self.outputs: dict[str, np.ndarray] = {}
 
     @property
     def threads(self) -> int:
@@ -184,6 +186,7 @@ class Bench:
         self.progress(f"accuracy of {measurement.name}")
         done = run_model(self.device, Path(measurement.path), self.val.x, threads=self.threads, runs=1, warmup=0)
         out = done.run.outputs[0].reshape(len(self.val), -1)
+        self.outputs[measurement.name] = out
         acc = accuracy(out, self.val.y) if self.val.y is not None and out.shape[1] > 1 else None
         if reference or self.reference_outputs is None:
             self.reference_outputs = out

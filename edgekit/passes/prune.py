@@ -518,7 +518,7 @@ class PrunePass:
     def _fit(self, *args: Any, **kwargs: Any) -> dict[str, list[float]]:
         """:func:`edgekit.passes.compress.fit`, or with ``distill`` the same fine-tuning with the original model as teacher."""
         if self.distill:
-            from edgekit.passes.distill import fit_for_pass
+            from edgekit.passes.recovery import fit_for_pass
 
             return fit_for_pass(*args, **kwargs)
         return fit(*args, **kwargs)

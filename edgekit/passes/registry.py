@@ -16,7 +16,9 @@ import inspect
 
 from edgekit.core.errors import RecipeError
 from edgekit.passes.base import Pass, PassConfig
+from edgekit.passes.distill import DistillPass
 from edgekit.passes.export import ExportPass
+from edgekit.passes.qat import QatPass
 from edgekit.passes.quantize import QuantizePass
 
 _PASSES: dict[str, type[Pass]] = {}
@@ -73,4 +75,6 @@ def build(config: PassConfig) -> Pass:
 # --- built-ins, registered explicitly -----------------------------------------------------------
 # (each import brings a pass module that imports no TensorFlow at module level)
 register(QuantizePass)
+register(QatPass)
+register(DistillPass)
 register(ExportPass)

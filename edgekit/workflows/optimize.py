@@ -595,7 +595,7 @@ def _qat_builder(loaded: Any, folder: Path, train: Dataset, val: Dataset, pre: P
     def build() -> bytes:
         import tempfile
 
-        from edgekit.passes.qat import qat
+        from edgekit.workflows.qat import qat
 
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             target = Path(scratch) / "qat.tflite"

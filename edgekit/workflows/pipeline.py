@@ -764,7 +764,7 @@ def run_recipe(
                 save_keras(student, stem.with_suffix(".keras"))
                 record.artifact = str(stem.with_suffix(".keras").relative_to(tmp))
             elif isinstance(spec, QatSpec):
-                from edgekit.passes.qat import qat
+                from edgekit.workflows.qat import qat
 
                 preserve = spec.preserve
                 if preserve == "auto":
@@ -772,9 +772,9 @@ def run_recipe(
                     preserve = "clusters" if "cluster" in done else ("sparsity" if "prune" in done else "none")
                 qat_out = stem.with_suffix(".tflite")
                 result = qat(as_loaded(state.keras_model, f"step {index}"), qat_out, data=train, val=val_ds, epochs=spec.epochs,  # type: ignore[arg-type]
-                             io_type=spec.io_type, preserve=None if preserve == "none" else preserve, preprocessing=pre,
-                             lr=spec.learning_rate, batch_size=spec.batch_size, seed=rec.data.seed, compare_ptq=False,
-                             progress=lambda e, logs, n=spec.epochs: say(f"qat epoch {e}/{n}: " + _fmt_logs(logs)))
+                             io_type=spec.io_type, preserve=preserve, preprocessing=pre,
+                             learning_rate=spec.learning_rate, batch_size=spec.batch_size, seed=rec.data.seed, compare_ptq=False,
+                             on_epoch=lambda _t, e, n, logs: say(f"qat epoch {e}/{n}: " + _fmt_logs(logs)))
                 state.tflite = qat_out.read_bytes()
                 state.tflite_kind = "qat-int8"
                 state.warnings.extend(result.warnings)
