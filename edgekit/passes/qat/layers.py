@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edgekit.core.tfshim import keras as keras_module
 from edgekit.core.tfshim import causal_padding, tensorflow
+from edgekit.core.tfshim import keras as keras_module
 
 EPSILON = 1e-6
 # Activations that TFLite fuses into CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED/ADD/SUB/MUL.
