@@ -54,7 +54,8 @@ def test_per_layer_distinct_values_and_input_untouched(tiny):
 
 
 def test_per_channel_codebook_shares_int8_codes(tiny):
-    from edgekit.passes.cluster import ClusterConfig, ClusterPass, channel_view, cluster_centroids
+    from edgekit.core.keras_graph import channel_view
+    from edgekit.passes.cluster import ClusterConfig, ClusterPass, cluster_centroids
     from edgekit.passes.compress import TrainSettings, kernel_variable, layers_by_path
 
     source, train = _load(tiny)

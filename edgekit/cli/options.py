@@ -81,6 +81,9 @@ def build_config(config_type: type[Any], values: dict[str, Any]) -> Any:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else ""
         message = err["msg"].removeprefix("Value error, ")
+        named = (err.get("ctx") or {}).get("settings")
+        if named:  # a message that names its settings itself (edgekit.passes.compression.setting_error)
+            raise InputError(message, hint=(err.get("ctx") or {}).get("hint") or "check the options", settings=tuple(named)) from None
         if field:
             raise InputError(f"{field}: {message}", hint=f"fix {field}", settings=(field,)) from None
         raise InputError(message, hint="check the options") from None

@@ -25,6 +25,7 @@ import numpy as np
 
 from edgekit.core.data import calibration_sample, load_dataset
 from edgekit.core.errors import ConversionError, InputError
+from edgekit.core.keras_graph import codebook_per_layer
 from edgekit.core.fsutil import check_output_path, sha256_file, size_info, write_bytes_atomic, write_json_atomic
 from edgekit.core.manifest import Manifest, manifest_path_for
 from edgekit.core.models import LoadedModel, load_model
@@ -69,35 +70,15 @@ class QuantizeResult:
 
 WEIGHT_CHOICES = ("auto", "per-channel", "per-tensor")
 INT8_WEIGHT_MODES = (QuantMode.DYNAMIC, QuantMode.INT8, QuantMode.INT16X8)
-# A kernel counts as clustered when it holds at most this many distinct values (and at most a
-# quarter of its size); only kernels with at least MIN_KERNEL_SIZE weights are looked at.
-MAX_SHARED_VALUES = 256
-MIN_KERNEL_SIZE = 256
 
 
 def shared_value_kernels(keras_model: Any) -> dict[str, int] | None:
     """Distinct values per compressible kernel when *every* large kernel shares a few values.
 
-    That is the signature of a model clustered with one codebook per layer (``edgekit cluster``
-    without ``--per-channel``). Returns ``{layer path: distinct values}``, or None when some large
-    kernel has many distinct values (a normal model, or one clustered per channel), or when the
-    model has no large kernel.
+    That is the signature of a model clustered with one codebook per layer; the rule is
+    :func:`edgekit.core.keras_graph.codebook_per_layer` (the one "is clustered" rule).
     """
-    from edgekit.passes.compress import iter_layers, kernel_variable
-
-    found: dict[str, int] = {}
-    for path, layer in iter_layers(keras_model):
-        var = kernel_variable(layer)
-        if var is None:
-            continue
-        w = np.asarray(var.numpy())
-        if w.size < MIN_KERNEL_SIZE:
-            continue
-        distinct = int(np.unique(w).size)
-        if distinct > min(MAX_SHARED_VALUES, w.size // 4):
-            return None
-        found[path] = distinct
-    return found or None
+    return codebook_per_layer(keras_model)
 
 
 def check_weights_option(mode: QuantMode, requested: str) -> None:

@@ -42,9 +42,17 @@ from edgekit.passes.compress import (
     strip_training_state,
 )
 from edgekit.core.errors import InputError
+from edgekit.core.keras_graph import (
+    MAX_SHARED_VALUES,
+    channel_distinct_values,
+    channel_view,
+    distinct_values,
+    is_clustered,
+    is_clustered_per_channel,
+)
 from edgekit.core.datatypes import Dataset, Preprocessing
 
-MAX_CLUSTERS = 256
+MAX_CLUSTERS = MAX_SHARED_VALUES  # the most values a clustered kernel may keep
 
 
 class Init(str, enum.Enum):
@@ -123,16 +131,6 @@ def kmeans_1d(values: np.ndarray, k: int, *, init: Init | str = Init.KMEANS_PP, 
     centroids = centroids[used]
     assign = np.searchsorted(used, assign)
     return centroids.astype(np.float32), assign.astype(np.int32)
-
-
-def channel_view(layer: Any, kernel: np.ndarray) -> np.ndarray:
-    """The kernel as (weights per channel, output channels): depthwise kernels merge their last two axes.
-
-    The view keeps the kernel's row-major order, so ``view.reshape(-1)`` is ``kernel.reshape(-1)``.
-    """
-    if type(layer).__name__.startswith("Depthwise"):
-        return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
-    return kernel.reshape(-1, kernel.shape[-1])
 
 
 @dataclass
@@ -317,22 +315,23 @@ class ClusterPass:
                 continue
             w = np.asarray(var.numpy())
             if path in self.selected:
-                distinct = (max(np.unique(col).size for col in channel_view(layer, w).T) if self.config.per_channel
-                            else int(np.unique(w).size))
+                distinct = channel_distinct_values(layer, w) if self.config.per_channel else distinct_values(w)
                 reports.append(LayerReport(path, type(layer).__name__, int(w.size), "clustered", None, None, float((w == 0).mean()),
                                            clusters=self.config.clusters, distinct_values=int(distinct)))
             else:
                 reports.append(LayerReport(path, type(layer).__name__, int(w.size), "skipped", "not selected (--layers/--skip)",
-                                           None, float((w == 0).mean()), distinct_values=int(np.unique(w).size)))
+                                           None, float((w == 0).mean()), distinct_values=distinct_values(w)))
         return reports
 
 
-def cluster_centroids(model: Any, *, max_clusters: int = MAX_CLUSTERS, per_channel: bool = False) -> dict[str, np.ndarray]:
+def cluster_centroids(model: Any, *, per_channel: bool = False) -> dict[str, np.ndarray]:
     """The shared values of every clustered kernel, by layer path.
 
-    A kernel counts as clustered when it has at most ``max_clusters`` distinct values. The value
-    is the sorted distinct values (1-D), or with ``per_channel`` a (channels, k) array padded
-    with NaN. For QAT after clustering: snap each kernel to its nearest centroid after each step.
+    A kernel counts as clustered by the one rule of :mod:`edgekit.core.keras_graph`
+    (:func:`~edgekit.core.keras_graph.is_clustered`, per channel
+    :func:`~edgekit.core.keras_graph.is_clustered_per_channel`). The value is the sorted distinct
+    values (1-D), or with ``per_channel`` a (channels, k) array padded with NaN. For QAT after
+    clustering: snap each kernel to its nearest centroid after each step.
     """
     out: dict[str, np.ndarray] = {}
     for path, layer in iter_layers(model):
@@ -341,17 +340,14 @@ def cluster_centroids(model: Any, *, max_clusters: int = MAX_CLUSTERS, per_chann
             continue
         w = np.asarray(var.numpy())
         if per_channel:
-            cols = [np.unique(col) for col in channel_view(layer, w).T]
-            width = max(c.size for c in cols)
-            if width <= max_clusters:
-                table = np.full((len(cols), width), np.nan, dtype=np.float32)
+            if is_clustered_per_channel(layer, w):
+                cols = [np.unique(col) for col in channel_view(layer, w).T]
+                table = np.full((len(cols), max(c.size for c in cols)), np.nan, dtype=np.float32)
                 for i, col in enumerate(cols):
                     table[i, : col.size] = col
                 out[path] = table
-        else:
-            uniq = np.unique(w)
-            if uniq.size <= max_clusters:
-                out[path] = uniq.astype(np.float32)
+        elif is_clustered(w):
+            out[path] = np.unique(w).astype(np.float32)
     return out
 
 

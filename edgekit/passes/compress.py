@@ -18,7 +18,6 @@ here:
 from __future__ import annotations
 
 import dataclasses
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,137 +25,19 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.datatypes import Dataset, LatencyStats, SizeInfo
+from edgekit.core.errors import DataError, InputError, ModelError
+from edgekit.core.keras_graph import (  # noqa: F401 - re-exported until prune/cluster move
+    clone_model,
+    compile_regex,
+    iter_layers,
+    kernel_variable,
+    layers_by_path,
+    select_paths,
+    unsupported_layers,
+)
 
-# Layers whose main kernel is pruned or clustered, and which weight that is (tfmot's choice too:
-# SeparableConv keeps its small depthwise kernel dense and compresses the pointwise one).
-KERNEL_OF: dict[str, str] = {
-    "Dense": "kernel",
-    "Conv1D": "kernel",
-    "Conv2D": "kernel",
-    "Conv3D": "kernel",
-    "DepthwiseConv1D": "kernel",
-    "DepthwiseConv2D": "kernel",
-    "SeparableConv1D": "pointwise_kernel",
-    "SeparableConv2D": "pointwise_kernel",
-}
-# Layers with weights that are understood but not compressed (they are not "unsupported").
-NORMALIZATION = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization", "PReLU"}
-CONTAINERS = {"Functional", "Sequential", "Model"}
 SPEEDUP_NOISE = 1.10  # a p50 ratio below this is reported as "not faster"
-
-
-def is_container(layer: Any) -> bool:
-    from edgekit.core.tfshim import keras
-
-    return isinstance(layer, keras().Model)
-
-
-def iter_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """All layers of ``model`` (descending into nested models) as ``(path, layer)``, in order.
-
-    Input layers and the nested models themselves are left out.
-    """
-    found: list[tuple[str, Any]] = []
-    for layer in model.layers:
-        if type(layer).__name__ == "InputLayer":
-            continue
-        path = f"{prefix}{layer.name}"
-        if is_container(layer):
-            found.extend(iter_layers(layer, prefix=path + "/"))
-        else:
-            found.append((path, layer))
-    return found
-
-
-def layers_by_path(model: Any) -> dict[str, Any]:
-    return dict(iter_layers(model))
-
-
-def kernel_variable(layer: Any) -> Any | None:
-    """The variable a pass compresses in ``layer`` (None if the layer has none)."""
-    name = KERNEL_OF.get(type(layer).__name__)
-    if name is None:
-        return None
-    if name == "kernel" and type(layer).__name__ == "DepthwiseConv2D" and not hasattr(layer, "kernel"):
-        name = "depthwise_kernel"  # older Keras 3 releases
-    var = getattr(layer, name, None)
-    if var is None:
-        for w in layer.weights:
-            if w.name == name:
-                return w
-    return var
-
-
-def kernels(model: Any) -> dict[str, np.ndarray]:
-    """The compressible kernel of every supported layer, by layer path (numpy copies)."""
-    out: dict[str, np.ndarray] = {}
-    for path, layer in iter_layers(model):
-        var = kernel_variable(layer)
-        if var is not None:
-            out[path] = np.array(var.numpy())
-    return out
-
-
-def unsupported_layers(model: Any) -> list[tuple[str, str]]:
-    """Layers with weights that no pass compresses: ``(path, class name)``."""
-    return [
-        (path, type(layer).__name__) for path, layer in iter_layers(model)
-        if layer.weights and type(layer).__name__ not in KERNEL_OF and type(layer).__name__ not in NORMALIZATION
-    ]
-
-
-def compile_regex(pattern: str | None, option: str) -> re.Pattern[str] | None:
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise InputError(f"{option} '{pattern}' is not a valid regular expression ({exc})", hint="e.g. --layers 'conv|fc1'") from None
-
-
-def select_paths(candidates: list[str], layers: str | None, skip: str | None) -> list[str]:
-    """Candidates whose path matches ``layers`` (all if None) and not ``skip``; errors if a regex selects nothing."""
-    include = compile_regex(layers, "--layers")
-    exclude = compile_regex(skip, "--skip")
-    if not candidates:
-        raise ModelError(
-            "the model has no layer this pass can compress (Dense, Conv1D/2D, DepthwiseConv2D, SeparableConv2D)",
-            hint="check the model; other layer types are left as they are",
-        )
-    chosen = [p for p in candidates if include is None or include.search(p)]
-    if include is not None and not chosen:
-        raise InputError(
-            f"--layers '{layers}' selects no layer (candidates: {', '.join(candidates[:12])}{', ...' if len(candidates) > 12 else ''})",
-            hint="regexes are searched in layer paths such as 'conv1' or 'backbone/conv1'",
-        )
-    if exclude is not None:
-        if not any(exclude.search(p) for p in candidates):
-            raise InputError(
-                f"--skip '{skip}' matches no layer (candidates: {', '.join(candidates[:12])}{', ...' if len(candidates) > 12 else ''})",
-                hint="fix the regex or drop --skip",
-            )
-        chosen = [p for p in chosen if not exclude.search(p)]
-    if not chosen:
-        raise InputError("--layers/--skip leave no layer to compress", hint="loosen --skip or widen --layers")
-    return chosen
-
-
-def clone_model(model: Any, config: dict[str, Any] | None = None) -> Any:
-    """A new model built from ``model``'s config (or ``config``) with copies of its weights.
-
-    Nothing is shared with ``model``: layers and variables are new objects. When ``config`` is
-    given the weights are not copied (the caller copies sliced weights itself).
-    """
-    from edgekit.core.tfshim import keras
-
-    k = keras()
-    cls = k.Sequential if isinstance(model, k.Sequential) else k.Model
-    new = cls.from_config(config if config is not None else model.get_config())
-    if config is None:
-        new.set_weights([np.array(w) for w in model.get_weights()])
-    return new
 
 
 def strip_training_state(model: Any, source: Any = None) -> Any:

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.errors import DataError, InputError, ModelError
+from edgekit.core.keras_graph import CHANNEL_PRESERVING, CONTAINERS, ELEMENTWISE_MERGES, WIDTH_FIELDS
 from edgekit.core.manifest import report_path_for
 from edgekit.core.datatypes import Dataset, LatencyStats, Preprocessing, SizeInfo
 
@@ -58,35 +59,8 @@ SOFTMAX_EPS = 1e-12
 SIGMOID_EPS = 1e-7
 DEFAULT_CACHE_LIMIT_MB = 1024
 
-# Layers whose output channel count is set by one config field (what --width scales).
-WIDTH_FIELDS: dict[str, str] = {
-    "Dense": "units",
-    "Conv1D": "filters",
-    "Conv2D": "filters",
-    "Conv3D": "filters",
-    "Conv1DTranspose": "filters",
-    "Conv2DTranspose": "filters",
-    "Conv3DTranspose": "filters",
-    "SeparableConv1D": "filters",
-    "SeparableConv2D": "filters",
-}
-# Single-input layers whose output has the input's channels (or a fixed multiple of them).
-CHANNEL_PRESERVING = {
-    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity", "Rescaling",
-    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization", "Masking",
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
-    "UpSampling1D", "UpSampling2D", "UpSampling3D", "Flatten",
-    "DepthwiseConv1D", "DepthwiseConv2D",  # out = in * depth_multiplier: the multiplier is kept
-    "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomContrast", "RandomBrightness", "RandomCrop",
-}
-# Layers that combine inputs element-wise: every input must have the same channel count.
-MERGE_LAYERS = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
-_CONTAINERS = {"Functional", "Sequential", "Model"}
+# Layer families (WIDTH_FIELDS, CHANNEL_PRESERVING, MERGE_LAYERS, containers): edgekit.core.keras_graph.
+MERGE_LAYERS = ELEMENTWISE_MERGES
 
 
 class OutputKind(str, enum.Enum):
@@ -939,7 +913,7 @@ def plan_width(model: Any, width: float) -> tuple[dict[str, Any], list[WidthChan
     layers, inbound, outputs = _graph_from_config(config, class_name)
     by_name = {(lay.get("name") or lay["config"]["name"]): lay for lay in layers}
     for name, layer in by_name.items():
-        if layer["class_name"] in _CONTAINERS:
+        if layer["class_name"] in CONTAINERS:
             raise ModelError(f"--width does not scale nested models (layer '{name}' is a {layer['class_name']} model)",
                              hint="pass --student S.keras with the student architecture you want")
 

@@ -51,6 +51,8 @@ from edgekit.passes.compress import (
     unsupported_layers,
 )
 from edgekit.core.errors import InputError, ModelError
+from edgekit.core.keras_graph import channel_groups
+from edgekit.passes.channels import choose_channels, rebuild
 from edgekit.core.manifest import report_path_for
 from edgekit.core.datatypes import Dataset, Preprocessing
 
@@ -396,10 +398,8 @@ class PrunePass:
         if self.config.structure is Structure.TWO_FOUR and not any(e.reason is None for e in self.plan):
             raise ModelError("no selected layer can take 2:4 sparsity (input channels must be a multiple of 4)", hint="select other layers")
         if self.config.structure is Structure.CHANNELS:
-            from edgekit.passes.channels import analyze
-
-            plan = analyze(model)
-            ok, why = plan.prunable({e.path for e in self.plan if e.reason is None})
+            plan = channel_groups(model)
+            ok, why = plan.free_groups({e.path for e in self.plan if e.reason is None})
             for root, reason in why.items():
                 for producer in plan.groups[root].producers:
                     self.channel_skips[producer] = f"output channels {reason}"
@@ -467,8 +467,6 @@ class PrunePass:
         return new
 
     def _apply_channels(self, model: Any, train: Dataset | None, settings: TrainSettings, val: Dataset | None) -> Any:
-        from edgekit.passes.channels import analyze, rebuild
-
         selected = {e.path for e in self.plan if e.reason is None}
         original_sizes: dict[str, int] = {}
         for path, layer in iter_layers(model):
@@ -495,14 +493,14 @@ class PrunePass:
         current = clone_model(model)
         epochs_done = 0
         for index, fraction in enumerate(stages):
-            plan = analyze(current)
+            plan = channel_groups(current)
 
             def sparsity_of(group, fraction=fraction):
                 producer = group.producers[0]
                 target = max(cfg.sparsity_for(p) for p in group.producers)
                 return target * fraction, original_sizes[producer]
 
-            keep = plan.choose(selected, sparsity_of)
+            keep = choose_channels(plan, selected, sparsity_of)
             if keep:
                 current = rebuild(current, plan, keep)
             epochs = settings.epochs if len(stages) == 1 else (1 if index < len(stages) else 0)

@@ -46,6 +46,16 @@ import numpy as np
 
 from edgekit.core.data import calibration_sample, load_dataset
 from edgekit.core.errors import ConversionError, DataError, InputError, ModelError
+from edgekit.core.keras_graph import (
+    ACTIVATION_LAYERS,
+    AFFINE_PREPROCESSING,
+    FUSING_MERGES,
+    GLOBAL_MEAN_POOLING,
+    MAX_SHARED_VALUES,
+    MERGES,
+    SCALE_PRESERVING,
+    shares_values,
+)
 from edgekit.core.fsutil import atomic_path, check_output_path, sha256_file, size_info, write_bytes_atomic, write_json_atomic
 from edgekit.core.manifest import Manifest, manifest_path_for
 from edgekit.core.models import LoadedModel, load_model
@@ -54,21 +64,16 @@ from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing
 
 PRESERVE_CHOICES = ("sparsity", "clusters")
 QAT_IO_TYPES = (IOType.FLOAT, IOType.INT8, IOType.UINT8)
-MAX_CLUSTERS = 256  # a kernel with more distinct values than this is not treated as clustered
+MAX_CLUSTERS = MAX_SHARED_VALUES  # a kernel with more distinct values than this is not treated as clustered
 MIN_SPARSITY = 0.01  # --preserve sparsity needs at least this fraction of zero kernel weights
 
-# How each layer is treated. Keys are Keras layer class names; checked with isinstance below.
-_PASSTHROUGH = (
-    "Reshape", "Flatten", "MaxPooling1D", "MaxPooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-    "AveragePooling1D", "AveragePooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization", "Permute", "RepeatVector", "UpSampling1D", "UpSampling2D", "Identity", "InputLayer",
-)
-_MEAN = ("GlobalAveragePooling1D", "GlobalAveragePooling2D")
-_AFFINE = ("Rescaling", "Normalization")
-_MERGE = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate")
-_FUSING_MERGES = ("Add", "Subtract", "Multiply")
-_ACTIVATION_LAYERS = ("ReLU", "Activation", "Softmax", "LeakyReLU", "ELU", "PReLU")
+# How each layer is treated: Keras layer families from edgekit.core.keras_graph, checked with isinstance below.
+_PASSTHROUGH = tuple(SCALE_PRESERVING)
+_MEAN = tuple(GLOBAL_MEAN_POOLING)
+_AFFINE = tuple(AFFINE_PREPROCESSING)
+_MERGE = tuple(MERGES)
+_FUSING_MERGES = tuple(FUSING_MERGES)
+_ACTIVATION_LAYERS = tuple(ACTIVATION_LAYERS)
 # Activation functions whose int8 TFLite form the QAT graph reproduces (converted to a fused
 # activation or a single int8 builtin op). Others keep the layer float.
 QUANTIZABLE_ACTIVATIONS = frozenset({
@@ -542,8 +547,9 @@ class Clusters:
 def cluster_centroids(plan: QatPlan) -> dict[tuple[int, str], Clusters]:
     """(id(layer), kernel attribute) -> :class:`Clusters` for every clustered kernel.
 
-    A kernel is clustered when it has at most MAX_CLUSTERS distinct values and at most half as
-    many as it has weights (one shared codebook), or when each output channel does (a codebook
+    A kernel is clustered by the one rule of :func:`edgekit.core.keras_graph.shares_values` (at
+    most MAX_CLUSTERS distinct values, at most a quarter as many as weights: one shared codebook),
+    or when each output channel is (a codebook
     per channel, as ``edgekit cluster --per-channel`` makes). ``centroids`` is flat; ``indices``
     has the kernel's shape and points into it, so ``centroids[indices]`` rebuilds the kernel.
     """
@@ -555,14 +561,14 @@ def cluster_centroids(plan: QatPlan) -> dict[tuple[int, str], Clusters]:
         for attr in attrs:
             values = np.asarray(getattr(step.node.layer, attr))
             centroids, indices = np.unique(values, return_inverse=True)
-            if len(centroids) <= MAX_CLUSTERS and 2 * len(centroids) <= values.size:
+            if shares_values(len(centroids), values.size):
                 found[(id(step.node.layer), attr)] = Clusters(centroids.astype(np.float32), indices.reshape(values.shape), False,
                                                               len(centroids))
                 continue
             view = _channel_view(step.kind, attr, values)
             columns = [np.unique(view[:, c], return_inverse=True) for c in range(view.shape[1])]
             width = max(len(u) for u, _ in columns)
-            if width > MAX_CLUSTERS or 2 * width > view.shape[0]:
+            if not shares_values(width, view.shape[0]):
                 continue
             table = np.zeros((view.shape[1], width), np.float32)
             flat_index = np.zeros(view.shape, np.int64)
