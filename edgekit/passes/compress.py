@@ -27,6 +27,13 @@ import numpy as np
 
 from edgekit.core.datatypes import Dataset, LatencyStats, SizeInfo
 from edgekit.core.errors import DataError, InputError, ModelError
+from edgekit.passes.training import (  # noqa: F401 - re-exported until prune/cluster move
+    TrainSettings,
+    check_training_data,
+    compile_for_training,
+    fit,
+    resolve_loss,
+)
 from edgekit.core.keras_graph import (  # noqa: F401 - re-exported until prune/cluster move
     clone_model,
     compile_regex,
@@ -41,201 +48,12 @@ SPEEDUP_NOISE = 1.10  # a p50 ratio below this is reported as "not faster"
 
 
 def strip_training_state(model: Any, source: Any = None) -> Any:
-    """A plain copy of ``model``: same architecture and weights, no optimizer state.
-
-    When ``model`` (or ``source``) has a loss, the copy is compiled with that loss and a fresh,
-    unbuilt optimizer of the same kind, so the saved file carries the training configuration
-    (a later prune, cluster or QAT step can fine-tune it) but no optimizer variables. The result
-    holds only built-in Keras classes and reloads anywhere with ``keras.saving.load_model``.
-    """
+    """A plain copy of ``model`` compiled with its loss and a fresh optimizer like ``source``'s (no optimizer state)."""
     plain = clone_model(model)
     loss = getattr(model, "loss", None) or getattr(source, "loss", None)
     if loss is not None:
         compile_for_training(plain, source if source is not None else model, loss, None)
     return plain
-
-
-# --- data and fine-tuning ---------------------------------------------------------------------
-
-def check_training_data(model: Any, data: Dataset | None, *, what: str = "--data", need_labels: bool = True) -> None:
-    """Raises DataError before training if ``data`` does not fit ``model``."""
-    if data is None:
-        if need_labels:
-            raise InputError(f"fine-tuning needs training data ({what})", hint="pass --data TRAIN.npz with arrays x and y, or --epochs 0")
-        return
-    want = tuple(model.inputs[0].shape[1:])
-    got = tuple(data.x.shape[1:])
-    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
-        raise DataError(f"{what} {data.source} has samples of shape {got}, but the model expects {want}", hint="give data shaped like the model input")
-    if need_labels and data.y is None:
-        raise DataError(f"{what} {data.source} has no labels (array y)", hint="fine-tuning needs labels: save x and y in the .npz")
-    if data.y is not None:
-        out_dim = model.outputs[0].shape[-1]
-        if out_dim is not None and out_dim > 1 and int(data.y.max(initial=0)) >= out_dim:
-            raise DataError(
-                f"labels in {what} {data.source} go up to {int(data.y.max())}, but the model has {out_dim} outputs (classes 0..{out_dim - 1})",
-                hint="check the labels belong to this model's dataset",
-            )
-
-
-def resolve_loss(source_model: Any, loss: str | None) -> Any:
-    """The loss to fine-tune with: ``loss`` if given, else the one the model was compiled with."""
-    if loss is not None:
-        from edgekit.core.tfshim import keras
-
-        try:
-            return keras().losses.get(loss)
-        except (ValueError, TypeError):
-            raise InputError(f"--loss '{loss}' is not a Keras loss", hint="e.g. --loss sparse_categorical_crossentropy") from None
-    compiled = getattr(source_model, "loss", None)
-    if compiled is None:
-        raise InputError(
-            "the model was saved without a loss (not compiled), so edgekit cannot fine-tune it with its own loss",
-            hint="pass --loss, e.g. --loss sparse_categorical_crossentropy",
-        )
-    return compiled
-
-
-def make_optimizer(source_model: Any, learning_rate: float | None) -> Any:
-    """A fresh optimizer like the model's own (Adam if it has none), optionally with a new learning rate."""
-    from edgekit.core.tfshim import keras
-
-    k = keras()
-    opt = getattr(source_model, "optimizer", None)
-    if opt is not None:
-        config = opt.get_config()
-        if learning_rate is not None:
-            config["learning_rate"] = learning_rate
-        elif not isinstance(config.get("learning_rate"), (int, float)):
-            config["learning_rate"] = 1e-3  # a schedule: fine-tuning restarts it, use a plain rate
-        return type(opt).from_config(config)
-    return k.optimizers.Adam(learning_rate=learning_rate or 1e-3)
-
-
-def compile_for_training(model: Any, source_model: Any, loss: Any, learning_rate: float | None) -> None:
-    metrics = ["accuracy"] if model.outputs[0].shape[-1] not in (None, 1) else []
-    model.compile(optimizer=make_optimizer(source_model, learning_rate), loss=loss, metrics=metrics, steps_per_execution=1)
-
-
-def progress_callback(title: str, steps_per_epoch: int, epochs: int) -> Any:
-    """A Keras callback that shows a rich progress bar per epoch on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from edgekit.core.tfshim import keras
-    from edgekit.cli.render import err_console
-
-    class RichProgress(keras().callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.progress: Progress | None = None
-            self.task = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.progress = Progress(
-                TextColumn(f"{title} epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), console=err_console, transient=False,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=steps_per_epoch, metrics="")
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.progress is not None:
-                self.progress.update(self.task, advance=1, metrics=_fmt_logs(logs))
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.progress is not None:
-                self.progress.update(self.task, metrics=_fmt_logs(logs))
-                self.progress.stop()
-                self.progress = None
-
-    return RichProgress()
-
-
-def _fmt_logs(logs: dict[str, Any] | None) -> str:
-    if not logs:
-        return ""
-    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs]
-    return "  ".join(f"{k} {float(logs[k]):.4f}" for k in keys)
-
-
-@dataclass
-class TrainSettings:
-    """How fine-tuning runs (shared by every pass)."""
-
-    epochs: int = 2
-    batch_size: int = 64
-    learning_rate: float | None = None
-    loss: str | None = None
-    seed: int = 0
-    progress: bool = False
-    lr_schedule: str = "constant"  # constant, or cosine: decays to 2% of the rate over all fine-tuning steps
-
-    def __post_init__(self) -> None:
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise InputError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
-                             hint="use --lr-schedule constant or --lr-schedule cosine")
-
-
-LR_SCHEDULES = ("constant", "cosine")
-COSINE_FLOOR = 0.02  # the cosine schedule ends at this fraction of the starting rate
-
-
-def lr_schedule_callback(settings: TrainSettings, steps_per_epoch: int, initial_epoch: int = 0) -> Any | None:
-    """A Keras callback setting the optimizer's learning rate before every batch (None for ``constant``).
-
-    ``cosine`` follows ``floor + (1 - floor) * (1 + cos(pi * t)) / 2`` of the starting rate, ``t``
-    the fraction of all fine-tuning steps done, counted from ``initial_epoch`` so a pass that fits
-    in stages (channel pruning rebuilds the model every epoch) continues the same curve. The
-    starting rate is the optimizer's own (``--learning-rate`` or the model's).
-    """
-    if settings.lr_schedule == "constant":
-        return None
-    import math
-
-    from edgekit.core.tfshim import keras
-
-    total = max(1, settings.epochs * steps_per_epoch)
-
-    class CosineDecay(keras().callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.step = initial_epoch * steps_per_epoch
-            self.base: float | None = None
-
-        def on_train_batch_begin(self, batch, logs=None):
-            optimizer = self.model.optimizer
-            if self.base is None:
-                self.base = float(np.asarray(optimizer.learning_rate))
-            t = min(1.0, self.step / total)
-            optimizer.learning_rate.assign(self.base * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))))
-            self.step += 1
-
-    return CosineDecay()
-
-
-def fit(model: Any, source_model: Any, train: Dataset, val: Dataset | None, settings: TrainSettings, callbacks: list[Any],
-        *, title: str, epochs: int | None = None, initial_epoch: int = 0) -> dict[str, list[float]]:
-    """Compiles ``model`` with the source model's loss and optimizer and fits it on ``train``."""
-    from edgekit.core.tfshim import keras
-
-    k = keras()
-    k.utils.set_random_seed(settings.seed)
-    loss = resolve_loss(source_model, settings.loss)
-    compile_for_training(model, source_model, loss, settings.learning_rate)
-    total_epochs = settings.epochs if epochs is None else epochs
-    steps = int(np.ceil(len(train) / settings.batch_size))
-    cbs = list(callbacks)
-    schedule = lr_schedule_callback(settings, steps, initial_epoch)
-    if schedule is not None:
-        cbs.append(schedule)
-    if settings.progress:
-        cbs.append(progress_callback(title, steps, settings.epochs))
-    history = model.fit(
-        train.x, train.y, batch_size=settings.batch_size, epochs=initial_epoch + total_epochs, initial_epoch=initial_epoch,
-        validation_data=(val.x, val.y) if val is not None and val.y is not None else None,
-        callbacks=cbs, verbose=0, shuffle=True,
-    )
-    return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
 def run_pass(compression: Any, source: Any, train: Dataset | None, settings: TrainSettings, val: Dataset | None,

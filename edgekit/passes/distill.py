@@ -51,6 +51,7 @@ import numpy as np
 
 from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.keras_graph import CHANNEL_PRESERVING, CONTAINERS, ELEMENTWISE_MERGES, WIDTH_FIELDS
+from edgekit.passes.training import lr_schedule_callback, make_optimizer, progress_callback
 from edgekit.core.manifest import report_path_for
 from edgekit.core.datatypes import Dataset, LatencyStats, Preprocessing, SizeInfo
 
@@ -1415,16 +1416,14 @@ def matching_hints(teacher: Any, student: Any) -> list[Hint]:
 def fit_for_pass(model: Any, source_model: Any, train: Dataset, val: Dataset | None, settings: Any, callbacks: list[Any], *,
                  title: str, epochs: int | None = None, initial_epoch: int = 0, temperature: float = RECOVERY_TEMPERATURE,
                  alpha: float = RECOVERY_ALPHA, hints: Sequence[Hint | str] | None = None) -> dict[str, list[float]]:
-    """A drop-in for :func:`edgekit.passes.compress.fit` that fine-tunes with ``source_model`` as the teacher.
+    """A drop-in for :func:`edgekit.passes.training.fit` that fine-tunes with ``source_model`` as the teacher.
 
     Same arguments (a ``TrainSettings``: epochs, batch_size, learning_rate, seed, progress) and
-    the same optimizer (:func:`edgekit.passes.compress.make_optimizer`); the loss is the distillation
+    the same optimizer (:func:`edgekit.passes.training.make_optimizer`); the loss is the distillation
     loss (``temperature``, ``alpha``) plus hint losses on every hidden layer the two models share
     (:func:`matching_hints`, unless ``hints`` is given). ``initial_epoch`` only places a
     ``--lr-schedule cosine`` on its curve (the history restarts at 0). Used by ``edgekit prune --distill``.
     """
-    from edgekit.passes.compress import lr_schedule_callback, make_optimizer, progress_callback
-
     total = settings.epochs if epochs is None else epochs
     cbs = list(callbacks)
     schedule = lr_schedule_callback(settings, int(np.ceil(len(train) / settings.batch_size)), initial_epoch)

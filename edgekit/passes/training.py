@@ -88,7 +88,7 @@ def resolve_loss(source_model: Any, loss: str | None) -> Any:
         try:
             return keras().losses.get(loss)
         except (ValueError, TypeError):
-            raise InputError(f"loss '{loss}' is not a Keras loss", hint="e.g. loss sparse_categorical_crossentropy", settings=("loss",)) from None
+            raise InputError(f"loss '{loss}' is not a Keras loss-function name", hint="e.g. loss sparse_categorical_crossentropy", settings=("loss",)) from None
     compiled = getattr(source_model, "loss", None)
     if compiled is None:
         raise InputError("the model was saved uncompiled (no training objective), so edgekit cannot fine-tune it as it was trained",
