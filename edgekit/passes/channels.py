@@ -33,6 +33,7 @@ import numpy as np
 from edgekit.core.errors import ModelError
 from edgekit.core.keras_graph import CONTAINERS, ChannelGroup, ChannelGroups, LayerUse, clone_model, layers_by_path
 
+
 def channel_importance(plan: ChannelGroups, root: int) -> np.ndarray:
     """Channel importance in a group: per producer, |BN gamma|/sqrt(var) when a BatchNormalization
     follows it, else the L2 norm of its filters; normalized per producer and summed."""

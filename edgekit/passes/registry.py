@@ -16,6 +16,8 @@ import inspect
 
 from edgekit.core.errors import RecipeError
 from edgekit.passes.base import Pass, PassConfig
+from edgekit.passes.cluster import ClusterPass
+from edgekit.passes.prune import PrunePass
 
 _PASSES: dict[str, type[Pass]] = {}
 
@@ -70,3 +72,5 @@ def build(config: PassConfig) -> Pass:
 
 # --- built-ins, registered explicitly -----------------------------------------------------------
 # (each import brings a pass module that imports no TensorFlow at module level)
+register(PrunePass)
+register(ClusterPass)
