@@ -12,8 +12,8 @@ from tests.conftest import files_in, int8_kernels
 
 def _load(tiny):
     from edgekit.core.data import load_dataset
-    from edgekit.core.models import load_model
     from edgekit.core.datatypes import Preprocessing
+    from edgekit.core.models import load_model
 
     source = load_model(tiny["model"], compile=True).keras_model
     train = load_dataset(tiny["train"], input_shape=(None, 8, 8, 1), preprocessing=Preprocessing(scale=1 / 255))

@@ -80,7 +80,7 @@ def test_schedule_bounds_in_epochs(tiny, tmp_path):
     from edgekit.passes.prune_masks import polynomial_sparsity
     from edgekit.workflows.compress import prune
 
-    cfg = PruneConfig(sparsity=0.8, schedule="polynomial", begin_epoch=1, end_epoch=2.5)
+    cfg = PruneConfig(sparsity=0.8, schedule="polynomial", begin_epoch=1, end_epoch=2.5, epochs=3)  # the bounds fit the epochs
     assert cfg.step_bounds(steps_per_epoch=10, total_steps=30) == (10, 25)
     assert PruneConfig(sparsity=0.8, schedule="polynomial").step_bounds(10, 40) == (0, 30)  # default: 3/4 of training
     assert polynomial_sparsity(10, 0.8, 0.0, 10, 25) == 0.0 and polynomial_sparsity(25, 0.8, 0.0, 10, 25) == pytest.approx(0.8)
@@ -245,10 +245,10 @@ def test_channel_pruning_rebuilds_smaller_model_exactly(tmp_path):
     reloaded = keras().saving.load_model(tmp_path / "m.keras")  # plain Keras: no custom objects
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=2e-5)
     # the smaller model converts and LiteRT gives the same answer
+    from edgekit.core.datatypes import QuantMode
     from edgekit.core.models import LoadedModel
     from edgekit.export.convert import convert
     from edgekit.runtime.local import run_local
-    from edgekit.core.datatypes import QuantMode
 
     flat = convert(LoadedModel(path="m", format="keras", sha256="", keras_model=reloaded, input_shape=(None, 8, 8, 3)), QuantMode.FLOAT32)
     (tmp_path / "m.tflite").write_bytes(flat)
@@ -352,11 +352,11 @@ def test_cosine_learning_rate_schedule_decays_across_stages(tiny):
     fit that starts at a later epoch (channel pruning's stages) continues the same curve."""
     import keras
 
-    from edgekit.passes.training import TrainSettings, fit
-    from edgekit.core.keras_graph import clone_model
     from edgekit.core.data import load_dataset
-    from edgekit.core.models import load_model
     from edgekit.core.datatypes import Preprocessing
+    from edgekit.core.keras_graph import clone_model
+    from edgekit.core.models import load_model
+    from edgekit.passes.training import TrainSettings, fit
 
     source = load_model(tiny["model"], compile=True).keras_model
     train = load_dataset(tiny["train"], input_shape=(None, 8, 8, 1), preprocessing=Preprocessing(scale=1 / 255))

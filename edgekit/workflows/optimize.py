@@ -609,15 +609,15 @@ def _qat_builder(loaded: Any, folder: Path, train: Dataset, val: Dataset, pre: P
 def _prune_builder(loaded: Any, train: Dataset, val: Dataset, calibration: np.ndarray, structure: str, sparsity: float, epochs: int,
                    seed: int, show: bool) -> Callable[[], bytes]:
     def build() -> bytes:
-        from edgekit.passes.compress import TrainSettings
-        from edgekit.passes.prune import PrunePass, make_config
+        from edgekit.passes.base import ModelState, PassContext
+        from edgekit.passes.prune import PruneConfig, PrunePass
         from edgekit.export.convert import convert
         from edgekit.core.datatypes import QuantMode
 
-        p = PrunePass(make_config(sparsity=sparsity, structure=structure))
-        settings = TrainSettings(epochs=epochs, seed=seed, progress=show)
-        p.check(loaded.keras_model, train, settings)
-        pruned = p.finalize(p.apply(loaded.keras_model, train, settings, val))
+        p = PrunePass(PruneConfig(sparsity=sparsity, structure=structure, epochs=epochs))
+        ctx = PassContext(train=train, val=val, seed=seed, show_training=show)
+        p.check(ModelState(keras=loaded.keras_model), ctx)
+        pruned = p.finalize(p.apply(ModelState(keras=loaded.keras_model), ctx).state).keras
         return convert(as_loaded(pruned, f"{loaded.path} (pruned)"), QuantMode.INT8, calibration=calibration)
 
     return build
