@@ -1,9 +1,8 @@
 """What edgekit knows about Keras graphs, in one place.
 
-- **Layer families** (class names): which layers have a kernel a pass compresses, which carry
-  channels through, which merge tensors... every other module imports them from here.
-- **Layer access**: layers are addressed by *path* (``conv1``, or ``backbone/conv1`` inside a
-  nested model); :func:`iter_layers`, :func:`kernel_variable`, :func:`clone_model`.
+- **Layer families** (class names): which layers have a kernel a pass compresses, carry channels
+  through, merge tensors...; **layer access** by *path* (``conv1``, ``backbone/conv1`` in a nested
+  model): :func:`iter_layers`, :func:`kernel_variable`, :func:`clone_model`.
 - **The clustered-kernel rule**: a kernel is clustered when it holds at most
   :data:`MAX_SHARED_VALUES` distinct values and at most a quarter as many as it has weights
   (:func:`is_clustered`); export's weight choice, QAT's ``preserve=clusters`` and cluster
@@ -36,11 +35,8 @@ from edgekit.core.tfshim import functional_graph, graph_nodes, keras
 
 #: Layers whose main kernel is pruned or clustered, and which weight that is (tfmot's choice too:
 #: SeparableConv keeps its small depthwise kernel dense and compresses the pointwise one).
-KERNEL_OF: dict[str, str] = {
-    "Dense": "kernel", "Conv1D": "kernel", "Conv2D": "kernel", "Conv3D": "kernel",
-    "DepthwiseConv1D": "kernel", "DepthwiseConv2D": "kernel",
-    "SeparableConv1D": "pointwise_kernel", "SeparableConv2D": "pointwise_kernel",
-}
+KERNEL_OF: dict[str, str] = {"Dense": "kernel", "Conv1D": "kernel", "Conv2D": "kernel", "Conv3D": "kernel", "DepthwiseConv1D": "kernel",
+                             "DepthwiseConv2D": "kernel", "SeparableConv1D": "pointwise_kernel", "SeparableConv2D": "pointwise_kernel"}
 #: Layers with weights that are understood but not compressed (they are not "unsupported").
 NORMALIZATION = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization", "PReLU"})
 #: Keras classes that are models (containers of layers) rather than layers.
@@ -374,10 +370,6 @@ class ChannelGroups:
     def roots(self) -> list[int]:
         return sorted({self.find(g) for g in self.groups})
 
-    def root_of(self, layout: Layout) -> int | None:
-        """The group of a plain layout (None for concatenations and reshaped layouts)."""
-        return self.find(layout[1]) if layout[0] == "g" else None
-
     def size(self, layout: Layout) -> int:
         kind = layout[0]
         if kind == "g":
@@ -404,6 +396,15 @@ class ChannelGroups:
             return (np.arange(layout[1])[:, None] * n + inner[None, :]).reshape(-1)
         m = layout[1]  # exp
         return (inner[:, None] * m + np.arange(m)[None, :]).reshape(-1)
+
+    def blocked_reason(self, layout: Layout) -> str | None:
+        """Why the channels of a tensor with this layout are fixed (the first reason), None if they are free."""
+        if layout[0] == "cat":
+            return next((r for part in layout[1] if (r := self.blocked_reason(part)) is not None), None)
+        if layout[0] != "g":
+            return self.blocked_reason(layout[2])
+        blocked = self.groups[self.find(layout[1])].blocked
+        return blocked[0] if blocked else None
 
     def free_groups(self, selected: set[str]) -> tuple[dict[int, ChannelGroup], dict[int, str]]:
         """Groups whose channels may change, and for every other produced group the reason it cannot."""
@@ -493,8 +494,7 @@ def channel_groups(model: Any, rules: ChannelRules = PRUNING_RULES) -> ChannelGr
         return ra
 
     def channels(tensor: Any) -> int:
-        dim = tensor.shape[-1]
-        return int(dim) if dim is not None else 0
+        return int(tensor.shape[-1]) if tensor.shape[-1] is not None else 0
 
     def walk(fn_model: Any, prefix: str, in_layouts: list[Layout]) -> list[Layout]:
         graph = functional_graph(fn_model)
