@@ -118,7 +118,7 @@ def layers_by_path(model: Any) -> dict[str, Any]:
     return dict(iter_layers(model))
 
 
-def kernel_variable(layer: Any) -> Any | None:
+def kernel_variable(layer: Any) -> Any:
     """The variable a pass compresses in ``layer`` (None if the layer has none)."""
     name = KERNEL_OF.get(type(layer).__name__)
     if name is None:
@@ -343,8 +343,8 @@ class LayerUse:
     path: str
     kind: str  # producer, depthwise, batchnorm, prelu, other
     layer_class: str
-    in_layout: Layout | None
-    out_layout: Layout | None
+    in_layout: Any  # a Layout, None where the layer's channels are not followed
+    out_layout: Any
     depth_multiplier: int = 1
 
 
@@ -523,7 +523,7 @@ def channel_groups(model: Any, rules: ChannelRules = PRUNING_RULES) -> ChannelGr
             if path in result.uses and result.uses[path].out_layout is not None:
                 block(result.uses[path].out_layout, f"comes from shared layer '{path}'")
             return [new_group(channels(t), blocked=f"comes from shared layer '{path}'") for t in outs]
-        lay_in = in_lays[0] if in_lays else None
+        lay_in: Any = in_lays[0] if in_lays else None
         single = len(ins) == 1
         mixing = rules.mixing_blocks and _activation_of(op) in CHANNEL_MIXING_ACTIVATIONS
         if cls in rules.producers and getattr(op, "groups", 1) == 1 and single:

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 
 def _quiet_env() -> None:
@@ -80,7 +81,7 @@ def native_stderr_captured(keep: list[str] | None = None) -> Iterator[None]:
 # Used by edgekit.core.keras_graph (channel groups) and edgekit.passes.equalize.
 
 
-def functional_graph(model: object) -> object | None:
+def functional_graph(model: Any) -> Any:
     """The Functional graph of a Functional or Sequential model (None: subclassed or not built)."""
     k = keras()
     if isinstance(model, k.Sequential):
@@ -88,23 +89,23 @@ def functional_graph(model: object) -> object | None:
     return model if hasattr(model, "_nodes_by_depth") else None
 
 
-def graph_nodes(graph: object) -> list[object]:
+def graph_nodes(graph: Any) -> list[Any]:
     """The nodes (layer calls) of a Functional graph in topological order, inputs first."""
     by_depth = graph._nodes_by_depth  # noqa: SLF001 - Keras keeps the call graph only here
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
 
 
-def inbound_nodes(layer: object) -> list[object]:
+def inbound_nodes(layer: Any) -> list[Any]:
     """The calls of ``layer`` (one per time it was called in a graph)."""
     return list(getattr(layer, "_inbound_nodes", []))
 
 
-def outbound_nodes(layer: object) -> list[object]:
+def outbound_nodes(layer: Any) -> list[Any]:
     """The calls that consume ``layer``'s outputs."""
     return list(getattr(layer, "_outbound_nodes", []))
 
 
-def producing_layer(tensor: object) -> object | None:
+def producing_layer(tensor: Any) -> Any:
     """The layer whose call produced a symbolic Keras tensor (an InputLayer for a model input)."""
     history = getattr(tensor, "_keras_history", None)
     return getattr(history, "operation", None) if history is not None else None

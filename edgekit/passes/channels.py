@@ -123,14 +123,14 @@ def rebuild(model: Any, plan: ChannelGroups, keep: dict[int, np.ndarray]) -> Any
     edits: dict[str, dict[str, Any]] = {}
     for path, use in plan.uses.items():
         if use.kind == "producer":
-            new = len(plan.indices(use.out_layout, keep))
-            if new != plan.size(use.out_layout):
-                edits[path] = {"units": new} if use.layer_class == "Dense" else {"filters": new}
+            kept = len(plan.indices(use.out_layout, keep))
+            if kept != plan.size(use.out_layout):
+                edits[path] = {"units": kept} if use.layer_class == "Dense" else {"filters": kept}
     input_edits: dict[str, dict[int, int]] = {}
     for path, index, lay in plan.nested_inputs:
-        new = len(plan.indices(lay, keep))
-        if new != plan.size(lay):
-            input_edits.setdefault(path, {})[index] = new
+        kept = len(plan.indices(lay, keep))
+        if kept != plan.size(lay):
+            input_edits.setdefault(path, {})[index] = kept
     config = copy.deepcopy(model.get_config())
     _edit_configs(config, "", edits, input_edits)
     _drop_build_configs(config)  # layers rebuild from the new shapes when called
@@ -144,16 +144,16 @@ def rebuild(model: Any, plan: ChannelGroups, keep: dict[int, np.ndarray]) -> Any
             raise ModelError(f"layer '{path}' is missing after rebuilding the model", hint="report this model to edgekit")
         if not old.weights:
             continue
-        use = plan.uses.get(path)
+        layer_use = plan.uses.get(path)
         values = []
         for w_old, w_new in zip(old.weights, new.weights):
             arr = np.asarray(w_old.numpy())
-            if use is not None:
-                arr = _slice_weight(plan, use, w_old.name, arr, keep)
+            if layer_use is not None:
+                arr = _slice_weight(plan, layer_use, w_old.name, arr, keep)
             if tuple(arr.shape) != tuple(w_new.shape):
                 raise ModelError(
                     f"weight {path}/{w_old.name} has shape {arr.shape} after slicing but the rebuilt layer expects {tuple(w_new.shape)}",
-                    hint="this layer arrangement is not supported by channel pruning; exclude it with --skip",
+                    hint="this layer arrangement is not supported by channel pruning; exclude it with skip", settings=("skip",),
                 )
             values.append(arr)
         new.set_weights(values)
@@ -161,8 +161,8 @@ def rebuild(model: Any, plan: ChannelGroups, keep: dict[int, np.ndarray]) -> Any
 
 
 def _slice_weight(plan: ChannelGroups, use: LayerUse, name: str, arr: np.ndarray, keep: dict[int, np.ndarray]) -> np.ndarray:
-    in_idx = plan.indices(use.in_layout, keep) if use.in_layout is not None else None
-    out_idx = plan.indices(use.out_layout, keep) if use.out_layout is not None else None
+    in_idx: Any = plan.indices(use.in_layout, keep) if use.in_layout is not None else None
+    out_idx: Any = plan.indices(use.out_layout, keep) if use.out_layout is not None else None
     if use.kind == "producer":
         if name in ("kernel", "pointwise_kernel"):
             if name == "pointwise_kernel":

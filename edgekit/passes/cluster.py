@@ -80,14 +80,14 @@ def kmeans_1d(values: np.ndarray, k: int, *, init: Init | str = Init.KMEANS_PP, 
     else:
         rng = np.random.default_rng(seed)
         sample = x if x.size <= 20000 else rng.choice(x, 20000, replace=False)
-        centroids = [sample[rng.integers(sample.size)]]
-        dist = (sample - centroids[0]) ** 2
+        picks = [sample[rng.integers(sample.size)]]
+        dist = (sample - picks[0]) ** 2
         for _ in range(1, k):
             total = dist.sum()
             pick = sample[rng.choice(sample.size, p=dist / total)] if total > 0 else sample[rng.integers(sample.size)]
-            centroids.append(pick)
+            picks.append(pick)
             dist = np.minimum(dist, (sample - pick) ** 2)
-        centroids = np.array(centroids)
+        centroids = np.array(picks)
     centroids = np.sort(centroids)
     assign = np.zeros(x.size, dtype=np.int64)
     for _ in range(iterations):
@@ -214,7 +214,7 @@ def centroid_callback(model: Any, clustering: dict[str, Clustering]) -> Any:
             means = tf.where(pinned, pinned_values, tf.math.unsorted_segment_mean(units, ids, segments))
             var.assign(tf.cast(tf.reshape(tf.gather(means, ids) * scale, shape), var.dtype))
 
-    class CentroidCallback(keras().callbacks.Callback):
+    class CentroidCallback(keras().callbacks.Callback):  # type: ignore[misc]
         def on_train_batch_end(self, batch, logs=None):
             share()
 

@@ -222,9 +222,9 @@ class PrunePass(Pass[PruneConfig]):
         cfg = self.config
         candidates = [(p, layer) for p, layer in iter_layers(model) if kernel_variable(layer) is not None]
         chosen = set(select_paths([p for p, _ in candidates], cfg.layers, cfg.skip))
-        for target in cfg.targets:
-            if not any(re.search(target.layers, p) for p, _ in candidates):
-                raise InputError(f"per-layer target '{target.layers}' selects no layer", hint="fix the regex in the targets",
+        for entry in cfg.targets:
+            if not any(re.search(entry.layers, p) for p, _ in candidates):
+                raise InputError(f"per-layer target '{entry.layers}' selects no layer", hint="fix the regex in the targets",
                                  settings=("targets",))
         entries = []
         for path, layer in candidates:

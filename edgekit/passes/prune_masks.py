@@ -112,7 +112,7 @@ def mask_callback(model: Any, masks: dict[str, np.ndarray], schedule: Any = None
         for _, var, mask_var in pairs:
             var.assign(var * tf.cast(mask_var, var.dtype))
 
-    class MaskCallback(keras().callbacks.Callback):
+    class MaskCallback(keras().callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.step = 0

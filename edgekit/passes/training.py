@@ -155,7 +155,7 @@ def progress_callback(title: str, steps_per_epoch: int, epochs: int) -> Any:
 
     console = Console(stderr=True, highlight=False)
 
-    class RichProgress(keras().callbacks.Callback):
+    class RichProgress(keras().callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.progress: Progress | None = None
@@ -185,7 +185,7 @@ def progress_callback(title: str, steps_per_epoch: int, epochs: int) -> Any:
 def epoch_callback(on_epoch: EpochCallback, title: str, epochs: int) -> Any:
     """A Keras callback that reports every finished epoch to ``on_epoch(title, epoch, epochs, logs)``."""
 
-    class EpochReport(keras().callbacks.Callback):
+    class EpochReport(keras().callbacks.Callback):  # type: ignore[misc]
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             on_epoch(title, epoch + 1, epochs, {k: float(v) for k, v in (logs or {}).items()})
 
@@ -204,7 +204,7 @@ def lr_schedule_callback(settings: TrainSettings, steps_per_epoch: int, initial_
         return None
     total = max(1, settings.epochs * steps_per_epoch)
 
-    class CosineDecay(keras().callbacks.Callback):
+    class CosineDecay(keras().callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.step = initial_epoch * steps_per_epoch
