@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -81,9 +82,12 @@ def build_config(config_type: type[Any], values: dict[str, Any]) -> Any:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else ""
         message = err["msg"].removeprefix("Value error, ")
-        named = (err.get("ctx") or {}).get("settings")
-        if named:  # a message that names its settings itself (edgekit.passes.compression.setting_error)
-            raise InputError(message, hint=(err.get("ctx") or {}).get("hint") or "check the options", settings=tuple(named)) from None
-        if field:
-            raise InputError(f"{field}: {message}", hint=f"fix {field}", settings=(field,)) from None
-        raise InputError(message, hint="check the options") from None
+        ctx = err.get("ctx") or {}
+        if ctx.get("settings"):  # a message that names its settings itself (edgekit.passes.compression.setting_error)
+            raise InputError(message, hint=ctx.get("hint") or "check the options", settings=tuple(ctx["settings"])) from None
+        if field:  # a message that already names its setting is not prefixed with it again
+            text = message if re.match(rf"{re.escape(field)}\b", message) else f"{field}: {message}"
+            raise InputError(text, hint=f"fix {field}", settings=(field,)) from None
+        # a rule across settings: every setting the message names gets its flag spelling
+        named = tuple(f for f in config_type.model_fields if re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", message))
+        raise InputError(message, hint="check the options", settings=named) from None

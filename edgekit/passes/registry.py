@@ -17,7 +17,9 @@ import inspect
 from edgekit.core.errors import RecipeError
 from edgekit.passes.base import Pass, PassConfig
 from edgekit.passes.cluster import ClusterPass
+from edgekit.passes.export import ExportPass
 from edgekit.passes.prune import PrunePass
+from edgekit.passes.quantize import QuantizePass
 
 _PASSES: dict[str, type[Pass]] = {}
 
@@ -74,3 +76,5 @@ def build(config: PassConfig) -> Pass:
 # (each import brings a pass module that imports no TensorFlow at module level)
 register(PrunePass)
 register(ClusterPass)
+register(QuantizePass)
+register(ExportPass)

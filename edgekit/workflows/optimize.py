@@ -541,7 +541,7 @@ def optimize(
                 c.measurement.path = str(out / Path(c.measurement.path).relative_to(tmp))
         ref.pareto = ref.pareto
         rows = [ref.row(ref.measurement), *[c.row(ref.measurement) for c in search.candidates]]  # type: ignore[arg-type]
-        from edgekit.export.delegates import check_artifact
+        from edgekit.workflows.check import check_artifact
 
         compat = None
         if recommended is not None:
