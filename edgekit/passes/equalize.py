@@ -70,7 +70,7 @@ def equalization_pairs(model: Any) -> list[tuple[str, str]]:
         if len(inputs) != 1:
             continue
         producer = producing_layer(inputs[0])
-        if _kind(producer) != kind or _activation(producer) not in _HOMOGENEOUS:
+        if producer is None or _kind(producer) != kind or _activation(producer) not in _HOMOGENEOUS:
             continue
         if len(outbound_nodes(producer)) != 1:
             continue
