@@ -96,7 +96,7 @@ def main() -> None:
 def bench_prune(tmp: Path, teacher_path: Path, pre, args) -> list[dict] | None:
     """Prune 80% with and without --distill (same epochs), if prune supports it."""
     try:
-        from edgekit.passes.prune import prune
+        from edgekit.workflows.compress import prune
     except ImportError:
         return None
     if "distill" not in inspect.signature(prune).parameters:

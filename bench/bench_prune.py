@@ -43,9 +43,10 @@ sys.path.insert(0, str(REPO / "examples" / "fashion_mnist"))
 
 import numpy as np  # noqa: E402
 
-from edgekit.passes.cluster import cluster  # noqa: E402
+from edgekit.workflows.compress import cluster  # noqa: E402
 from edgekit.core.models import load_model  # noqa: E402
-from edgekit.passes.prune import check_m_by_n, input_axis, prune  # noqa: E402
+from edgekit.passes.prune_masks import check_m_by_n, input_axis  # noqa: E402
+from edgekit.workflows.compress import prune  # noqa: E402
 from edgekit.core.datatypes import Dataset, Preprocessing  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
@@ -198,7 +199,7 @@ def main() -> None:
             # 3. 2:4
             r = prune(source, tmp / "p24.keras", structure="2:4", epochs=1, export=False, data=train, val=test, force=True)
             pruned = keras().saving.load_model(tmp / "p24.keras")
-            from edgekit.passes.compress import iter_layers, kernel_variable
+            from edgekit.core.keras_graph import iter_layers, kernel_variable
 
             eligible, exact = [], []
             layers = dict(iter_layers(pruned))

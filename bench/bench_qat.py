@@ -103,7 +103,7 @@ def float_finetune_top1(model_path: Path, x, y, x_test, y_test, epochs: int, lr:
 def magnitude_prune(model_path: Path, out: Path, train_npz: Path, x, y, sparsity: float, seed: int) -> str:
     """Prunes every kernel to ``sparsity`` with edgekit.passes.prune, or by magnitude zeroing + 1 masked epoch."""
     try:
-        from edgekit.passes.prune import prune
+        from edgekit.workflows.compress import prune
 
         prune(model_path, out, data=train_npz, sparsity=sparsity, epochs=1, batch_size=64,
               preprocessing=SCALE, export=False, force=True, seed=seed)

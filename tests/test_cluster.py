@@ -12,8 +12,8 @@ from tests.conftest import files_in, int8_kernels
 
 def _load(tiny):
     from edgekit.core.data import load_dataset
-    from edgekit.core.models import load_model
     from edgekit.core.datatypes import Preprocessing
+    from edgekit.core.models import load_model
 
     source = load_model(tiny["model"], compile=True).keras_model
     train = load_dataset(tiny["train"], input_shape=(None, 8, 8, 1), preprocessing=Preprocessing(scale=1 / 255))
@@ -34,14 +34,15 @@ def test_kmeans_1d_assigns_to_nearest_and_keeps_k():
 
 
 def test_per_layer_distinct_values_and_input_untouched(tiny):
+    from edgekit.core.keras_graph import iter_layers, kernel_variable
+    from edgekit.passes.base import ModelState, PassContext
     from edgekit.passes.cluster import ClusterConfig, ClusterPass, cluster_centroids
-    from edgekit.passes.compress import TrainSettings, iter_layers, kernel_variable
 
     source, train = _load(tiny)
     before = [np.array(w) for w in source.get_weights()]
-    c = ClusterPass(ClusterConfig(clusters=5, init="linear"))
-    c.check(source, train)
-    final = c.finalize(c.apply(source, train, TrainSettings(epochs=1, batch_size=32)))
+    c = ClusterPass(ClusterConfig(clusters=5, init="linear", epochs=1, batch_size=32))
+    c.check(ModelState(keras=source), PassContext(train=train))
+    final = c.finalize(c.apply(ModelState(keras=source), PassContext(train=train)).state).keras
     for a, b in zip(before, source.get_weights(), strict=True):
         np.testing.assert_array_equal(a, np.asarray(b))
     for path, layer in iter_layers(final):
@@ -54,12 +55,13 @@ def test_per_layer_distinct_values_and_input_untouched(tiny):
 
 
 def test_per_channel_codebook_shares_int8_codes(tiny):
-    from edgekit.passes.cluster import ClusterConfig, ClusterPass, channel_view, cluster_centroids
-    from edgekit.passes.compress import TrainSettings, kernel_variable, layers_by_path
+    from edgekit.core.keras_graph import channel_view, kernel_variable, layers_by_path
+    from edgekit.passes.base import ModelState, PassContext
+    from edgekit.passes.cluster import ClusterConfig, ClusterPass, cluster_centroids
 
     source, train = _load(tiny)
-    c = ClusterPass(ClusterConfig(clusters=6, per_channel=True))
-    final = c.finalize(c.apply(source, train, TrainSettings(epochs=1, batch_size=32)))
+    c = ClusterPass(ClusterConfig(clusters=6, per_channel=True, epochs=1, batch_size=32))
+    final = c.finalize(c.apply(ModelState(keras=source), PassContext(train=train)).state).keras
     layer = layers_by_path(final)["fc"]
     w = np.asarray(kernel_variable(layer).numpy())
     view = channel_view(layer, w)
@@ -72,16 +74,17 @@ def test_per_channel_codebook_shares_int8_codes(tiny):
 
 
 def test_preserve_sparsity_keeps_pruned_zeros(tiny):
+    from edgekit.passes.base import ModelState, PassContext
     from edgekit.passes.cluster import ClusterConfig, ClusterPass
-    from edgekit.passes.compress import TrainSettings
-    from edgekit.passes.prune import PruneConfig, PrunePass, sparsity_masks
+    from edgekit.passes.prune import PruneConfig, PrunePass
+    from edgekit.passes.prune_masks import sparsity_masks
 
     source, train = _load(tiny)
-    p = PrunePass(PruneConfig(sparsity=0.6))
-    pruned = p.finalize(p.apply(source, train, TrainSettings(epochs=0)))
+    p = PrunePass(PruneConfig(sparsity=0.6, epochs=0))
+    pruned = p.finalize(p.apply(ModelState(keras=source), PassContext(train=train)).state).keras
     masks = sparsity_masks(pruned)
-    c = ClusterPass(ClusterConfig(clusters=4, preserve_sparsity=True))
-    final = c.finalize(c.apply(pruned, train, TrainSettings(epochs=1, batch_size=32)))
+    c = ClusterPass(ClusterConfig(clusters=4, preserve_sparsity=True, epochs=1, batch_size=32))
+    final = c.finalize(c.apply(ModelState(keras=pruned), PassContext(train=train)).state).keras
     after = sparsity_masks(final)
     for path, mask in masks.items():
         np.testing.assert_array_equal(after[path], mask)  # the same zeros, no new ones

@@ -30,8 +30,8 @@ from edgekit.cli.render import print_json
 @model_loading_options
 @force_option
 @json_option
-def cluster(model, data, val, output, layers, skip, epochs, batch_size, learning_rate, lr_schedule, loss, seed, export, export_mode, runs, threads,
-            clusters, init, preserve_sparsity, per_channel, scale, mean, std, x_key, y_key, unsafe, custom_objects, force, as_json):
+def cluster(model, data, val, output, seed, export, export_mode, runs, threads, scale, mean, std, x_key, y_key, unsafe, custom_objects,
+            force, as_json, **settings):
     """Cluster the kernels of MODEL (.keras/.h5) with k-means and fine-tune on --data.
 
     \b
@@ -45,14 +45,14 @@ def cluster(model, data, val, output, layers, skip, epochs, batch_size, learning
       edgekit cluster examples/fashion_mnist/model.keras --data train.npz --scale 1/255 \\
           --clusters 16 --per-channel -o out/clustered.keras
     """
-    from edgekit.passes.cluster import cluster as run_cluster
+    from edgekit.cli.options import build_config
+    from edgekit.passes.cluster import ClusterConfig
+    from edgekit.workflows.compress import cluster as run_cluster
 
     result = run_cluster(
-        model, output, data=data, val=val, clusters=clusters, init=init, preserve_sparsity=preserve_sparsity,
-        per_channel=per_channel, layers=layers, skip=skip, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        lr_schedule=lr_schedule, loss=loss, seed=seed, preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode,
-        runs=runs, threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
-        progress=True,
+        model, output, build_config(ClusterConfig, settings), data=data, val=val, seed=seed,
+        preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode, runs=runs,
+        threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, progress=True,
     )
     if as_json:
         print_json(result.to_dict())

@@ -64,9 +64,8 @@ def compression_command_options(func):
 @model_loading_options
 @force_option
 @json_option
-def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_rate, lr_schedule, loss, seed, export, export_mode, runs, threads,
-          sparsity, structure, schedule, initial_sparsity, begin_step, end_step, begin_epoch, end_epoch, frequency, targets, distill, scale, mean, std, x_key,
-          y_key, unsafe, custom_objects, force, as_json):
+def prune(model, data, val, output, seed, export, export_mode, runs, threads, scale, mean, std, x_key, y_key, unsafe, custom_objects,
+          force, as_json, **settings):
     """Prune MODEL (.keras/.h5) and fine-tune it on --data with the model's own loss.
 
     \b
@@ -81,16 +80,17 @@ def prune(model, data, val, output, layers, skip, epochs, batch_size, learning_r
       edgekit prune examples/fashion_mnist/model.keras --data train.npz --val examples/fashion_mnist/val.npz \\
           --scale 1/255 --sparsity 0.8 --schedule polynomial --epochs 2 -o out/pruned.keras
     """
-    from edgekit.passes.prune import prune as run_prune
+    from edgekit.cli.options import build_config
+    from edgekit.passes.prune import PruneConfig
+    from edgekit.workflows.compress import load_targets
+    from edgekit.workflows.compress import prune as run_prune
 
+    if settings.get("targets") is not None:
+        settings["targets"] = load_targets(settings["targets"])
     result = run_prune(
-        model, output, data=data, val=val, sparsity=sparsity, structure=structure, schedule=schedule,
-        initial_sparsity=initial_sparsity, begin_step=begin_step, end_step=end_step, begin_epoch=begin_epoch, end_epoch=end_epoch,
-        frequency=frequency, layers=layers, skip=skip,
-        targets=targets, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule, loss=loss, seed=seed,
+        model, output, build_config(PruneConfig, settings), data=data, val=val, seed=seed,
         preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode, runs=runs,
         threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, progress=True,
-        distill=distill,
     )
     if as_json:
         print_json(result.to_dict())

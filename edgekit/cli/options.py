@@ -82,6 +82,9 @@ def build_config(config_type: type[Any], values: dict[str, Any]) -> Any:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else ""
         message = err["msg"].removeprefix("Value error, ")
+        ctx = err.get("ctx") or {}
+        if ctx.get("settings"):  # a message that names its settings itself (edgekit.passes.compression.setting_error)
+            raise InputError(message, hint=ctx.get("hint") or "check the options", settings=tuple(ctx["settings"])) from None
         if field:  # a message that already names its setting is not prefixed with it again
             text = message if re.match(rf"{re.escape(field)}\b", message) else f"{field}: {message}"
             raise InputError(text, hint=f"fix {field}", settings=(field,)) from None

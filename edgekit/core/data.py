@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.core.datatypes import Dataset, Preprocessing
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.fsutil import require_file, sha256_file
-from edgekit.core.datatypes import Dataset, Preprocessing
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 

@@ -29,14 +29,13 @@ import numpy as np
 
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file
+from edgekit.core.keras_graph import CONTAINERS
 from edgekit.core.tfshim import keras, native_output_captured, tensorflow
 
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
-# Keras classes that are containers rather than layers
-_CONTAINERS = {"Functional", "Sequential", "Model"}
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ def read_keras_config(path: str | os.PathLike[str], fmt: str) -> dict[str, Any]:
 
 def _builtin_keras_names() -> set[str]:
     k = keras()
-    names = set(_CONTAINERS) | {"InputLayer", "DTypePolicy", "FloatDTypePolicy", "Policy"}
+    names = set(CONTAINERS) | {"InputLayer", "DTypePolicy", "FloatDTypePolicy", "Policy"}
     for mod in (k.layers, k.initializers, k.regularizers, k.constraints, k.activations, k.losses, k.metrics, k.optimizers):
         names.update(n for n in dir(mod) if not n.startswith("_"))
     return names

@@ -26,9 +26,9 @@ import numpy as np
 
 from edgekit.core.datatypes import IOType, QuantMode
 from edgekit.core.errors import ConversionError, InputError
+from edgekit.core.keras_graph import codebook_per_layer
 from edgekit.core.models import LoadedModel
 from edgekit.core.tfshim import disable_per_channel, keras, native_output_captured, tensorflow
-from edgekit.passes.compress import iter_layers, kernel_variable
 
 SELECT_OPS_WARNING = (
     "SELECT_TF_OPS is on: ops outside the TFLite builtin set run through the Flex delegate, "
@@ -38,10 +38,6 @@ SELECT_OPS_WARNING = (
 WEIGHT_CHOICES = ("auto", "per-channel", "per-tensor")
 INT8_WEIGHT_MODES = (QuantMode.DYNAMIC, QuantMode.INT8, QuantMode.INT16X8)
 QAT_IO_TYPES = (IOType.FLOAT, IOType.INT8, IOType.UINT8)
-# A kernel counts as clustered when it holds at most this many distinct values (and at most a
-# quarter of its size); only kernels with at least MIN_KERNEL_SIZE weights are looked at.
-MAX_SHARED_VALUES = 256
-MIN_KERNEL_SIZE = 256
 
 ConverterHook = Callable[[Any], None]
 
@@ -49,24 +45,10 @@ ConverterHook = Callable[[Any], None]
 def shared_value_kernels(keras_model: Any) -> dict[str, int] | None:
     """Distinct values per compressible kernel when *every* large kernel shares a few values.
 
-    That is the signature of a model clustered with one codebook per layer (``edgekit cluster``
-    without ``--per-channel``). Returns ``{layer path: distinct values}``, or None when some large
-    kernel has many distinct values (a normal model, or one clustered per channel), or when the
-    model has no large kernel.
+    That is the signature of a model clustered with one codebook per layer; the rule is
+    :func:`edgekit.core.keras_graph.codebook_per_layer` (the one "is clustered" rule).
     """
-    found: dict[str, int] = {}
-    for path, layer in iter_layers(keras_model):
-        var = kernel_variable(layer)
-        if var is None:
-            continue
-        w = np.asarray(var.numpy())
-        if w.size < MIN_KERNEL_SIZE:
-            continue
-        distinct = int(np.unique(w).size)
-        if distinct > min(MAX_SHARED_VALUES, w.size // 4):
-            return None
-        found[path] = distinct
-    return found or None
+    return codebook_per_layer(keras_model)
 
 
 def check_weights_option(mode: QuantMode, requested: str) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, SizeInfo, Serializable
+from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, Serializable, SizeInfo
 from edgekit.core.errors import InputError
 from edgekit.core.fsutil import sha256_file, size_info, write_bytes_atomic
 from edgekit.devices.profiles import DeviceProfile

@@ -56,7 +56,7 @@ class PassConfig(BaseModel):
     @property
     def name(self) -> str:
         """The pass name (``prune``, ``quantize``...)."""
-        return str(getattr(self, "pass_"))
+        return str(self.pass_)
 
 
 LrSchedule = Literal["constant", "cosine"]

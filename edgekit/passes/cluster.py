@@ -12,39 +12,40 @@ nothing is smaller on disk until the file is compressed (or the weights are code
 the report states.
 
 Example:
-    >>> result = cluster("model.keras", "clustered.keras", data="train.npz", clusters=16,
-    ...                  preprocessing=Preprocessing(scale=1 / 255))  # doctest: +SKIP
-    >>> max(r.distinct_values for r in result.layers if r.status == "clustered")  # doctest: +SKIP
+    >>> out = ClusterPass(ClusterConfig(clusters=16)).apply(ModelState(keras=model), PassContext(train=train))  # doctest: +SKIP
+    >>> max(r["distinct_values"] for r in out.details["layers"] if r["status"] == "clustered")  # doctest: +SKIP
     16
 """
 
 from __future__ import annotations
 
 import enum
-import os
-import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field
 
-from edgekit.passes.compress import (
-    LayerReport,
-    TrainSettings,
-    check_training_data,
+from edgekit.core.errors import ModelError
+from edgekit.core.keras_graph import (
+    MAX_SHARED_VALUES,
+    channel_distinct_values,
+    channel_view,
     clone_model,
-    compile_regex,
-    fit,
+    distinct_values,
+    is_clustered,
+    is_clustered_per_channel,
     iter_layers,
     kernel_variable,
+    layers_by_path,
     select_paths,
-    strip_training_state,
 )
-from edgekit.core.errors import InputError
-from edgekit.core.datatypes import Dataset, Preprocessing
+from edgekit.core.tfshim import keras, tensorflow
+from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput
+from edgekit.passes.compression import CompressionConfig, LayerReport
+from edgekit.passes.training import TrainSettings, check_training_data, compile_like_source, fit, resolve_loss, strip_training_state
 
-MAX_CLUSTERS = 256
+MAX_CLUSTERS = MAX_SHARED_VALUES  # the most values a clustered kernel may keep
 
 
 class Init(str, enum.Enum):
@@ -52,32 +53,15 @@ class Init(str, enum.Enum):
     LINEAR = "linear"
 
 
-class ClusterConfig(BaseModel):
+class ClusterConfig(CompressionConfig):
     """Settings of a clustering pass (unknown keys are rejected)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    clusters: int = Field(16, ge=2, le=MAX_CLUSTERS)
-    init: Init = Init.KMEANS_PP
-    preserve_sparsity: bool = False
-    per_channel: bool = False
-    layers: str | None = None
-    skip: str | None = None
-    iterations: int = Field(30, ge=1)
-
-    @field_validator("layers", "skip")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        compile_regex(value, "--layers/--skip")
-        return value
-
-
-def make_config(**kwargs: Any) -> ClusterConfig:
-    from edgekit.passes.prune import _pydantic_message
-
-    try:
-        return ClusterConfig(**kwargs)
-    except ValidationError as exc:
-        raise InputError(_pydantic_message(exc), hint="see `edgekit cluster --help`") from None
+    pass_: Literal["cluster"] = Field("cluster", alias="pass")
+    clusters: int = Field(16, ge=2, le=MAX_CLUSTERS, description="Distinct values per layer (per channel with per_channel), 2-256.")
+    init: Init = Field(Init.KMEANS_PP, description="k-means initialization: kmeans++ (seeded) or linear (evenly spaced).")
+    preserve_sparsity: bool = Field(False, description="Keep zero weights at exactly zero (one of the values is 0).")
+    per_channel: bool = Field(False, description="One codebook scaled per output channel (matches per-channel int8).")
+    iterations: int = Field(30, ge=1, description="k-means iterations.")
 
 
 def kmeans_1d(values: np.ndarray, k: int, *, init: Init | str = Init.KMEANS_PP, iterations: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -96,14 +80,14 @@ def kmeans_1d(values: np.ndarray, k: int, *, init: Init | str = Init.KMEANS_PP, 
     else:
         rng = np.random.default_rng(seed)
         sample = x if x.size <= 20000 else rng.choice(x, 20000, replace=False)
-        centroids = [sample[rng.integers(sample.size)]]
-        dist = (sample - centroids[0]) ** 2
+        picks = [sample[rng.integers(sample.size)]]
+        dist = (sample - picks[0]) ** 2
         for _ in range(1, k):
             total = dist.sum()
             pick = sample[rng.choice(sample.size, p=dist / total)] if total > 0 else sample[rng.integers(sample.size)]
-            centroids.append(pick)
+            picks.append(pick)
             dist = np.minimum(dist, (sample - pick) ** 2)
-        centroids = np.array(centroids)
+        centroids = np.array(picks)
     centroids = np.sort(centroids)
     assign = np.zeros(x.size, dtype=np.int64)
     for _ in range(iterations):
@@ -123,16 +107,6 @@ def kmeans_1d(values: np.ndarray, k: int, *, init: Init | str = Init.KMEANS_PP, 
     centroids = centroids[used]
     assign = np.searchsorted(used, assign)
     return centroids.astype(np.float32), assign.astype(np.int32)
-
-
-def channel_view(layer: Any, kernel: np.ndarray) -> np.ndarray:
-    """The kernel as (weights per channel, output channels): depthwise kernels merge their last two axes.
-
-    The view keeps the kernel's row-major order, so ``view.reshape(-1)`` is ``kernel.reshape(-1)``.
-    """
-    if type(layer).__name__.startswith("Depthwise"):
-        return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
-    return kernel.reshape(-1, kernel.shape[-1])
 
 
 @dataclass
@@ -225,8 +199,6 @@ def centroid_callback(model: Any, clustering: dict[str, Clustering]) -> Any:
     Cluster values become the mean of their members' updated weights (pinned values stay), then
     every weight is set to its cluster's value (times its channel scale).
     """
-    from edgekit.core.tfshim import keras, tensorflow
-
     tf = tensorflow()
     layers = dict(iter_layers(model))
     entries = []
@@ -242,97 +214,101 @@ def centroid_callback(model: Any, clustering: dict[str, Clustering]) -> Any:
             means = tf.where(pinned, pinned_values, tf.math.unsorted_segment_mean(units, ids, segments))
             var.assign(tf.cast(tf.reshape(tf.gather(means, ids) * scale, shape), var.dtype))
 
-    class CentroidCallback(keras().callbacks.Callback):
+    class CentroidCallback(keras().callbacks.Callback):  # type: ignore[misc]
         def on_train_batch_end(self, batch, logs=None):
             share()
 
     return CentroidCallback()
 
 
-class ClusterPass:
+class ClusterPass(Pass[ClusterConfig]):
     """k-means weight clustering with fine-tuning.
 
     Example:
-        >>> c = ClusterPass(ClusterConfig(clusters=16, preserve_sparsity=True))
-        >>> c.check(model, train)                                  # doctest: +SKIP
-        >>> plain = c.finalize(c.apply(model, train, TrainSettings(epochs=1)))  # doctest: +SKIP
+        >>> c = ClusterPass(ClusterConfig(clusters=16, preserve_sparsity=True, epochs=1))
+        >>> c.check(ModelState(keras=model), ctx)                              # doctest: +SKIP
+        >>> plain = c.finalize(c.apply(ModelState(keras=model), ctx).state).keras  # doctest: +SKIP
     """
 
     name = "cluster"
+    config_type = ClusterConfig
+    trains = True
 
-    def __init__(self, config: ClusterConfig) -> None:
-        self.config = config
-        self.selected: list[str] = []
-        self.clustering: dict[str, Clustering] = {}
-        self.history: dict[str, list[float]] = {}
-        self.source: Any = None
+    def check(self, state: ModelState, ctx: PassContext) -> None:
+        """Raises before any training if the model, the data or the layer selection is wrong."""
+        model = _keras_of(state)
+        check_training_data(model, ctx.train, need_labels=self.config.epochs > 0)
+        if self.config.epochs > 0:
+            resolve_loss(model, self.config.loss)  # fail now, not after the first epoch
+        self.selected(model)
 
-    def check(self, model: Any, train: Dataset | None, settings: TrainSettings | None = None) -> list[str]:
-        """Selects the layers to cluster; raises before any training if anything is wrong."""
-        settings = settings or TrainSettings()
-        if settings.epochs < 0:
-            raise InputError(f"--epochs cannot be negative, got {settings.epochs}", hint="use 0 to cluster without fine-tuning")
-        if settings.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {settings.batch_size}", hint="e.g. --batch-size 64")
-        check_training_data(model, train, need_labels=settings.epochs > 0)
+    def selected(self, model: Any) -> list[str]:
+        """The paths of the layers to cluster."""
         candidates = [p for p, layer in iter_layers(model) if kernel_variable(layer) is not None]
-        self.selected = select_paths(candidates, self.config.layers, self.config.skip)
-        return self.selected
+        return select_paths(candidates, self.config.layers, self.config.skip)
 
-    def apply(self, model: Any, train: Dataset | None, settings: TrainSettings | None = None, val: Dataset | None = None) -> Any:
-        """Returns a new clustered (and fine-tuned) model; ``model`` is untouched."""
-        settings = settings or TrainSettings()
-        self.source = model
-        if not self.selected:
-            self.check(model, train, settings)
-        new = clone_model(model)
-        layers = dict(iter_layers(new))
-        for path in self.selected:
+    def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        """A new clustered (and fine-tuned) model; ``details``: ``layers`` (per-layer reports) and ``history``."""
+        source = _keras_of(state)
+        selected = self.selected(source)
+        settings = TrainSettings.of(self.config, ctx)
+        new = clone_model(source)
+        layers = layers_by_path(new)
+        clustering: dict[str, Clustering] = {}
+        for path in selected:
             var = kernel_variable(layers[path])
             kernel = np.asarray(var.numpy(), dtype=np.float32)
-            state = cluster_kernel(layers[path], kernel, self.config, seed=settings.seed)
-            self.clustering[path] = state
-            var.assign(state.weights(kernel.shape).astype(kernel.dtype))
-        if settings.epochs > 0 and train is not None:
-            callback = centroid_callback(new, self.clustering)
-            self.history = fit(new, model, train, val, settings, [callback], title="cluster")
-        return new
-
-    def finalize(self, model: Any) -> Any:
-        """A plain Keras model with every clustered kernel snapped exactly to its shared values."""
-        plain = strip_training_state(model, self.source)
-        layers = dict(iter_layers(plain))
-        for path, state in self.clustering.items():
+            clustering[path] = cluster_kernel(layers[path], kernel, self.config, seed=settings.seed)
+            var.assign(clustering[path].weights(kernel.shape).astype(kernel.dtype))
+        history: dict[str, list[float]] = {}
+        if settings.epochs > 0 and ctx.train is not None:
+            history = fit(new, source, ctx.train, ctx.val, settings, [centroid_callback(new, clustering)], title="cluster")
+        for path, state_ in clustering.items():  # every clustered kernel snapped exactly to its shared values
             var = kernel_variable(layers[path])
             kernel = np.asarray(var.numpy(), dtype=np.float32)
-            state.values = state.refit(kernel.reshape(-1))
-            var.assign(state.weights(kernel.shape).astype(kernel.dtype))
-        return plain
+            state_.values = state_.refit(kernel.reshape(-1))
+            var.assign(state_.weights(kernel.shape).astype(kernel.dtype))
+        compile_like_source(new, source)
+        reports = layer_reports(self.config, set(selected), new)
+        return PassOutput(state=state.with_keras(new), details={"layers": [r.to_dict() for r in reports], "history": history})
 
-    def layer_reports(self, model: Any) -> list[LayerReport]:
-        reports = []
-        for path, layer in iter_layers(model):
-            var = kernel_variable(layer)
-            if var is None:
-                continue
-            w = np.asarray(var.numpy())
-            if path in self.selected:
-                distinct = (max(np.unique(col).size for col in channel_view(layer, w).T) if self.config.per_channel
-                            else int(np.unique(w).size))
-                reports.append(LayerReport(path, type(layer).__name__, int(w.size), "clustered", None, None, float((w == 0).mean()),
-                                           clusters=self.config.clusters, distinct_values=int(distinct)))
-            else:
-                reports.append(LayerReport(path, type(layer).__name__, int(w.size), "skipped", "not selected (--layers/--skip)",
-                                           None, float((w == 0).mean()), distinct_values=int(np.unique(w).size)))
-        return reports
+    def finalize(self, state: ModelState) -> ModelState:
+        """A plain Keras model: no optimizer state (the loss kept for a later fine-tuning step)."""
+        return state.with_keras(strip_training_state(state.keras), kind=state.kind)
 
 
-def cluster_centroids(model: Any, *, max_clusters: int = MAX_CLUSTERS, per_channel: bool = False) -> dict[str, np.ndarray]:
+def _keras_of(state: ModelState) -> Any:
+    if state.keras is None or state.converted:
+        raise ModelError("clustering needs a Keras model (before any conversion to TFLite)", hint="cluster before quantize or export")
+    return state.keras
+
+
+def layer_reports(config: ClusterConfig, selected: set[str], model: Any) -> list[LayerReport]:
+    """Distinct values (and sparsity) of every compressible kernel of the clustered ``model``."""
+    reports = []
+    for path, layer in iter_layers(model):
+        var = kernel_variable(layer)
+        if var is None:
+            continue
+        w = np.asarray(var.numpy())
+        if path in selected:
+            distinct = channel_distinct_values(layer, w) if config.per_channel else distinct_values(w)
+            reports.append(LayerReport(path, type(layer).__name__, int(w.size), "clustered", None, None, float((w == 0).mean()),
+                                       clusters=config.clusters, distinct_values=int(distinct)))
+        else:
+            reports.append(LayerReport(path, type(layer).__name__, int(w.size), "skipped", "not selected (layers/skip)",
+                                       None, float((w == 0).mean()), distinct_values=distinct_values(w)))
+    return reports
+
+
+def cluster_centroids(model: Any, *, per_channel: bool = False) -> dict[str, np.ndarray]:
     """The shared values of every clustered kernel, by layer path.
 
-    A kernel counts as clustered when it has at most ``max_clusters`` distinct values. The value
-    is the sorted distinct values (1-D), or with ``per_channel`` a (channels, k) array padded
-    with NaN. For QAT after clustering: snap each kernel to its nearest centroid after each step.
+    A kernel counts as clustered by the one rule of :mod:`edgekit.core.keras_graph`
+    (:func:`~edgekit.core.keras_graph.is_clustered`, per channel
+    :func:`~edgekit.core.keras_graph.is_clustered_per_channel`). The value is the sorted distinct
+    values (1-D), or with ``per_channel`` a (channels, k) array padded with NaN. For QAT after
+    clustering: snap each kernel to its nearest centroid after each step.
     """
     out: dict[str, np.ndarray] = {}
     for path, layer in iter_layers(model):
@@ -341,78 +317,12 @@ def cluster_centroids(model: Any, *, max_clusters: int = MAX_CLUSTERS, per_chann
             continue
         w = np.asarray(var.numpy())
         if per_channel:
-            cols = [np.unique(col) for col in channel_view(layer, w).T]
-            width = max(c.size for c in cols)
-            if width <= max_clusters:
-                table = np.full((len(cols), width), np.nan, dtype=np.float32)
+            if is_clustered_per_channel(layer, w):
+                cols = [np.unique(col) for col in channel_view(layer, w).T]
+                table = np.full((len(cols), max(c.size for c in cols)), np.nan, dtype=np.float32)
                 for i, col in enumerate(cols):
                     table[i, : col.size] = col
                 out[path] = table
-        else:
-            uniq = np.unique(w)
-            if uniq.size <= max_clusters:
-                out[path] = uniq.astype(np.float32)
+        elif is_clustered(w):
+            out[path] = np.unique(w).astype(np.float32)
     return out
-
-
-def cluster(
-    model: str | os.PathLike[str] | Any,
-    output: str | os.PathLike[str],
-    *,
-    data: str | os.PathLike[str] | Dataset | None,
-    val: str | os.PathLike[str] | Dataset | None = None,
-    clusters: int = 16,
-    init: Init | str = Init.KMEANS_PP,
-    preserve_sparsity: bool = False,
-    per_channel: bool = False,
-    layers: str | None = None,
-    skip: str | None = None,
-    epochs: int = 1,
-    batch_size: int = 64,
-    learning_rate: float | None = None,
-    lr_schedule: str = "constant",
-    loss: str | None = None,
-    seed: int = 0,
-    preprocessing: Preprocessing | None = None,
-    export: bool = True,
-    export_mode: str = "int8",
-    runs: int = 60,
-    threads: int = 1,
-    force: bool = False,
-    unsafe: bool = False,
-    custom_objects: str | os.PathLike[str] | None = None,
-    x_key: str = "x",
-    y_key: str = "y",
-    progress: bool = False,
-):
-    """Clusters ``model``'s weights, fine-tunes on ``data`` and writes ``output`` (.keras) and its report.
-
-    Every check runs before any work; the report has per-layer distinct values and, with
-    ``export``, the int8 size/gzip/latency of the original and clustered models side by side.
-    """
-    from edgekit.passes.compress import run_pass
-    from edgekit.passes.prune import finish, load_inputs
-    from edgekit.runtime.local import check_run_options
-
-    try:
-        init_value = Init(init)
-    except ValueError:
-        raise InputError(f"--init '{init}' is not kmeans++ or linear", hint="use --init kmeans++ or --init linear") from None
-    config = make_config(clusters=clusters, init=init_value, preserve_sparsity=preserve_sparsity, per_channel=per_channel,
-                         layers=layers, skip=skip)
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss, seed=seed, progress=progress,
-                             lr_schedule=lr_schedule)
-    if export:
-        check_run_options(runs, 0, threads)
-    started = time.perf_counter()
-    out, loaded, train, val_ds = load_inputs(model, output, data, val, preprocessing, force, unsafe, custom_objects, x_key, y_key)
-    source = loaded.keras_model
-    check_training_data(source, val_ds, what="--val", need_labels=False)
-    c = ClusterPass(config)
-    final = run_pass(c, source, train, settings, val_ds, loss, "clustering")
-    notes = ["clustered weights are still stored as float32/int8 tensors: the file shrinks only when compressed (gzip) "
-             "or when the runtime codes weights by cluster index"]
-    return finish("cluster", source, final, out, {**config.model_dump(mode="json"), "epochs": epochs, "batch_size": batch_size,
-                                                     "learning_rate": learning_rate, "lr_schedule": lr_schedule, "loss": loss, "seed": seed},
-                  c.layer_reports(final), train, val_ds, c.history, started, export=export, export_mode=export_mode,
-                  runs=runs, threads=threads, structure="cluster", notes=notes)

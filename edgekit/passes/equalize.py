@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.keras_graph import clone_model
 from edgekit.core.tfshim import inbound_nodes, outbound_nodes, producing_layer
 
 _HOMOGENEOUS = ("relu", "linear")
@@ -62,13 +63,14 @@ def equalization_pairs(model: Any) -> list[tuple[str, str]]:
     pairs = []
     for layer in model.layers:
         kind = _kind(layer)
-        if kind is None or len(inbound_nodes(layer)) != 1:
+        calls = inbound_nodes(layer)
+        if kind is None or len(calls) != 1:
             continue
-        inputs = inbound_nodes(layer)[0].input_tensors
+        inputs = calls[0].input_tensors
         if len(inputs) != 1:
             continue
         producer = producing_layer(inputs[0])
-        if _kind(producer) != kind or _activation(producer) not in _HOMOGENEOUS:
+        if producer is None or _kind(producer) != kind or _activation(producer) not in _HOMOGENEOUS:
             continue
         if len(outbound_nodes(producer)) != 1:
             continue
@@ -84,8 +86,6 @@ def equalize(keras_model: Any) -> tuple[Any, list[EqualizedPair]]:
     Pairs are processed in graph order, so a layer that is B of one pair and A of the next is
     rescaled on both sides.
     """
-    from edgekit.passes.compress import clone_model
-
     model = clone_model(keras_model)
     done = []
     for first_name, second_name in equalization_pairs(model):

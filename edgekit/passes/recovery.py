@@ -16,19 +16,18 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.datatypes import Dataset
-from edgekit.passes.compress import lr_schedule_callback, make_optimizer, progress_callback
+from edgekit.core.keras_graph import DEPTHWISE, WIDTH_FIELDS
 from edgekit.passes.distill.checks import Hint
 from edgekit.passes.distill.fit import fit_with_teacher
 from edgekit.passes.distill.outputs import output_layer
-from edgekit.passes.distill.students import WIDTH_FIELDS
+from edgekit.passes.training import lr_schedule_callback, make_optimizer, progress_callback
 
 # Recovery defaults (prune/qat --distill), measured on Fashion-MNIST pruning (bench/RESULTS.md): a
 # soft term at T=4, alpha=0.9 recovered less than the labels alone; matching the original's hidden
 # features plus a mild T=1 output term recovered more.
 RECOVERY_TEMPERATURE = 1.0
 RECOVERY_ALPHA = 0.5
-# TODO(keras_graph): the weighted-layer family comes from edgekit.core.keras_graph once it lands
-HINTABLE = set(WIDTH_FIELDS) | {"DepthwiseConv1D", "DepthwiseConv2D"}
+HINTABLE = frozenset(WIDTH_FIELDS) | DEPTHWISE
 
 
 def matching_hints(teacher: Any, student: Any) -> list[Hint]:
@@ -56,10 +55,10 @@ def matching_hints(teacher: Any, student: Any) -> list[Hint]:
 def fit_for_pass(model: Any, source_model: Any, train: Dataset, val: Dataset | None, settings: Any, callbacks: list[Any], *,
                  title: str, epochs: int | None = None, initial_epoch: int = 0, temperature: float = RECOVERY_TEMPERATURE,
                  alpha: float = RECOVERY_ALPHA, hints: Sequence[Hint | str] | None = None) -> dict[str, list[float]]:
-    """A drop-in for :func:`edgekit.passes.compress.fit` that fine-tunes with ``source_model`` as the teacher.
+    """A drop-in for :func:`edgekit.passes.training.fit` that fine-tunes with ``source_model`` as the teacher.
 
     Same arguments (a ``TrainSettings``: epochs, batch_size, learning_rate, seed, progress) and
-    the same optimizer (:func:`edgekit.passes.compress.make_optimizer`); the loss is the distillation
+    the same optimizer (:func:`edgekit.passes.training.make_optimizer`); the loss is the distillation
     loss (``temperature``, ``alpha``) plus hint losses on every hidden layer the two models share
     (:func:`matching_hints`, unless ``hints`` is given). ``initial_epoch`` only places a
     ``--lr-schedule cosine`` on its curve (the history restarts at 0). Used by ``edgekit prune --distill``.

@@ -16,8 +16,10 @@ import inspect
 
 from edgekit.core.errors import RecipeError
 from edgekit.passes.base import Pass, PassConfig
+from edgekit.passes.cluster import ClusterPass
 from edgekit.passes.distill import DistillPass
 from edgekit.passes.export import ExportPass
+from edgekit.passes.prune import PrunePass
 from edgekit.passes.qat import QatPass
 from edgekit.passes.quantize import QuantizePass
 
@@ -74,6 +76,8 @@ def build(config: PassConfig) -> Pass:
 
 # --- built-ins, registered explicitly -----------------------------------------------------------
 # (each import brings a pass module that imports no TensorFlow at module level)
+register(PrunePass)
+register(ClusterPass)
 register(QuantizePass)
 register(QatPass)
 register(DistillPass)

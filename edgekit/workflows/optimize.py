@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.datatypes import Dataset, Preprocessing
 from edgekit.core.errors import DataError, EdgekitError, GateFailed, InputError
 from edgekit.core.fsutil import write_bytes_atomic, write_json_atomic
 from edgekit.workflows.pipeline import (
@@ -67,7 +68,6 @@ from edgekit.workflows.pipeline import (
     split_validation,
     staged_dir,
 )
-from edgekit.core.datatypes import Dataset, Preprocessing
 
 EFFORTS = ("quick", "auto", "full")
 PREFERENCES = ("size", "latency")
@@ -233,8 +233,8 @@ def _ptq(loaded: Any, mode: str, calibration: np.ndarray, *, io_type: str = "flo
     """Builds one PTQ candidate; ``per_channel`` None is ``--weights auto`` (what the written recipe,
     which leaves ``per_channel`` unset, reproduces)."""
     def build() -> bytes:
-        from edgekit.export.convert import choose_weights, convert
         from edgekit.core.datatypes import IOType, QuantMode
+        from edgekit.export.convert import choose_weights, convert
 
         q = QuantMode(mode)
         weights = choose_weights(loaded, q)[0] if per_channel is None else ("per-channel" if per_channel else "per-tensor")
@@ -308,10 +308,10 @@ def optimize(
         GateFailed: when no candidate meets the budget (everything is still written).
     """
     from edgekit.core.data import calibration_sample, load_dataset
+    from edgekit.core.datatypes import QuantMode
     from edgekit.core.manifest import Manifest, command_line, manifest_path_for, versions
     from edgekit.core.models import load_model
     from edgekit.export.convert import convert
-    from edgekit.core.datatypes import QuantMode
 
     _check_options(max_drop, budget_minutes, effort, prefer, size_metric, percentile, epochs, max_latency_ms, max_size_bytes)
     say: ProgressFn = progress or (lambda _m, _d, _t: None)
@@ -581,9 +581,9 @@ def optimize(
 
 def _equalized_int8(loaded: Any, calibration: np.ndarray) -> Callable[[], bytes]:
     def build() -> bytes:
-        from edgekit.passes.equalize import equalize
-        from edgekit.export.convert import convert
         from edgekit.core.datatypes import QuantMode
+        from edgekit.export.convert import convert
+        from edgekit.passes.equalize import equalize
 
         equalized, _pairs = equalize(loaded.keras_model)
         return convert(as_loaded(equalized, f"{loaded.path} (equalized)"), QuantMode.INT8, calibration=calibration)
@@ -609,15 +609,15 @@ def _qat_builder(loaded: Any, folder: Path, train: Dataset, val: Dataset, pre: P
 def _prune_builder(loaded: Any, train: Dataset, val: Dataset, calibration: np.ndarray, structure: str, sparsity: float, epochs: int,
                    seed: int, show: bool) -> Callable[[], bytes]:
     def build() -> bytes:
-        from edgekit.passes.compress import TrainSettings
-        from edgekit.passes.prune import PrunePass, make_config
-        from edgekit.export.convert import convert
         from edgekit.core.datatypes import QuantMode
+        from edgekit.export.convert import convert
+        from edgekit.passes.base import ModelState, PassContext
+        from edgekit.passes.prune import PruneConfig, PrunePass
 
-        p = PrunePass(make_config(sparsity=sparsity, structure=structure))
-        settings = TrainSettings(epochs=epochs, seed=seed, progress=show)
-        p.check(loaded.keras_model, train, settings)
-        pruned = p.finalize(p.apply(loaded.keras_model, train, settings, val))
+        p = PrunePass(PruneConfig(sparsity=sparsity, structure=structure, epochs=epochs))
+        ctx = PassContext(train=train, val=val, seed=seed, show_training=show)
+        p.check(ModelState(keras=loaded.keras_model), ctx)
+        pruned = p.finalize(p.apply(ModelState(keras=loaded.keras_model), ctx).state).keras
         return convert(as_loaded(pruned, f"{loaded.path} (pruned)"), QuantMode.INT8, calibration=calibration)
 
     return build

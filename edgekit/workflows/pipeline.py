@@ -40,8 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, Preprocessing, SizeInfo
 from edgekit.core.errors import DataError, EdgekitError, GateFailed, InputError, ModelError, RecipeError
 from edgekit.core.fsutil import TMP_PREFIX, sha256_file, size_info, write_bytes_atomic, write_json_atomic
+from edgekit.core.keras_graph import clone_model
+from edgekit.passes.base import ModelState, PassContext
 from edgekit.workflows.recipes import (
     ClusterSpec,
     DistillSpec,
@@ -53,7 +56,6 @@ from edgekit.workflows.recipes import (
     load_recipe,
     recipe_source,
 )
-from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, Preprocessing, SizeInfo
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -148,8 +150,7 @@ def measure_latency(items: list[Measurement], *, runs: int, warmup: int, threads
     mean something on a shared machine. Each item's statistics pool the timed runs of all rounds.
     Returns the device report of the last run (None locally).
     """
-    from edgekit.runtime.local import run_local
-    from edgekit.runtime.local import latency_stats
+    from edgekit.runtime.local import latency_stats, run_local
 
     pooled: dict[int, list[Any]] = {i: [] for i in range(len(items))}
     device_report = None
@@ -308,8 +309,6 @@ def ensure_loss(keras_model: Any, loss: str | None) -> None:
 
 
 def save_keras(model: Any, path: Path) -> None:
-    from edgekit.passes.compress import clone_model
-
     plain = clone_model(model)
     with contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
         plain.save(path)
@@ -419,28 +418,25 @@ class _State:
     warnings: list[str] = field(default_factory=list)
 
 
-def _train_settings(spec: Any, seed: int, progress: bool) -> Any:
-    from edgekit.passes.compress import TrainSettings
-
-    return TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate, loss=spec.loss,
-                         lr_schedule=getattr(spec, "lr_schedule", "constant"),
-                         seed=seed, progress=progress)
+def _training(spec: Any) -> dict[str, Any]:
+    return {"epochs": spec.epochs, "batch_size": spec.batch_size, "learning_rate": spec.learning_rate, "loss": spec.loss,
+            "lr_schedule": getattr(spec, "lr_schedule", "constant")}
 
 
 def _prune_config(spec: PruneSpec) -> Any:
-    from edgekit.passes.prune import LayerTarget, make_config
+    from edgekit.passes.prune import LayerTarget, PruneConfig
 
-    return make_config(sparsity=spec.sparsity, structure=spec.structure, schedule=spec.schedule,
+    return PruneConfig(sparsity=spec.sparsity, structure=spec.structure, schedule=spec.schedule,
                        initial_sparsity=spec.initial_sparsity, begin_epoch=spec.begin_epoch, end_epoch=spec.end_epoch,
                        layers=spec.layers, skip=spec.skip,
-                       targets=tuple(LayerTarget(layers=t.layers, sparsity=t.sparsity) for t in spec.targets))
+                       targets=tuple(LayerTarget(layers=t.layers, sparsity=t.sparsity) for t in spec.targets), **_training(spec))
 
 
 def _cluster_config(spec: ClusterSpec) -> Any:
-    from edgekit.passes.cluster import make_config
+    from edgekit.passes.cluster import ClusterConfig
 
-    return make_config(clusters=spec.clusters, init=spec.init, preserve_sparsity=spec.preserve_sparsity,
-                       per_channel=spec.per_channel, layers=spec.layers, skip=spec.skip)
+    return ClusterConfig(clusters=spec.clusters, init=spec.init, preserve_sparsity=spec.preserve_sparsity,
+                         per_channel=spec.per_channel, layers=spec.layers, skip=spec.skip, **_training(spec))
 
 
 def _student_path(spec: DistillSpec, recipe: Recipe) -> Path | None:
@@ -465,11 +461,11 @@ def precheck_passes(recipe: Recipe, keras_model: Any, train: Dataset | None, val
         if isinstance(spec, PruneSpec):
             from edgekit.passes.prune import PrunePass
 
-            PrunePass(_prune_config(spec)).check(keras_model, train, _train_settings(spec, 0, False))
+            PrunePass(_prune_config(spec)).check(ModelState(keras=keras_model), PassContext(train=train))
         elif isinstance(spec, ClusterSpec):
             from edgekit.passes.cluster import ClusterPass
 
-            ClusterPass(_cluster_config(spec)).check(keras_model, train, _train_settings(spec, 0, False))
+            ClusterPass(_cluster_config(spec)).check(ModelState(keras=keras_model), PassContext(train=train))
         elif isinstance(spec, DistillSpec):
             from edgekit.passes.distill import check_distill_options
 
@@ -536,8 +532,8 @@ class PipelineResult:
 
 
 def _quantize_step(spec: QuantizeSpec, state: _State, calibration: np.ndarray | None, record: StepRecord, progress: Progress) -> None:
-    from edgekit.export.convert import INT8_WEIGHT_MODES, choose_weights, convert
     from edgekit.core.datatypes import IOType, QuantMode
+    from edgekit.export.convert import INT8_WEIGHT_MODES, choose_weights, convert
 
     keras_model = state.keras_model
     if spec.equalize:
@@ -575,10 +571,10 @@ def _quantize_step(spec: QuantizeSpec, state: _State, calibration: np.ndarray | 
 
 def _export_step(spec: ExportSpec, state: _State, calibration: np.ndarray | None, pre: Preprocessing, labels: list[str] | None,
                  out: Path, record: StepRecord, progress: Progress) -> Path:
-    from edgekit.export.delegates import check_compatibility
-    from edgekit.workflows.export import METADATA_NAME, METADATA_SCHEMA, REPORT_FILE, embed_metadata, resolve_settings
-    from edgekit.export.sensitivity import keras_layer_names
     from edgekit.core.tflite_file import parse_tflite_bytes
+    from edgekit.export.delegates import check_compatibility
+    from edgekit.export.sensitivity import keras_layer_names
+    from edgekit.workflows.export import METADATA_NAME, METADATA_SCHEMA, REPORT_FILE, embed_metadata, resolve_settings
 
     if state.tflite is None:
         from edgekit.export.convert import choose_weights, convert
@@ -706,8 +702,8 @@ def run_recipe(
     with staged_dir(out) as tmp:
         (tmp / STEPS_DIR).mkdir()
         say("converting the unchanged model to float32 (the reference)")
-        from edgekit.export.convert import convert
         from edgekit.core.datatypes import QuantMode
+        from edgekit.export.convert import convert
 
         ref_path = tmp / STEPS_DIR / "00-float32.tflite"
         write_bytes_atomic(ref_path, convert(loaded, QuantMode.FLOAT32))
@@ -717,7 +713,7 @@ def run_recipe(
             say(f"[{index}/{len(rec.passes)}] {spec.pass_}")
             stem = tmp / STEPS_DIR / f"{index:02d}-{spec.pass_}"
             if isinstance(spec, PruneSpec | ClusterSpec):
-                from edgekit.passes.compress import check_training_data
+                from edgekit.passes.training import check_training_data
 
                 ensure_loss(state.keras_model, spec.loss)
                 if isinstance(spec, PruneSpec):
@@ -728,16 +724,13 @@ def run_recipe(
                     from edgekit.passes.cluster import ClusterPass
 
                     p = ClusterPass(_cluster_config(spec))
-                settings = _train_settings(spec, rec.data.seed, training_progress)
+                pass_ctx = PassContext(train=train, val=val_ds, seed=rec.data.seed, show_training=training_progress)
                 check_training_data(state.keras_model, train, need_labels=spec.epochs > 0)
-                p.check(state.keras_model, train, settings)
-                new = p.finalize(p.apply(state.keras_model, train, settings, val_ds))
-                if isinstance(spec, PruneSpec):
-                    reports = p.layer_reports(state.keras_model, new)
-                else:
-                    reports = p.layer_reports(new)
-                record.details["layers"] = [r.to_dict() for r in reports]
-                record.details["history"] = p.history
+                p.check(ModelState(keras=state.keras_model), pass_ctx)
+                applied = p.apply(ModelState(keras=state.keras_model), pass_ctx)
+                new = p.finalize(applied.state).keras
+                record.details["layers"] = list(applied.details["layers"])
+                record.details["history"] = applied.details["history"]
                 ensure_loss(new, spec.loss)
                 state.keras_model = new
                 save_keras(new, stem.with_suffix(".keras"))

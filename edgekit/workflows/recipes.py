@@ -54,8 +54,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from edgekit.core.errors import InputError, RecipeError
 from edgekit.core.datatypes import check_name
+from edgekit.core.errors import InputError, RecipeError
 
 SCHEMA_VERSION = 1
 ENV_VAR = "EDGEKIT_RECIPES"

@@ -17,26 +17,23 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from edgekit.core.errors import ModelError
+from edgekit.core.keras_graph import (
+    ACTIVATION_LAYERS,
+    AFFINE_PREPROCESSING,
+    FUSING_MERGES,
+    GLOBAL_MEAN_POOLING,
+    MERGES,
+    SCALE_PRESERVING,
+)
 from edgekit.core.tfshim import functional_graph, graph_nodes, keras
 from edgekit.passes.qat.layers import FIXED_OUTPUT_RANGES, FUSABLE_ACTIVATIONS
 
 # How each layer is treated. Keys are Keras layer class names; checked with isinstance below.
-# TODO(keras_graph): these layer families move to edgekit.core.keras_graph (compress helper) once it lands.
-_PASSTHROUGH = (
-    "Reshape", "Flatten", "MaxPooling1D", "MaxPooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-    "AveragePooling1D", "AveragePooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization", "Permute", "RepeatVector", "UpSampling1D", "UpSampling2D", "Identity", "InputLayer",
-)
-_MEAN = ("GlobalAveragePooling1D", "GlobalAveragePooling2D")
-_AFFINE = ("Rescaling", "Normalization")
-_MERGE = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate")
-_FUSING_MERGES = ("Add", "Subtract", "Multiply")
-_ACTIVATION_LAYERS = ("ReLU", "Activation", "Softmax", "LeakyReLU", "ELU", "PReLU")
 # Activation functions whose int8 TFLite form the QAT graph reproduces (converted to a fused
 # activation or a single int8 builtin op). Others keep the layer float.
 QUANTIZABLE_ACTIVATIONS = frozenset({
@@ -154,7 +151,7 @@ def _flatten_graph(model: Any) -> _Graph:
 # The plan: what each node becomes
 
 
-def _is(layer: Any, names: tuple[str, ...]) -> bool:
+def _is(layer: Any, names: Iterable[str]) -> bool:
     layers = keras().layers
     classes = tuple(getattr(layers, n) for n in names if hasattr(layers, n))
     return isinstance(layer, classes)
@@ -274,22 +271,22 @@ def plan_qat(keras_model: Any) -> QatPlan:
                 steps[id(node)] = _Step(node, "bn")
             else:
                 steps[id(node)] = _Step(node, "unsupported", reason=f"normalizes over axis {layer.axis}, not the channel axis")
-        elif _is(layer, _ACTIVATION_LAYERS):
+        elif _is(layer, ACTIVATION_LAYERS):
             act = activation_name(layer) or "linear"
             if act in QUANTIZABLE_ACTIVATIONS:
                 steps[id(node)] = _Step(node, "activation", kind=act, fixed_range=FIXED_OUTPUT_RANGES.get(act))
             else:
                 steps[id(node)] = _Step(node, "unsupported", reason=f"activation '{act}' has no int8 form edgekit simulates")
-        elif _is(layer, _MERGE):
+        elif _is(layer, MERGES):
             steps[id(node)] = _Step(node, "merge", kind=type(layer).__name__)
-        elif _is(layer, _MEAN):
+        elif _is(layer, GLOBAL_MEAN_POOLING):
             steps[id(node)] = _Step(node, "mean")
-        elif _is(layer, _AFFINE):
+        elif _is(layer, AFFINE_PREPROCESSING):
             if _is(layer, ("Rescaling",)) or _last_axis(layer.axis, node):
                 steps[id(node)] = _Step(node, "affine")
             else:
                 steps[id(node)] = _Step(node, "unsupported", reason=f"normalizes over axis {layer.axis}, not the channel axis")
-        elif _is(layer, _PASSTHROUGH):
+        elif _is(layer, SCALE_PRESERVING):
             steps[id(node)] = _Step(node, "passthrough", quantize_output=False)
         else:
             steps[id(node)] = _Step(node, "unsupported", reason="no int8 simulation for this layer type")
@@ -326,7 +323,7 @@ def plan_qat(keras_model: Any) -> QatPlan:
             step.quantize_output = False
             continue
         step.quantize_output = True
-        fusing = step.role == "weighted" or (step.role == "merge" and step.kind in _FUSING_MERGES)
+        fusing = step.role == "weighted" or (step.role == "merge" and step.kind in FUSING_MERGES)
         own_act = activation_name(step.node.layer) if step.role == "weighted" else "linear"
         if fusing and own_act in ("linear", None):
             end = effective_end(step)

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.errors import ModelError
+from edgekit.core.keras_graph import MAX_SHARED_VALUES, shares_values
 from edgekit.passes.qat.graph import QatPlan
 from edgekit.passes.qat.layers import KernelConstraint
 
-# TODO(keras_graph): "is this kernel clustered" comes from edgekit.core.keras_graph once it lands
-MAX_CLUSTERS = 256  # a kernel with more distinct values than this is not treated as clustered
+MAX_CLUSTERS = MAX_SHARED_VALUES  # a kernel with more distinct values than this is not treated as clustered
 MIN_SPARSITY = 0.01  # preserve sparsity needs at least this fraction of zero kernel weights
 
 
@@ -67,7 +67,7 @@ class Clusters:
 def cluster_centroids(plan: QatPlan) -> dict[tuple[int, str], Clusters]:
     """(id(layer), kernel attribute) -> :class:`Clusters` for every clustered kernel.
 
-    A kernel is clustered when it has at most MAX_CLUSTERS distinct values and at most half as
+    A kernel is clustered by the one rule of :func:`edgekit.core.keras_graph.shares_values` (at most MAX_CLUSTERS distinct values, at most a quarter as
     many as it has weights (one shared codebook), or when each output channel does (a codebook
     per channel, as ``edgekit cluster --per-channel`` makes). ``centroids`` is flat; ``indices``
     has the kernel's shape and points into it, so ``centroids[indices]`` rebuilds the kernel.
@@ -80,14 +80,14 @@ def cluster_centroids(plan: QatPlan) -> dict[tuple[int, str], Clusters]:
         for attr in attrs:
             values = np.asarray(getattr(step.node.layer, attr))
             centroids, indices = np.unique(values, return_inverse=True)
-            if len(centroids) <= MAX_CLUSTERS and 2 * len(centroids) <= values.size:
+            if shares_values(len(centroids), values.size):
                 found[(id(step.node.layer), attr)] = Clusters(centroids.astype(np.float32), indices.reshape(values.shape), False,
                                                               len(centroids))
                 continue
             view = _channel_view(step.kind, attr, values)
             columns = [np.unique(view[:, c], return_inverse=True) for c in range(view.shape[1])]
             width = max(len(u) for u, _ in columns)
-            if width > MAX_CLUSTERS or 2 * width > view.shape[0]:
+            if not shares_values(width, view.shape[0]):
                 continue
             table = np.zeros((view.shape[1], width), np.float32)
             flat_index = np.zeros(view.shape, np.int64)
