@@ -95,6 +95,7 @@ class EdgekitGroup(click.Group):
 
     def invoke(self, ctx: click.Context):  # noqa: D102 - click API
         verbose = bool(ctx.params.get("verbose"))
+        before = os.environ.get("EDGEKIT_VERBOSE")
         try:
             return super().invoke(ctx)
         except EdgekitError as exc:
@@ -112,6 +113,11 @@ class EdgekitGroup(click.Group):
                 traceback.print_exc()
             detail = " ".join(str(exc).split())[:300]
             _fail(ctx, f"unexpected {type(exc).__name__}: {detail} (rerun with -v for the traceback)", 1)
+        finally:  # -v holds for this invocation only (library code reads it from the environment)
+            if before is None:
+                os.environ.pop("EDGEKIT_VERBOSE", None)
+            else:
+                os.environ["EDGEKIT_VERBOSE"] = before
 
 
 @click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
