@@ -49,7 +49,7 @@ def _load_sshd_helper():
 
 
 def make_artifacts(folder: Path, with_mobilenet: bool) -> list[tuple[str, Path, int]]:
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
     from edgekit.core.datatypes import Preprocessing
 
     out = []

@@ -2,7 +2,7 @@
 
 Each step is a module with a function of the same name; importing ``edgekit`` itself is light::
 
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
     from edgekit.workflows.validate import validate
     result = quantize("model.keras", "model_int8.tflite", mode="int8", data="calib.npz")
     report = validate("model_int8.tflite", "val.npz", reference="model.keras")

@@ -71,7 +71,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def art(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     out = tmp_path_factory.mktemp("artifact") / "a.tflite"
     quantize(tiny["model"], out, mode="float32", preprocessing=Preprocessing(scale=1 / 255))

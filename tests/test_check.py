@@ -12,17 +12,11 @@ import yaml
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.export.delegates import (
-    RULES_DIR,
-    check_bytes,
-    estimate_flops,
-    guess_layer,
-    load_rules,
-    parse_rules,
-    partition_nodes,
-)
 from edgekit.core.errors import InputError, RecipeError
 from edgekit.core.tflite_file import OperatorInfo, parse_tflite_bytes
+from edgekit.export.delegates import check_bytes
+from edgekit.export.graph import estimate_flops, guess_layer, partition_nodes
+from edgekit.export.rules import RULES_DIR, load_rules, parse_rules
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -60,10 +54,10 @@ def gpu_hostile(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def mobilenet_fp16(tmp_path_factory) -> Path:
-    from edgekit.core.tfshim import keras
-    from edgekit.workflows.export import _loaded_from_object
-    from edgekit.export.convert import convert
     from edgekit.core.datatypes import QuantMode
+    from edgekit.core.tfshim import keras
+    from edgekit.export.convert import convert
+    from edgekit.workflows.export import _loaded_from_object
 
     k = keras()
     k.utils.set_random_seed(0)
@@ -214,10 +208,10 @@ def test_partitioning_joins_independent_branches_like_tflite():
 
 def test_xnnpack_coverage_of_an_int8_softmax_head():
     """XNNPACK runs SOFTMAX in float32 only: an int8 softmax stays on TFLite's CPU kernel."""
-    from edgekit.core.tfshim import keras
-    from edgekit.workflows.export import _loaded_from_object
-    from edgekit.export.convert import convert
     from edgekit.core.datatypes import IOType, QuantMode
+    from edgekit.core.tfshim import keras
+    from edgekit.export.convert import convert
+    from edgekit.workflows.export import _loaded_from_object
 
     k = keras()
     k.utils.set_random_seed(1)

@@ -29,7 +29,7 @@ def profile():
 @pytest.fixture(scope="module")
 def artifact(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     out = tmp_path_factory.mktemp("hw-art") / "tiny_int8.tflite"
     quantize(tiny["model"], out, mode="int8", data=tiny["train"], preprocessing=Preprocessing(scale=1 / 255))
@@ -50,7 +50,7 @@ def test_probe_records_the_device(profile):
 
 
 def test_benchmark_on_the_device(profile, artifact):
-    from edgekit.devices.run import benchmark
+    from edgekit.workflows.benchmark import benchmark
 
     report = benchmark(artifact, device=profile, runs=20, warmup=3)
     assert report.latency.runs >= 20 and report.latency.mean_ms > 0

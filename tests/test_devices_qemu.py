@@ -94,7 +94,7 @@ def _no_core_files():
 @pytest.fixture(scope="module")
 def artifacts(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     folder = tmp_path_factory.mktemp("qemu-art")
     quantize(tiny["model"], folder / "f32.tflite", mode="float32")

@@ -59,7 +59,7 @@ def devices_dir(sshd, tmp_path_factory):
 @pytest.fixture(scope="module")
 def artifact(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     out = tmp_path_factory.mktemp("ssh-art") / "tiny_int8.tflite"
     quantize(tiny["model"], out, mode="int8", data=tiny["train"], preprocessing=Preprocessing(scale=1 / 255))

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.core.errors import ConversionError, InputError, ModelError
-from edgekit.workflows.export import METADATA_NAME, embed_metadata, export, read_embedded_metadata, resolve_settings
-from edgekit.core.tflite_file import parse_tflite_bytes, read_tflite
 from edgekit.core.datatypes import IOType, Preprocessing, QuantMode
+from edgekit.core.errors import ConversionError, InputError, ModelError
+from edgekit.core.tflite_file import parse_tflite_bytes, read_tflite
+from edgekit.workflows.export import METADATA_NAME, embed_metadata, export, read_embedded_metadata, resolve_settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -39,7 +39,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
 @pytest.fixture(scope="module")
 def fuzz_inputs(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     root = tmp_path_factory.mktemp("fuzz")
     quantize(tiny["model"], root / "seed.tflite", mode="int8", data=tiny["train"], samples=20,

@@ -91,7 +91,7 @@ def test_float32_conversion_matches_keras_above_60db(runner, cli, tiny, tmp_path
 
 def test_seeded_calibration_is_reproducible(tiny, tmp_path):
     from edgekit import Preprocessing
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     a = quantize(tiny["model"], tmp_path / "a.tflite", mode="int8", data=tiny["train"], samples=40, seed=7,
                  preprocessing=Preprocessing(scale=1 / 255))
@@ -118,7 +118,7 @@ def test_existing_output_needs_force(runner, cli, tiny, tmp_path):
 
 def test_saved_model_directory_converts(tiny, tmp_path):
     from edgekit import read_tflite
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     export_dir = tmp_path / "saved"
     tiny["keras_model"].export(str(export_dir), verbose=False)

@@ -63,7 +63,7 @@ def test_mean_with_wrong_channel_count(runner, cli, tiny, tmp_path):
 @pytest.fixture(scope="module")
 def built(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     out = tmp_path_factory.mktemp("built") / "m.tflite"
     quantize(tiny["model"], out, mode="float32", preprocessing=Preprocessing(scale=1 / 255))

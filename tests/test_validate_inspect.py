@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="module")
 def int8_artifact(tiny, tmp_path_factory):
     from edgekit import Preprocessing
-    from edgekit.export.convert import quantize
+    from edgekit.workflows.quantize import quantize
 
     out = tmp_path_factory.mktemp("art") / "tiny_int8.tflite"
     quantize(tiny["model"], out, mode="int8", data=tiny["train"], preprocessing=Preprocessing(scale=1 / 255), io_type="int8")

@@ -27,11 +27,12 @@ def benchmark(artifact, device, runs, warmup, threads, runtime, target, devices_
     (a throttled run is flagged). Linux devices run edgekit's runner; Android devices run the
     benchmark_model binary named in the profile.
     """
-    from edgekit.devices.run import benchmark as run_benchmark
+    from edgekit.devices.profiles import load_profile
+    from edgekit.workflows.benchmark import benchmark as run_benchmark
 
-    with err_console.status(f"Benchmarking on {device}...", spinner="dots") if not as_json else contextlib.nullcontext():
-        report = run_benchmark(artifact, device=device, runs=runs, warmup=warmup, threads=threads, runtime=runtime,
-                               target=target, devices_dir=devices_dir)
+    profile = load_profile(device, devices_dir=devices_dir)
+    with err_console.status(f"Benchmarking on {profile.name}...", spinner="dots") if not as_json else contextlib.nullcontext():
+        report = run_benchmark(artifact, device=profile, runs=runs, warmup=warmup, threads=threads, runtime=runtime, target=target)
     if as_json:
         print_json(report.to_dict())
         return

@@ -21,7 +21,7 @@ def check(artifact, target, api_level, show_all, as_json):
     the Keras layer it came from (when the names tell) and a suggested rewrite. Summary: share of
     nodes and of FLOPs on the delegate and the number of partitions TFLite will make.
     """
-    from edgekit.export.delegates import check_artifact
+    from edgekit.workflows.check import check_artifact
 
     report = check_artifact(artifact, target, api_level=api_level)
     for warning in report.warnings:

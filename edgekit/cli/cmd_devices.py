@@ -69,11 +69,13 @@ def probe_device(name, runtime, devices_dir, as_json):
     and features, Android API level and SoC, and thermal state; on Linux devices, pick the runtime
     the runs will use (each candidate is try-run on a tiny model). Exits 7 when no runtime works.
     """
-    from edgekit.devices.probe import probe_device as run_probe
     from edgekit.core.errors import DeviceError
+    from edgekit.devices.probe import probe_device as run_probe
+    from edgekit.devices.profiles import load_profile
 
-    with err_console.status(f"Probing {name}...", spinner="dots") if not as_json else contextlib.nullcontext():
-        probe = run_probe(name, devices_dir=devices_dir, runtime=runtime, require_runtime=False)
+    profile = load_profile(name, devices_dir=devices_dir)
+    with err_console.status(f"Probing {profile.name}...", spinner="dots") if not as_json else contextlib.nullcontext():
+        probe = run_probe(profile, runtime=runtime, require_runtime=False)
     if as_json:
         print_json(probe.to_dict())
     else:

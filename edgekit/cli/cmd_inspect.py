@@ -18,7 +18,7 @@ def inspect(artifact, unsafe, custom_objects, as_json):
     """
     from edgekit.workflows.inspect import inspect_artifact
 
-    info = inspect_artifact(artifact, unsafe=unsafe, custom_objects=custom_objects)
+    info = inspect_artifact(artifact, unsafe=unsafe, custom_objects=custom_objects).to_dict()
     if as_json:
         print_json(info)
         return

@@ -7,6 +7,7 @@ import contextlib
 import click
 
 from edgekit.cli.options import (
+    build_config,
     data_key_options,
     force_option,
     json_option,
@@ -25,7 +26,7 @@ IO_TYPES = ["float", "int8", "uint8", "int16"]
 @click.option("-o", "--output", required=True, type=click.Path(), help="The .tflite file to write (a manifest .json is written beside it).")
 @click.option("--mode", type=click.Choice(MODES), default="int8", show_default=True, help="Quantization mode.")
 @click.option("--data", type=click.Path(), default=None, help="Calibration data: .npz, .npy or an image folder (needed for int8, int16x8).")
-@click.option("--samples", default=100, show_default=True, type=int, help="Calibration samples drawn (seeded) from --data.")
+@click.option("--samples", "calibration_samples", default=100, show_default=True, type=int, help="Calibration samples drawn (seeded) from --data.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for the calibration sample.")
 @click.option("--io-type", type=click.Choice(IO_TYPES), default="float", show_default=True, help="Input/output dtype (int8/uint8 need --mode int8; int16 needs int16x8).")
 @click.option("--weights", type=click.Choice(["auto", "per-channel", "per-tensor"]), default="auto", show_default=True,
@@ -37,7 +38,7 @@ IO_TYPES = ["float", "int8", "uint8", "int16"]
 @model_loading_options
 @force_option
 @json_option
-def quantize(model, output, mode, data, samples, seed, io_type, weights, allow_select_tf_ops, scale, mean, std, x_key, y_key,
+def quantize(model, output, mode, data, calibration_samples, seed, io_type, weights, allow_select_tf_ops, scale, mean, std, x_key, y_key,
              unsafe, custom_objects, force, as_json):
     """Quantize MODEL (.keras, .h5 or SavedModel directory) to a TFLite file.
 
@@ -46,13 +47,15 @@ def quantize(model, output, mode, data, samples, seed, io_type, weights, allow_s
     dynamic (int8 weights), int8 (full integer, needs --data), int16x8 (int16 activations,
     needs --data). Only TFLite builtin ops are allowed unless --allow-select-tf-ops.
     """
-    from edgekit.export.convert import quantize as run_quantize
+    from edgekit.passes.quantize import QuantizeConfig
+    from edgekit.workflows.quantize import quantize as run_quantize
 
+    config = build_config(QuantizeConfig, {"mode": mode, "io_type": io_type, "calibration_samples": calibration_samples, "weights": weights,
+                                           "allow_select_tf_ops": allow_select_tf_ops, "layer_stats": False})
     with err_console.status(f"Quantizing ({mode})...", spinner="dots") if not as_json else contextlib.nullcontext():
         result = run_quantize(
-            model, output, mode=mode, data=data, samples=samples, seed=seed, io_type=io_type,
-            preprocessing=preprocessing_from_options(scale, mean, std), allow_select_tf_ops=allow_select_tf_ops,
-            force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, weights=weights,
+            model, output, config=config, data=data, seed=seed, preprocessing=preprocessing_from_options(scale, mean, std),
+            force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -42,17 +42,20 @@ def validate(artifact, data, reference, runs, warmup, threads, samples, seed, re
     """
     from edgekit.workflows.validate import validate as run_validate
 
-    if device is not None and click.get_current_context().get_parameter_source("threads") == click.core.ParameterSource.DEFAULT:
+    profile = None
+    if device is not None:
         from edgekit.devices.profiles import load_profile
 
-        threads = load_profile(device, devices_dir=devices_dir).threads  # the profile's threads unless --threads
+        profile = load_profile(device, devices_dir=devices_dir)
+        if click.get_current_context().get_parameter_source("threads") == click.core.ParameterSource.DEFAULT:
+            threads = profile.threads  # the profile's threads unless --threads
 
     with err_console.status("Validating...", spinner="dots") if not as_json else contextlib.nullcontext():
         result = run_validate(
             artifact, data, reference=reference, preprocessing=preprocessing_from_options(scale, mean, std),
             runs=runs, warmup=warmup, threads=threads, samples=samples, seed=seed, x_key=x_key, y_key=y_key,
             report=report, unsafe=unsafe, custom_objects=custom_objects, runtime=runtime,
-            device=device, devices_dir=devices_dir,
+            device=profile,
         )
     if as_json:
         print_json(result.to_dict())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,9 @@ def build_config(config_type: type[Any], values: dict[str, Any]) -> Any:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else ""
         message = err["msg"].removeprefix("Value error, ")
-        if field:
-            raise InputError(f"{field}: {message}", hint=f"fix {field}", settings=(field,)) from None
-        raise InputError(message, hint="check the options") from None
+        if field:  # a message that already names its setting is not prefixed with it again
+            text = message if re.match(rf"{re.escape(field)}\b", message) else f"{field}: {message}"
+            raise InputError(text, hint=f"fix {field}", settings=(field,)) from None
+        # a rule across settings: every setting the message names gets its flag spelling
+        named = tuple(f for f in config_type.model_fields if re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", message))
+        raise InputError(message, hint="check the options", settings=named) from None

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgekit.core.errors import EdgekitError, InputError
 from edgekit.core.datatypes import SizeInfo
+from edgekit.core.errors import EdgekitError, InputError
 
 TMP_PREFIX = ".edgekit-tmp-"
 
@@ -126,9 +126,14 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(fh.fileno())
 
 
+def json_bytes(payload: Any) -> bytes:
+    """``payload`` as the indented JSON edgekit writes (what :func:`write_json_atomic` writes)."""
+    return (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode()
+
+
 def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
     """Writes ``payload`` as indented JSON, atomically."""
-    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes_atomic(path, json_bytes(payload))
 
 
 def check_output_path(

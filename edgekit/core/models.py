@@ -29,6 +29,7 @@ import numpy as np
 
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file
+from edgekit.core.tfshim import keras, native_output_captured, tensorflow
 
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -74,8 +75,6 @@ class LoadedModel:
             out = self.keras_model.predict(x, batch_size=batch_size, verbose=0)
             return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
         if self._serving is None:
-            from edgekit.core.tfshim import tensorflow
-
             tf = tensorflow()
             loaded = tf.saved_model.load(self.saved_model_dir)
             self._serving = (loaded, loaded.signatures["serving_default"])
@@ -157,8 +156,6 @@ def read_keras_config(path: str | os.PathLike[str], fmt: str) -> dict[str, Any]:
 
 
 def _builtin_keras_names() -> set[str]:
-    from edgekit.core.tfshim import keras
-
     k = keras()
     names = set(_CONTAINERS) | {"InputLayer", "DTypePolicy", "FloatDTypePolicy", "Policy"}
     for mod in (k.layers, k.initializers, k.regularizers, k.constraints, k.activations, k.losses, k.metrics, k.optimizers):
@@ -301,12 +298,10 @@ def load_model(
     found = scan_config(config, skip_keys=() if compile else ("compile_config",))
     refuse_unsafe(p, found, unsafe=unsafe, custom_objects=objects)
 
-    from edgekit.core.tfshim import keras, native_stderr_captured
-
     k = keras()
     log: list[str] = []
     try:
-        with native_stderr_captured(log):
+        with native_output_captured(log, stdout=False):
             model = k.saving.load_model(p, custom_objects=objects or None, compile=compile, safe_mode=not unsafe)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -342,11 +337,9 @@ def _describe_keras(model: Any, p: Path, fmt: str, digest: str, unsafe: bool) ->
 
 
 def _load_saved_model(p: Path, digest: str) -> LoadedModel:
-    from edgekit.core.tfshim import native_stderr_captured, tensorflow
-
     tf = tensorflow()
     try:
-        with native_stderr_captured():
+        with native_output_captured(stdout=False):
             loaded = tf.saved_model.load(str(p))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

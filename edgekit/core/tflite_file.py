@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.core.errors import ModelError
 from edgekit.core.datatypes import QuantParams, TensorSpec
+from edgekit.core.errors import ModelError
 
 _MAX_FILE = 2**31 - 1  # flatbuffers are limited to 2 GiB; larger models use external buffers
 
@@ -303,9 +303,10 @@ def _parse(buf: bytes, reader: _Reader) -> TfliteInfo:
                     idx = int(idx)
                     if not 0 <= idx < n_t:
                         raise reader.fail(f"subgraph input/output refers to tensor {idx}, but there are {n_t}")
-                    t = sub_tensors[idx]
-                    shape = t.shape_signature if t.shape_signature else t.shape
-                    dest.append(TensorSpec(name=t.name, shape=shape, dtype=t.dtype.lower(), quantization=t.quantization))
+                    io_tensor = sub_tensors[idx]
+                    shape = io_tensor.shape_signature if io_tensor.shape_signature else io_tensor.shape
+                    dest.append(TensorSpec(name=io_tensor.name, shape=shape, dtype=io_tensor.dtype.lower(),
+                                           quantization=io_tensor.quantization))
     if not io_in or not io_out:
         raise reader.fail("the main subgraph declares no inputs or no outputs")
 

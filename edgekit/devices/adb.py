@@ -18,9 +18,9 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
+from edgekit.core.errors import DeviceError
 from edgekit.devices.profiles import AdbSettings, DeviceProfile
 from edgekit.devices.transport import Completed, check_remote_path, env_argv, split_exit_marker, with_exit_marker
-from edgekit.core.errors import DeviceError
 
 _CONNECTED = re.compile(r"^(?:already )?connected to (\S+)", re.MULTILINE)
 

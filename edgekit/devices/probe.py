@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.devices.profiles import DeviceProfile, load_profile
-from edgekit.devices.transport import Completed, Transport, open_transport, work_dir
 from edgekit.core.errors import DeviceError, RuntimeFailure
+from edgekit.devices.connect import open_transport
+from edgekit.devices.profiles import DeviceProfile, load_profile
+from edgekit.devices.transport import Completed, Transport, work_dir
 from edgekit.runtime.local import RUNNER_PATH, parse_runner_error
 
 REMOTE_PROBE_PATH = Path(__file__).with_name("remote_probe.py")
@@ -150,20 +151,20 @@ def parse_cpuinfo(text: str | None) -> CpuInfo:
         part, implementer = b.get("cpu part"), b.get("cpu implementer")
         if part and implementer:
             try:
-                key = (int(implementer, 16), int(part, 16))
+                core_id = (int(implementer, 16), int(part, 16))
             except ValueError:
                 continue
-            name = ARM_CORES.get(key, f"ARM part {part} (implementer {implementer})")
+            name = ARM_CORES.get(core_id, f"ARM part {part} (implementer {implementer})")
             if name not in core_types:
                 core_types.append(name)
     features = tuple(sorted(set.intersection(*feature_sets))) if feature_sets else ()
     model = " + ".join(core_types) if core_types else None
     if model is None:
         for b in cores:
-            for key in ("model name", "cpu model", "processor"):
-                value = b.get(key)
-                if value and not value.isdigit():
-                    model = value
+            for field_name in ("model name", "cpu model", "processor"):
+                named = b.get(field_name)
+                if named and not named.isdigit():
+                    model = named
                     break
             if model:
                 break

@@ -31,8 +31,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from edgekit.core.errors import InputError, RecipeError
 from edgekit.core.datatypes import check_name
+from edgekit.core.errors import InputError, RecipeError
 
 SCHEMA_VERSION = 1
 ENV_VAR = "EDGEKIT_DEVICES"

@@ -23,13 +23,17 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit.core.datatypes import LatencyStats
+from edgekit.core.errors import DeviceError, InputError, RuntimeFailure
+from edgekit.core.fsutil import sha256_file
 from edgekit.devices.benchmark_output import NativeBenchmarkResult, parse_benchmark_output
+from edgekit.devices.connect import open_transport
 from edgekit.devices.probe import (
     DeviceProbe,
     probe_android,
@@ -41,11 +45,8 @@ from edgekit.devices.probe import (
     thermal_verdict,
 )
 from edgekit.devices.profiles import DeviceProfile, load_profile
-from edgekit.devices.transport import Transport, open_transport, work_dir
-from edgekit.core.errors import DeviceError, InputError, RuntimeFailure
-from edgekit.core.fsutil import require_file, sha256_file, size_info
+from edgekit.devices.transport import Transport, work_dir
 from edgekit.runtime.local import RunResult, check_run_options, latency_stats, load_run_result, run_local
-from edgekit.core.datatypes import LatencyStats, SizeInfo
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,6 @@ def run_on_device(
         transport.close()
 
 
-
 def runs_here(profile: DeviceProfile) -> bool:
     """Whether a run on ``profile`` is a plain child process on this machine (no probe, no pinning, no custom runner)."""
     return profile.transport == "local" and profile.cpu_affinity is None and profile.runner is None
@@ -299,15 +299,23 @@ def run_model(
     warmup: int = 5,
     runtime: str | None = None,
     target: str | None = None,
+    with_probe: bool = False,
 ) -> DeviceRun:
     """Runs a (pre-checked) .tflite file on ``profile``: where every measurement in edgekit runs.
 
     The plain ``local`` profile runs edgekit's runner in a child process here
     (:func:`edgekit.runtime.local.run_local`); every other profile (pinned CPUs, another Python,
-    SSH, ADB) goes through :func:`run_on_device` and its probe.
+    SSH, ADB) goes through :func:`run_on_device` and its probe. ``with_probe`` takes that path
+    for the local profile too, so the report records the conditions of the run (probe, runtime
+    choice, thermal state, work folder), as ``edgekit benchmark`` does.
+
+    Example:
+        >>> run = run_model(load_profile("local"), "model_int8.tflite", x_val, runs=20)  # doctest: +SKIP
+        >>> run.latency.p50_ms, run.report["name"]  # doctest: +SKIP
+        (0.21, 'local')
     """
     threads = profile.threads if threads is None else threads
-    if runs_here(profile):
+    if runs_here(profile) and not with_probe:
         if target is not None:
             raise InputError(f"target is for Android devices; {profile.name} runs edgekit's runner", hint="drop the target")
         run = run_local(Path(model_path), inputs, threads=threads, runs=runs, warmup=warmup, runtime=runtime or "auto")
@@ -316,54 +324,3 @@ def run_model(
                   "accuracy_measured_on": "this machine" if inputs is not None else None}
         return DeviceRun(run=run, latency=latency_stats(run), report=report)
     return run_on_device(profile, model_path, inputs, threads=threads, runs=runs, warmup=warmup, runtime=runtime, target=target)
-
-
-@dataclass(frozen=True)
-class BenchmarkReport:
-    """What ``edgekit benchmark`` measured: latency of one artifact on one device."""
-
-    artifact: str
-    sha256: str
-    size: SizeInfo
-    latency: LatencyStats
-    device: dict[str, Any]
-    versions: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def throttled(self) -> bool:
-        return bool(self.device.get("thermal", {}).get("throttled"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"artifact": self.artifact, "sha256": self.sha256, "size": self.size.to_dict(),
-                "latency": self.latency.to_dict(), "device": self.device, "versions": self.versions}
-
-
-def benchmark(
-    artifact: str | os.PathLike[str],
-    *,
-    device: str | DeviceProfile = "local",
-    runs: int = 50,
-    warmup: int = 5,
-    threads: int | None = None,
-    runtime: str | None = None,
-    target: str | None = None,
-    devices_dir: str | os.PathLike[str] | None = None,
-) -> BenchmarkReport:
-    """Measures the latency of ``artifact`` on ``device`` (synthetic input, no accuracy).
-
-    Example:
-        >>> report = benchmark("model_int8.tflite", device="raspberry-pi-5", runs=100)  # doctest: +SKIP
-        >>> report.latency.p50_ms, report.throttled  # doctest: +SKIP
-        (3.2, False)
-    """
-    from edgekit.core.manifest import versions
-    from edgekit.core.tflite_file import read_tflite
-
-    check_run_options(runs, warmup, threads if threads is not None else 1)
-    path = require_file(artifact, "artifact")
-    read_tflite(path)  # parse and bounds-check before any runtime sees the file
-    result = run_on_device(device, path, None, threads=threads, runs=runs, warmup=warmup, runtime=runtime,
-                           target=target, devices_dir=devices_dir)
-    return BenchmarkReport(artifact=str(path), sha256=sha256_file(path), size=size_info(path), latency=result.latency,
-                           device=result.report, versions=versions())
-

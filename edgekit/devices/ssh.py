@@ -21,9 +21,9 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 
+from edgekit.core.errors import DeviceError
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transport import Completed, check_remote_path, env_argv, split_exit_marker, with_exit_marker
-from edgekit.core.errors import DeviceError
 
 
 def _quote_option_value(value: str) -> str:

@@ -6,6 +6,8 @@ client) and :class:`~edgekit.devices.adb.AdbTransport` (the system ``adb``). Com
 argument lists; the remote transports quote them once with :func:`shlex.join`. Every run gets
 its own work folder on the device, removed afterwards (:func:`work_dir`).
 
+:func:`edgekit.devices.connect.open_transport` picks the implementation a profile names.
+
 Example::
 
     transport = open_transport(load_profile("raspberry-pi-4"))
@@ -31,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from edgekit.devices.profiles import DeviceProfile
 from edgekit.core.errors import DeviceError
+from edgekit.devices.profiles import DeviceProfile
 
 # Appended to remote shell commands: the exit status survives transports that lose it (old adb)
 # and a death by signal shows as 128+N (ssh itself exits 255 for a remote signal).
@@ -200,16 +202,3 @@ def work_dir(transport: Transport) -> Iterator[str]:
             pass  # the run's own error is the one to report
         raise
     transport.remove_work_dir(path)
-
-
-def open_transport(profile: DeviceProfile) -> Transport:
-    """The transport a profile names (not yet connected; connections open on first use)."""
-    if profile.transport == "local":
-        return LocalTransport(profile)
-    if profile.transport == "ssh":
-        from edgekit.devices.ssh import SshTransport
-
-        return SshTransport(profile)
-    from edgekit.devices.adb import AdbTransport
-
-    return AdbTransport(profile)

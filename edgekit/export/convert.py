@@ -1,78 +1,49 @@
-"""Post-training quantization through the TFLite converter.
+"""Conversion through the TFLite converter: the one place edgekit sets a converter up.
 
 Modes: ``float32`` (plain conversion), ``float16`` (float16 weights), ``dynamic`` (int8 weights,
 float activations), ``int8`` (full integer with a representative dataset) and ``int16x8`` (int16
 activations, int8 weights). Only builtin ops are allowed unless ``allow_select_tf_ops`` is set.
 
+- :func:`convert_model` with a :class:`Conversion` is what commands, passes and the bench call;
+- :func:`convert_qat` converts a fake-quantized (QAT) Keras model to full int8;
+- :func:`make_converter` / :func:`run_converter` are the two halves under both (also used by the
+  per-layer error analysis, :mod:`edgekit.export.sensitivity`).
+
 Example:
-    >>> result = quantize("model.keras", "model_int8.tflite", mode="int8",
-    ...                   data="calib.npz", preprocessing=Preprocessing(scale=1 / 255))  # doctest: +SKIP
-    >>> result.artifact.size.bytes  # doctest: +SKIP
-    230512
+    >>> converted = convert_model(keras_model, Conversion(mode="int8"), calibration=x[:100])  # doctest: +SKIP
+    >>> len(converted.flatbuffer), converted.weights  # doctest: +SKIP
+    (230512, 'per-channel')
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edgekit.core.data import calibration_sample, load_dataset
+from edgekit.core.datatypes import IOType, QuantMode
 from edgekit.core.errors import ConversionError, InputError
-from edgekit.core.fsutil import check_output_path, sha256_file, size_info, write_bytes_atomic, write_json_atomic
-from edgekit.core.manifest import Manifest, manifest_path_for
-from edgekit.core.models import LoadedModel, load_model
-from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
-from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
+from edgekit.core.models import LoadedModel
+from edgekit.core.tfshim import disable_per_channel, keras, native_output_captured, tensorflow
+from edgekit.passes.compress import iter_layers, kernel_variable
 
 SELECT_OPS_WARNING = (
     "SELECT_TF_OPS is on: ops outside the TFLite builtin set run through the Flex delegate, "
     "which GPU/NNAPI/NPU delegates cannot run and which adds several MB to the app"
 )
 
-
-@dataclass(frozen=True)
-class QuantizeResult:
-    """What :func:`quantize` produced."""
-
-    artifact: Artifact
-    info: TfliteInfo
-    mode: QuantMode
-    io_type: IOType
-    conversion_seconds: float
-    calibration_samples: int
-    warnings: list[str] = field(default_factory=list)
-    weights: str | None = None  # per-channel / per-tensor (modes with int8 weights), None otherwise
-    weights_reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "artifact": self.artifact.to_dict(),
-            "mode": self.mode.value,
-            "io_type": self.io_type.value,
-            "weights": self.weights,
-            "weights_reason": self.weights_reason,
-            "conversion_seconds": round(self.conversion_seconds, 3),
-            "calibration_samples": self.calibration_samples,
-            "inputs": [t.to_dict() for t in self.info.inputs],
-            "outputs": [t.to_dict() for t in self.info.outputs],
-            "ops": self.info.op_histogram(),
-            "warnings": self.warnings,
-        }
-
-
 WEIGHT_CHOICES = ("auto", "per-channel", "per-tensor")
 INT8_WEIGHT_MODES = (QuantMode.DYNAMIC, QuantMode.INT8, QuantMode.INT16X8)
+QAT_IO_TYPES = (IOType.FLOAT, IOType.INT8, IOType.UINT8)
 # A kernel counts as clustered when it holds at most this many distinct values (and at most a
 # quarter of its size); only kernels with at least MIN_KERNEL_SIZE weights are looked at.
 MAX_SHARED_VALUES = 256
 MIN_KERNEL_SIZE = 256
+
+ConverterHook = Callable[[Any], None]
 
 
 def shared_value_kernels(keras_model: Any) -> dict[str, int] | None:
@@ -83,8 +54,6 @@ def shared_value_kernels(keras_model: Any) -> dict[str, int] | None:
     kernel has many distinct values (a normal model, or one clustered per channel), or when the
     model has no large kernel.
     """
-    from edgekit.passes.compress import iter_layers, kernel_variable
-
     found: dict[str, int] = {}
     for path, layer in iter_layers(keras_model):
         var = kernel_variable(layer)
@@ -150,6 +119,121 @@ def check_mode_options(mode: QuantMode, io_type: IOType, has_data: bool) -> None
         )
 
 
+# ----------------------------------------------------------------------------------------------
+# The converter, set up once
+# ----------------------------------------------------------------------------------------------
+
+
+def as_loaded(model: Any) -> LoadedModel:
+    """``model`` as a :class:`LoadedModel` (an in-memory Keras model is wrapped, a LoadedModel kept)."""
+    if isinstance(model, LoadedModel):
+        return model
+    return LoadedModel(path="<memory>", format="keras", sha256="", keras_model=model, input_shape=tuple(model.inputs[0].shape))
+
+
+def _representative_dataset(calibration: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+    samples = np.asarray(calibration, dtype=np.float32)
+
+    def representative_dataset() -> Iterator[list[np.ndarray]]:
+        for i in range(samples.shape[0]):
+            yield [samples[i: i + 1]]
+
+    return representative_dataset
+
+
+def make_converter(
+    model: Any,
+    mode: QuantMode | str,
+    *,
+    io_type: IOType | str = IOType.FLOAT,
+    calibration: np.ndarray | None = None,
+    allow_select_tf_ops: bool = False,
+    per_channel: bool = True,
+    float_fallback: bool = False,
+    fake_quant: bool = False,
+) -> Any:
+    """A ``tf.lite.TFLiteConverter`` set up for ``mode``: every converter edgekit runs comes from here.
+
+    Args:
+        model: a Keras model or a :class:`LoadedModel` (Keras or SavedModel).
+        mode: the quantization mode (ignored with ``fake_quant``).
+        io_type: dtype of the model's inputs and outputs (integer types for int8/int16x8/QAT only).
+        calibration: preprocessed inputs for the representative dataset (int8, int16x8).
+        allow_select_tf_ops: allow TensorFlow ops through the Flex delegate.
+        per_channel: int8 weights with one scale per output channel (False: one per tensor).
+        float_fallback: int8 may leave ops the int8 kernels lack in float (the per-layer
+            analysis re-quantizes with chosen layers kept in float).
+        fake_quant: the model carries its own ranges (QAT fake-quant ops): full int8 without
+            a representative dataset.
+
+    Raises:
+        ConversionError: the model cannot be prepared for conversion.
+        InputError: int8/int16x8 without calibration data.
+    """
+    tf = tensorflow()
+    mode = QuantMode(mode)
+    io_type = IOType(io_type)
+    loaded = as_loaded(model)
+    try:
+        if loaded.keras_model is not None:
+            converter = tf.lite.TFLiteConverter.from_keras_model(with_static_batch(loaded.keras_model))
+        else:
+            converter = tf.lite.TFLiteConverter.from_saved_model(loaded.saved_model_dir)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"the model cannot be prepared for conversion: {first[:300]}", hint="rerun with -v for details") from exc
+    io_dtype = {IOType.FLOAT: tf.float32, IOType.INT8: tf.int8, IOType.UINT8: tf.uint8, IOType.INT16: tf.int16}[io_type]
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if fake_quant:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.inference_input_type = io_dtype
+        converter.inference_output_type = io_dtype
+    else:
+        if mode is not QuantMode.FLOAT32:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode is QuantMode.FLOAT16:
+            converter.target_spec.supported_types = [tf.float16]
+        if mode.needs_data:
+            if calibration is None or len(calibration) == 0:
+                raise InputError(f"--mode {mode.value} needs calibration data", hint="pass --data")
+            converter.representative_dataset = _representative_dataset(calibration)
+            if mode is QuantMode.INT8:
+                ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, *([tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else [])]
+            else:
+                ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            converter.inference_input_type = io_dtype
+            converter.inference_output_type = io_dtype
+        if not per_channel and mode in INT8_WEIGHT_MODES:
+            disable_per_channel(converter)
+    if allow_select_tf_ops:
+        ops = [*ops, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.target_spec.supported_ops = ops
+    return converter
+
+
+def run_converter(converter: Any, *, allow_select_tf_ops: bool = False, ignore_warnings: bool = False) -> bytes:
+    """Runs ``converter.convert()`` quietly; a failure becomes a one-line :class:`ConversionError`.
+
+    ``ignore_warnings`` silences the converter's Python warnings (QAT: "Statistics for quantized
+    inputs were expected", the fake-quant ops provide them).
+    """
+    log: list[str] = []
+    try:
+        # Keras' export prints "Saved artifact at ..." to stdout and the converter logs to fd 2
+        with native_output_captured(log), warnings.catch_warnings():
+            if ignore_warnings:
+                warnings.simplefilter("ignore", UserWarning)
+            flatbuffer = converter.convert()
+    except Exception as exc:
+        raise conversion_error(exc, log, allow_select_tf_ops) from exc
+    return bytes(flatbuffer)
+
+
+def conversion_error(exc: Exception, log: list[str], allow_select_tf_ops: bool) -> ConversionError:
+    """The :class:`ConversionError` for a converter failure: its first telling line and a hint."""
+    return ConversionError(_conversion_message(exc, log, allow_select_tf_ops), hint=_conversion_hint(exc, log, allow_select_tf_ops))
+
+
 def convert(
     model: LoadedModel,
     mode: QuantMode,
@@ -157,73 +241,48 @@ def convert(
     calibration: np.ndarray | None = None,
     io_type: IOType = IOType.FLOAT,
     allow_select_tf_ops: bool = False,
-    converter_hook: Any = None,
+    converter_hook: ConverterHook | None = None,
     per_channel: bool = True,
 ) -> bytes:
-    """Converts a loaded model to TFLite flatbuffer bytes.
+    """Converts a loaded model to TFLite flatbuffer bytes (prefer :func:`convert_model`).
 
     Args:
-        model: from :func:`edgekit.core.models.load_model`.
+        model: from :func:`edgekit.core.models.load_model` (or a Keras model).
         mode: the quantization mode.
         calibration: preprocessed inputs for the representative dataset (int8, int16x8).
         io_type: dtype of the model's inputs and outputs (integer types only for int8/int16x8).
         allow_select_tf_ops: allow TensorFlow ops through the Flex delegate.
         converter_hook: optional callable receiving the converter before ``convert()``, for
-            settings edgekit does not expose (used by later passes, e.g. per-layer denylists).
+            settings edgekit does not expose.
         per_channel: int8 weights with one scale per output channel (the converter's default);
             False: one scale per tensor (see :func:`choose_weights`).
 
     Raises:
         ConversionError: with the converter's own first error line.
     """
-    from edgekit.core.tfshim import native_stderr_captured, tensorflow
-
-    tf = tensorflow()
-    try:
-        if model.keras_model is not None:
-            converter = tf.lite.TFLiteConverter.from_keras_model(with_static_batch(model.keras_model))
-        else:
-            converter = tf.lite.TFLiteConverter.from_saved_model(model.saved_model_dir)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConversionError(f"the model cannot be prepared for conversion: {first[:300]}", hint="rerun with -v for details") from exc
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if mode is not QuantMode.FLOAT32:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode is QuantMode.FLOAT16:
-        converter.target_spec.supported_types = [tf.float16]
-    if mode.needs_data:
-        if calibration is None or len(calibration) == 0:
-            raise InputError(f"--mode {mode.value} needs calibration data", hint="pass --data")
-        samples = np.asarray(calibration, dtype=np.float32)
-
-        def representative_dataset():
-            for i in range(samples.shape[0]):
-                yield [samples[i: i + 1]]
-
-        converter.representative_dataset = representative_dataset
-        if mode is QuantMode.INT8:
-            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        else:
-            ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        io_dtype = {IOType.FLOAT: tf.float32, IOType.INT8: tf.int8, IOType.UINT8: tf.uint8, IOType.INT16: tf.int16}[io_type]
-        converter.inference_input_type = io_dtype
-        converter.inference_output_type = io_dtype
-    if allow_select_tf_ops:
-        ops = [*ops, tf.lite.OpsSet.SELECT_TF_OPS]
-    converter.target_spec.supported_ops = ops
-    if not per_channel and mode in INT8_WEIGHT_MODES:
-        converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch for per-tensor weights
+    converter = make_converter(model, mode, io_type=io_type, calibration=calibration, allow_select_tf_ops=allow_select_tf_ops,
+                               per_channel=per_channel)
     if converter_hook is not None:
         converter_hook(converter)
-    log: list[str] = []
-    try:
-        # Keras' export prints "Saved artifact at ..." to stdout and the converter logs to fd 2
-        with native_stderr_captured(log), contextlib.redirect_stdout(io.StringIO()):
-            flatbuffer = converter.convert()
-    except Exception as exc:
-        raise ConversionError(_conversion_message(exc, log, allow_select_tf_ops), hint=_conversion_hint(exc, log, allow_select_tf_ops)) from exc
-    return bytes(flatbuffer)
+    return run_converter(converter, allow_select_tf_ops=allow_select_tf_ops)
+
+
+def convert_qat(keras_model: Any, io_type: IOType | str = IOType.FLOAT) -> bytes:
+    """Converts a trained fake-quantized (QAT) Keras model to full-int8 TFLite bytes.
+
+    The ranges come from the model's fake-quant ops (no representative dataset); ops that only
+    unquantized layers produce stay float.
+
+    Raises:
+        InputError: an I/O type other than float, int8 or uint8.
+        ConversionError: with the converter's first error line.
+    """
+    io_type = IOType(io_type)
+    if io_type not in QAT_IO_TYPES:
+        raise InputError(f"io_type {io_type.value} is not available for full-int8 QAT", hint="use float, int8 or uint8",
+                         settings=("io_type",))
+    converter = make_converter(keras_model, QuantMode.INT8, io_type=io_type, fake_quant=True)
+    return run_converter(converter, ignore_warnings=True)
 
 
 @dataclass(frozen=True)
@@ -255,15 +314,14 @@ class Converted:
 
 
 def convert_model(model: Any, conversion: Conversion, *, calibration: np.ndarray | None = None,
-                  converter_hook: Any = None) -> Converted:
+                  converter_hook: ConverterHook | None = None) -> Converted:
     """Converts a Keras model (or a :class:`~edgekit.core.models.LoadedModel`) as ``conversion`` says.
 
     The one place every command converts through, so the same model, calibration sample and
     conversion give the same bytes whichever command asks. ``calibration`` is used only by the
     modes that need it (int8, int16x8).
     """
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(
-        path="<memory>", format="keras", sha256="", keras_model=model, input_shape=tuple(model.inputs[0].shape))
+    loaded = as_loaded(model)
     weights, reason = choose_weights(loaded, conversion.mode, conversion.weights)
     flatbuffer = convert(loaded, conversion.mode, calibration=calibration if conversion.mode.needs_data else None,
                          io_type=conversion.io_type, allow_select_tf_ops=conversion.allow_select_tf_ops,
@@ -278,8 +336,6 @@ def with_static_batch(keras_model: Any, batch_size: int = 1) -> Any:
     Reshape; on-device inference runs one sample at a time, and a static graph is smaller,
     faster and friendlier to delegates.
     """
-    from edgekit.core.tfshim import keras
-
     k = keras()
     inputs = keras_model.inputs
     if all(t.shape[0] == batch_size for t in inputs):
@@ -307,96 +363,3 @@ def _conversion_hint(exc: Exception, log: list[str], select: bool) -> str:
     if not select and ("flex" in text or "select_tf_ops" in text or "not supported by" in text or "tf ops" in text):
         return "the model uses TensorFlow ops with no TFLite builtin; rewrite those layers or pass --allow-select-tf-ops"
     return "rerun with -v to see the converter log"
-
-
-def quantize(
-    model: str | os.PathLike[str] | LoadedModel,
-    output: str | os.PathLike[str],
-    *,
-    mode: QuantMode | str = QuantMode.INT8,
-    data: str | os.PathLike[str] | Dataset | None = None,
-    samples: int = 100,
-    seed: int = 0,
-    io_type: IOType | str = IOType.FLOAT,
-    preprocessing: Preprocessing | None = None,
-    allow_select_tf_ops: bool = False,
-    force: bool = False,
-    unsafe: bool = False,
-    custom_objects: str | os.PathLike[str] | None = None,
-    x_key: str = "x",
-    y_key: str = "y",
-    weights: str = "auto",
-) -> QuantizeResult:
-    """Quantizes a model and writes ``output`` (.tflite) and its manifest (``output`` with .json).
-
-    ``weights`` (auto, per-channel, per-tensor) sets how int8 weights are scaled; ``auto`` is
-    per-channel except for models clustered with one codebook per layer (:func:`choose_weights`).
-    Every check (paths, options, model, data) runs before conversion; the files are written
-    atomically, and an existing output is replaced only with ``force``.
-    """
-    mode = QuantMode(mode)
-    io_type = IOType(io_type)
-    check_mode_options(mode, io_type, data is not None)
-    check_weights_option(mode, weights)
-    if samples < 1:
-        raise InputError(f"--samples must be at least 1, got {samples}", hint="use e.g. --samples 100")
-    src_path = model.path if isinstance(model, LoadedModel) else model
-    data_path = data.source if isinstance(data, Dataset) else data
-    out = check_output_path(
-        output, inputs=[src_path, data_path], force=force, suffixes=(".tflite",),
-        sidecars=[manifest_path_for(output)],
-    )
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe, custom_objects=custom_objects)
-    pre = preprocessing or Preprocessing()
-    dataset: Dataset | None = None
-    calibration = None
-    if data is not None:
-        # read only the calibration sample: a memory-mapped .npy/.npz or an image folder far larger
-        # than memory is never loaded whole (the same seeded draw as calibration_sample)
-        dataset = data if isinstance(data, Dataset) else load_dataset(
-            data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key,
-            limit=samples if mode.needs_data else None, seed=seed,
-        )
-        pre = dataset.preprocessing
-        calibration = calibration_sample(dataset, samples, seed)
-
-    warnings: list[str] = []
-    if allow_select_tf_ops:
-        warnings.append(SELECT_OPS_WARNING)
-    granularity, granularity_reason = choose_weights(loaded, mode, weights)
-    started = time.perf_counter()
-    flatbuffer = convert(loaded, mode, calibration=calibration if mode.needs_data else None,
-                         io_type=io_type, allow_select_tf_ops=allow_select_tf_ops, per_channel=granularity != "per-tensor")
-    seconds = time.perf_counter() - started
-    info = parse_tflite_bytes(flatbuffer, str(out))
-    flex = sorted({op.op for op in info.operators if op.op.startswith("FLEX:")})
-    if flex:
-        warnings.append(f"the model uses {len(flex)} TensorFlow op type(s) via Flex: {', '.join(flex)}")
-
-    write_bytes_atomic(out, flatbuffer)
-    try:
-        artifact = Artifact(path=str(out), sha256=sha256_file(out), size=size_info(out), manifest_path=str(manifest_path_for(out)))
-        manifest = Manifest(
-            artifact={"file": out.name, "sha256": artifact.sha256, "bytes": artifact.size.bytes, "gzip_bytes": artifact.size.gzip_bytes},
-            inputs=[t.to_dict() for t in info.inputs],
-            outputs=[t.to_dict() for t in info.outputs],
-            preprocessing=pre.to_dict(),
-            labels=list(dataset.labels) if dataset is not None and dataset.labels else None,
-            source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
-            data=(
-                {"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset),
-                 "calibration_samples": int(len(calibration)) if calibration is not None and mode.needs_data else 0}
-                if dataset is not None else None
-            ),
-            options={"mode": mode.value, "io_type": io_type.value, "samples": samples, "seed": seed,
-                     "allow_select_tf_ops": allow_select_tf_ops, "weights": granularity, "weights_reason": granularity_reason},
-        )
-        write_json_atomic(manifest_path_for(out), manifest.to_dict())
-    except BaseException:
-        Path(out).unlink(missing_ok=True)  # never leave a model without its manifest
-        raise
-    return QuantizeResult(
-        artifact=artifact, info=info, mode=mode, io_type=io_type, conversion_seconds=seconds,
-        calibration_samples=int(len(calibration)) if calibration is not None and mode.needs_data else 0,
-        warnings=warnings, weights=granularity, weights_reason=granularity_reason,
-    )

@@ -12,12 +12,14 @@ them against rule tables transcribed from the delegates' own C++ support checks
 - ``npu``: no vendor publishes an offline op table, so only what every LiteRT NPU path needs is
   checked (builtin ops, static shapes, integer tensors); the vendor compiler has the last word.
 
-Nodes are then grouped into partitions with the algorithm TFLite itself uses
+Rule tables live in :mod:`edgekit.export.rules`, graph facts (options, FLOPs, layer names,
+partitions) in :mod:`edgekit.export.graph`; the ``edgekit check`` command is
+:func:`edgekit.workflows.check.check_artifact`. Nodes are then grouped into partitions with the algorithm TFLite itself uses
 (``PartitionGraphIntoIndependentNodeSubsets`` in ``graph_info.cc``, greedy mode) and the
 delegate's partition limit is applied (GPU: the largest 1, NNAPI: the largest 3).
 
 Example:
-    >>> report = check_artifact("out/gpu/model.tflite", "gpu")  # doctest: +SKIP
+    >>> report = check_bytes(Path("out/gpu/model.tflite").read_bytes(), "gpu")  # doctest: +SKIP
     >>> [(n.index, n.op) for n in report.unsupported]  # doctest: +SKIP
     [(6, 'TOPK_V2')]
     >>> report.summary.flop_share  # doctest: +SKIP
@@ -26,279 +28,41 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from edgekit.core.errors import InputError
+from edgekit.core.tflite_file import OperatorInfo, TensorInfo, TfliteInfo, parse_tflite_bytes
+from edgekit.export.graph import (
+    estimate_flops,
+    main_ops,
+    node_layer,
+    partition_nodes,
+    quasi_constant_tensors,
+    read_operator_options,
+    tensor_dtype,
+)
+from edgekit.export.rules import (
+    DEFAULT_NNAPI_API_LEVEL,
+    TARGET_DELEGATE,
+    CountRange,
+    GpuRules,
+    NnapiRules,
+    OpRule,
+    XnnpackRules,
+    check_target,
+    load_rules,
+)
 
-from edgekit.core.errors import InputError, ModelError, RecipeError
-from edgekit.core.tflite_file import OperatorInfo, TensorInfo, TfliteInfo, parse_tflite_bytes, read_tflite
-
-RULES_DIR = Path(__file__).parent / "rules"
-TARGETS = ("cpu", "gpu", "nnapi", "npu")
-TARGET_DELEGATE = {"cpu": "xnnpack", "gpu": "gpu", "nnapi": "nnapi", "npu": "npu"}
-DEFAULT_NNAPI_API_LEVEL = 34  # Android 14: the newest level before NNAPI's deprecation
-
-DType = Literal[
-    "float32", "float16", "bfloat16", "float64", "int4", "int8", "uint8", "int16", "uint16", "int32", "uint32",
-    "int64", "uint64", "bool", "string", "complex64", "complex128",
-]
-Activation = Literal["NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT"]
-OptionValue = bool | int | float | str
-
-
-# ----------------------------------------------------------------------------------------------
-# Rule table schema (schema_version 1, see rules/SOURCES.md)
-# ----------------------------------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CountRange(_Strict):
-    """An inclusive range of input counts; a missing bound is open."""
-
-    min: int | None = None
-    max: int | None = None
+# ops whose main data input is not input 0
+_DATA_INPUT = {"TRANSPOSE_CONV": 2, "SPLIT": 1}
+_NPU_RUNTIME_DTYPES = {"int8", "uint8", "int16", "int32", "bool"}
 
 
-class OpRule(_Strict):
-    """The conditions under which a delegate takes one builtin op (all optional)."""
-
-    max_version: int | None = None
-    excluded_versions: list[int] = []
-    fused_activations: list[Activation] | None = None
-    inputs: int | CountRange | None = None
-    runtime_inputs: int | CountRange | None = None
-    constant_inputs: list[int] = []
-    max_rank: int | None = None
-    dtypes: list[DType] | None = None
-    dtypes_by_api: dict[int, list[DType]] | None = None
-    extra_runtime_dtypes: list[DType] = []
-    required_options: dict[str, OptionValue | list[OptionValue]] = {}
-    min_api: int | None = None
-    min_feature_level: int | None = None
-    max_version_with_accelerator: int | None = None
-    notes: str | None = None
-    suggestion: str | None = None
-
-
-class UnsupportedExample(_Strict):
-    """An op the delegate does not take, with the upstream reason and a rewrite if one exists."""
-
-    reason: str
-    suggestion: str | None = None
-
-
-class SourceRef(_Strict):
-    repo: str | None = None
-    path: str
-    commit: str | None = None
-    transcribed: str | None = None
-    note: str | None = None
-
-
-class Source(_Strict):
-    """Where a table was transcribed from (provenance only; not used by the checker)."""
-
-    repo: str
-    path: str | None = None
-    commit: str | None = None
-    function: str | None = None
-    constants_from: str | None = None
-    transcribed: str | None = None
-    note: str | None = None
-    files: list[SourceRef] | None = None
-    compared_with: list[SourceRef] | None = None
-
-
-class GpuQuantized(_Strict):
-    accepted: bool
-    requires_flag: str
-    flag_default: str
-    extra_runtime_dtypes_when_enabled: list[DType]
-    behaviour: str
-
-
-class GpuGeneral(_Strict):
-    max_rank: int
-    max_rank_notes: str
-    runtime_tensor_dtypes: list[DType]
-    runtime_tensor_dtypes_notes: str
-    quantized_models: GpuQuantized
-    float16_weights: str
-    dynamic_tensors: bool
-    dynamic_tensors_notes: str
-    fused_activations_allowed: list[Activation]
-    fused_activations_notes: str
-    max_delegated_partitions: int
-    max_delegated_partitions_notes: str
-    version_check_notes: str
-    broadcast_notes: str
-    custom_ops_supported: list[str]
-
-
-class NnapiGeneral(_Strict):
-    min_api: int
-    min_api_notes: str
-    feature_level_used: str
-    cpu_fallback: str
-    int8_signed_quantization: str
-    int8_conversion_ops_below_api30: list[str]
-    uint8_quantization: str
-    per_channel_quantization: str
-    hybrid_ops: str
-    float16: str
-    dynamic_tensors: str
-    max_rank_notes: str
-    lowered_ops: str
-    max_delegated_partitions: int
-    max_delegated_partitions_notes: str
-    max_version_notes: str
-
-
-class XnnpackGeneral(_Strict):
-    dtype_legend: dict[str, str]
-    quantization_flags: str
-    static_weights: str
-    fused_activations_allowed: list[Activation]
-    fused_activations_notes: str
-    max_rank: int
-    max_rank_notes: str
-    padding: str
-    dynamic_tensors: str
-    dynamic_range_quantization: str
-    mixed_types: str
-
-
-class ApiLevel(_Strict):
-    feature_level: int
-    android_api: int
-    android: str
-    constant: str
-    note: str | None = None
-
-
-def _builtin_op_names() -> set[str]:
-    from ai_edge_litert import schema_py_generated as schema  # pure Python
-
-    return {k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-class _RuleTableBase(_Strict):
-    schema_version: Literal[1]
-    source: Source
-    ops: dict[str, OpRule]
-    unsupported_examples: dict[str, UnsupportedExample] = {}
-
-    @field_validator("ops", "unsupported_examples")
-    @classmethod
-    def _builtin_names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(value) - _builtin_op_names())
-        if unknown:
-            raise ValueError(f"not BuiltinOperator names: {', '.join(unknown)}")
-        return value
-
-    @model_validator(mode="after")
-    def _disjoint(self):
-        both = sorted(set(self.ops) & set(self.unsupported_examples))
-        if both:
-            raise ValueError(f"ops listed as both supported and unsupported: {', '.join(both)}")
-        return self
-
-    @property
-    def max_delegated_partitions(self) -> int | None:
-        return getattr(self.general, "max_delegated_partitions", None)  # type: ignore[attr-defined]
-
-
-class GpuRules(_RuleTableBase):
-    delegate: Literal["gpu"]
-    general: GpuGeneral
-    notable_supported: dict[str, str] = {}
-
-
-class NnapiRules(_RuleTableBase):
-    delegate: Literal["nnapi"]
-    general: NnapiGeneral
-    deprecated_from_api: int
-    deprecation_note: str
-    api_levels: dict[str, ApiLevel]
-
-    @model_validator(mode="after")
-    def _min_api_everywhere(self):
-        missing = sorted(op for op, rule in self.ops.items() if rule.min_api is None)
-        if missing:
-            raise ValueError(f"nnapi ops need min_api: {', '.join(missing)}")
-        return self
-
-
-class XnnpackRules(_RuleTableBase):
-    delegate: Literal["xnnpack"]
-    general: XnnpackGeneral
-    custom_ops_supported: dict[str, str] = {}
-
-    @model_validator(mode="after")
-    def _dtypes_everywhere(self):
-        missing = sorted(op for op, rule in self.ops.items() if not rule.dtypes)
-        if missing:
-            raise ValueError(f"xnnpack ops need dtypes: {', '.join(missing)}")
-        return self
-
-
-RuleTable = Annotated[GpuRules | NnapiRules | XnnpackRules, Field(discriminator="delegate")]
-_RULES_ADAPTER: TypeAdapter[Any] = TypeAdapter(RuleTable)
-
-
-def parse_rules(data: Any, name: str = "<rules>") -> GpuRules | NnapiRules | XnnpackRules:
-    """Validates a rule table (already parsed from YAML); unknown keys are errors.
-
-    Raises:
-        RecipeError: naming the first offending key.
-    """
-    try:
-        return _RULES_ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise RecipeError(
-            f"rule table {name} is invalid at {where or 'top level'}: {first['msg']} ({exc.error_count()} error(s))",
-            hint="fix the YAML; the schema is described in edgekit/export/rules/SOURCES.md",
-        ) from None
-
-
-def load_rules_file(path: str | os.PathLike[str]) -> GpuRules | NnapiRules | XnnpackRules:
-    """Reads and validates one rule table file."""
-    import yaml
-
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RecipeError(f"rule table {p} cannot be read: {type(exc).__name__}", hint="check the YAML syntax") from None
-    return parse_rules(data, str(p))
-
-
-@functools.cache
-def load_rules(delegate: str) -> GpuRules | NnapiRules | XnnpackRules:
-    """The bundled rule table of ``gpu``, ``nnapi`` or ``xnnpack`` (validated, cached)."""
-    if delegate not in ("gpu", "nnapi", "xnnpack"):
-        raise InputError(f"no rule table for delegate '{delegate}'", hint="use gpu, nnapi or xnnpack")
-    return load_rules_file(RULES_DIR / f"{delegate}.yaml")
-
-
-def check_target(target: str) -> str:
-    """Returns ``target`` lower-cased if it is one of :data:`TARGETS`, else raises InputError."""
-    t = str(target).lower()
-    if t not in TARGETS:
-        raise InputError(f"unknown target '{target}' (expected one of: {', '.join(TARGETS)})", hint="pass --target cpu, gpu, nnapi or npu")
-    return t
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(word.title() for word in rest)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,244 +175,6 @@ class CompatReport:
         }
 
 
-# ----------------------------------------------------------------------------------------------
-# Model facts the rules need
-# ----------------------------------------------------------------------------------------------
-
-# ops whose main data input is not input 0
-_DATA_INPUT = {"TRANSPOSE_CONV": 2, "SPLIT": 1}
-_QUASI_STATIC_OPS = ("DEQUANTIZE", "DENSIFY")
-_NPU_RUNTIME_DTYPES = {"int8", "uint8", "int16", "int32", "bool"}
-
-
-def read_operator_options(buf: bytes) -> list[Any]:
-    """The builtin options object (object API, e.g. ``StridedSliceOptionsT``) of each main-subgraph node.
-
-    Call only on bytes that :func:`edgekit.core.tflite_file.parse_tflite_bytes` accepted.
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    try:
-        model = schema.Model.GetRootAs(buf, 0)
-        sub = model.Subgraphs(0)
-        out: list[Any] = []
-        for o in range(sub.OperatorsLength()):
-            op = sub.Operators(o)
-            opts = None
-            if op.BuiltinOptionsType():
-                opts = schema.BuiltinOptionsCreator(op.BuiltinOptionsType(), op.BuiltinOptions())
-            elif op.BuiltinOptions2Type():
-                opts = schema.BuiltinOptions2Creator(op.BuiltinOptions2Type(), op.BuiltinOptions2())
-            out.append(opts)
-        return out
-    except Exception as exc:  # a malformed options table: the model is corrupt
-        raise ModelError(f"cannot read operator options ({type(exc).__name__})", hint="the file is corrupt; re-export it") from None
-
-
-def _camel(snake: str) -> str:
-    head, *rest = snake.split("_")
-    return head + "".join(word.title() for word in rest)
-
-
-def _dtype(t: TensorInfo) -> str:
-    return t.dtype.lower()
-
-
-def _main_ops(info: TfliteInfo) -> list[OperatorInfo]:
-    return [op for op in info.operators if op.subgraph == 0]
-
-
-def _quasi_constant_tensors(info: TfliteInfo, ops: list[OperatorInfo]) -> tuple[set[int], set[int]]:
-    """(constant-or-folded tensor indices, indices of DEQUANTIZE/DENSIFY nodes that fold constants)."""
-    constant = {t.index for t in info.tensors if t.is_constant}
-    folded_nodes: set[int] = set()
-    for op in ops:
-        ins = [i for i in op.inputs if i >= 0]
-        if op.op in _QUASI_STATIC_OPS and ins and all(i in constant for i in ins):
-            folded_nodes.add(op.index)
-            constant.update(o for o in op.outputs if o >= 0)
-    return constant, folded_nodes
-
-
-# ----------------------------------------------------------------------------------------------
-# FLOPs
-# ----------------------------------------------------------------------------------------------
-
-_ELEMENTWISE = {
-    "ADD", "SUB", "MUL", "DIV", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM", "POW", "FLOOR_DIV", "FLOOR_MOD",
-    "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LEAKY_RELU", "PRELU", "LOGISTIC", "TANH", "ELU", "GELU",
-    "HARD_SWISH", "EXP", "LOG", "SQRT", "RSQRT", "SQUARE", "ABS", "NEG", "SIN", "COS", "FLOOR", "CEIL", "ROUND",
-    "SIGN", "SOFTMAX", "LOG_SOFTMAX", "L2_NORMALIZATION", "QUANTIZE", "ADD_N", "SELECT", "SELECT_V2",
-    "EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "LOGICAL_AND", "LOGICAL_OR",
-    "LOGICAL_NOT", "CAST", "CUMSUM",
-}
-_REDUCTIONS = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "SEGMENT_SUM", "UNSORTED_SEGMENT_SUM", "TOPK_V2", "ARG_MAX", "ARG_MIN"}
-
-
-def _elements(t: TensorInfo | None) -> int:
-    if t is None:
-        return 0
-    return int(np.prod([max(d, 1) for d in t.shape])) if t.shape else 1
-
-
-def estimate_flops(op: OperatorInfo, tensors: tuple[TensorInfo, ...], options: Any = None, folded: bool = False) -> int:
-    """A rough FLOP count for one node (a multiply-add counts 2), from the tensor shapes.
-
-    Convolutions, fully connected layers and matrix multiplies count their multiply-adds;
-    elementwise ops count one per output element, reductions and pooling one per input element
-    (times the window for pooling); data movement (reshape, transpose, pad, concat...) counts 0.
-    Weight DEQUANTIZE/DENSIFY nodes that fold constants count 0 (they run once, at load).
-    """
-    if folded:
-        return 0
-
-    def tensor(pos: int, outputs: bool = False) -> TensorInfo | None:
-        idx = (op.outputs if outputs else op.inputs)
-        if pos >= len(idx) or idx[pos] < 0:
-            return None
-        return tensors[idx[pos]]
-
-    out = tensor(0, outputs=True)
-    out_elems = _elements(out)
-    name = op.op
-    if name == "CONV_2D":
-        w = tensor(1)
-        if w is None or len(w.shape) != 4:
-            return 0
-        return 2 * out_elems * w.shape[1] * w.shape[2] * w.shape[3]
-    if name == "DEPTHWISE_CONV_2D":
-        w = tensor(1)
-        if w is None or len(w.shape) != 4:
-            return 0
-        return 2 * out_elems * w.shape[1] * w.shape[2]
-    if name == "CONV_3D":
-        w = tensor(1)  # [d, h, w, in, out]
-        return 2 * out_elems * int(np.prod(w.shape[:4])) if w is not None and len(w.shape) == 5 else 0
-    if name == "TRANSPOSE_CONV":
-        w, x = tensor(1), tensor(2)  # filter [out, h, w, in], input
-        if w is None or x is None or len(w.shape) != 4:
-            return 0
-        return 2 * _elements(x) * w.shape[0] * w.shape[1] * w.shape[2]
-    if name == "FULLY_CONNECTED":
-        w = tensor(1)
-        if w is None or len(w.shape) != 2:
-            return 0
-        return 2 * (out_elems // max(w.shape[0], 1)) * w.shape[0] * w.shape[1]
-    if name == "BATCH_MATMUL":
-        a = tensor(0)
-        if a is None or len(a.shape) < 2:
-            return 0
-        adj_x = bool(getattr(options, "adjX", False))
-        k = a.shape[-2] if adj_x else a.shape[-1]
-        return 2 * out_elems * max(k, 1)
-    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
-        window = int(getattr(options, "filterWidth", 1) or 1) * int(getattr(options, "filterHeight", 1) or 1)
-        return out_elems * window
-    if name in _REDUCTIONS:
-        return _elements(tensor(0))
-    if name in _ELEMENTWISE or name in ("DEQUANTIZE",):
-        return out_elems
-    return 0
-
-
-# ----------------------------------------------------------------------------------------------
-# Layer names
-# ----------------------------------------------------------------------------------------------
-
-_SUFFIX = re.compile(r"_\d+$")
-
-
-def guess_layer(tensor_name: str, layers: dict[str, str] | None = None) -> str | None:
-    """The Keras layer a node came from, read from its output tensor's name.
-
-    The converter names tensors ``model/model/layer/Op``; fused nodes join names with ``;`` and
-    the main op (the convolution, the matmul) comes last. With ``layers`` (layer name -> class,
-    recorded by ``edgekit export`` in the manifest) the name is matched exactly, including the
-    ``_1`` suffix Keras adds when the model is called inside a wrapper.
-
-    Example:
-        >>> guess_layer("m_1/m_1/relu_1/Relu6;m_1/m_1/conv_1/convolution", {"conv": "Conv2D"})
-        'conv (Conv2D)'
-    """
-    part = tensor_name.split(";")[-1]
-    comps = [c for c in part.split("/") if c]
-    if len(comps) < 2:
-        return None
-    scopes = comps[:-1]
-    if layers:
-        for comp in scopes[1:] + scopes[:1]:
-            for cand in (comp, _SUFFIX.sub("", comp)):
-                if cand in layers:
-                    return f"{cand} ({layers[cand]})"
-        return None
-    model_scope = scopes[0]
-    rest = scopes[1:]
-    while rest and rest[0] == model_scope:
-        rest = rest[1:]
-    return rest[0] if rest else None
-
-
-def node_layer(op: OperatorInfo, tensors: tuple[TensorInfo, ...], layers: dict[str, str] | None = None) -> str | None:
-    """The layer of a node: from its output tensor's name, else from its weights' names.
-
-    A model's final node writes a tensor named after the signature (``StatefulPartitionedCall:0``);
-    its weights still carry the layer's scope.
-    """
-    names = [tensors[i].name for i in op.outputs if 0 <= i < len(tensors)]
-    names += [tensors[i].name for i in op.inputs[1:] if 0 <= i < len(tensors) and tensors[i].is_constant]
-    for name in names:
-        layer = guess_layer(name, layers)
-        if layer:
-            return layer
-    return None
-
-
-# ----------------------------------------------------------------------------------------------
-# Partitioning (TFLite graph_info.cc, greedy mode)
-# ----------------------------------------------------------------------------------------------
-
-
-def partition_nodes(ops: list[OperatorInfo], supported: list[bool]) -> list[tuple[bool, list[int]]]:
-    """Groups nodes into subsets of one kind (delegated or not) the way TFLite does.
-
-    Port of ``PartitionGraphIntoIndependentNodeSubsetsImpl`` with ``greedily=true`` (the
-    interpreter's default): each epoch takes every node whose inputs are ready and whose kind
-    matches the epoch's first ready node, so independent branches can join one partition even
-    when they are not contiguous in execution order.
-
-    Returns:
-        ``[(is_delegated_kind, [positions in ops])...]`` in epoch order.
-    """
-    # tensors no node produces (graph inputs, constants) are always ready
-    ready = {o: False for op in ops for o in op.outputs if o >= 0}
-    assigned = [False] * len(ops)
-    subsets: list[tuple[bool, list[int]]] = []
-    while True:
-        kind: bool | None = None
-        members: list[int] = []
-        progress = True
-        while progress:
-            progress = False
-            for pos, op in enumerate(ops):
-                if assigned[pos]:
-                    continue
-                if any(i >= 0 and not ready.get(i, True) for i in op.inputs):
-                    continue
-                if kind is None:
-                    kind = supported[pos]
-                if supported[pos] != kind:
-                    continue
-                assigned[pos] = True
-                members.append(pos)
-                for o in op.outputs:
-                    if o >= 0:
-                        ready[o] = True
-                progress = True
-        if not members:
-            break
-        subsets.append((bool(kind), members))
-    return subsets
-
 
 # ----------------------------------------------------------------------------------------------
 # The checker
@@ -671,7 +197,7 @@ def _count_text(rule: int | CountRange) -> str:
     return f"at least {rule.min}" if rule.min is not None else f"at most {rule.max}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Context:
     info: TfliteInfo
     constant: set[int]
@@ -769,9 +295,9 @@ def _check_gpu(op: OperatorInfo, rules: GpuRules, ctx: _Context) -> list[Problem
     if g.quantized_models.accepted:
         allowed |= set(g.quantized_models.extra_runtime_dtypes_when_enabled)
     for t in _io_tensors(op, ctx):
-        if t.index not in ctx.constant and _dtype(t) not in allowed:
+        if t.index not in ctx.constant and tensor_dtype(t) not in allowed:
             problems.append((
-                f"runtime tensor '{t.name}' is {_dtype(t)}; the GPU delegate takes {'/'.join(sorted(allowed))} here",
+                f"runtime tensor '{t.name}' is {tensor_dtype(t)}; the GPU delegate takes {'/'.join(sorted(allowed))} here",
                 "keep integer/bool computations (indices, masks) out of the model or in post-processing",
             ))
             break
@@ -799,13 +325,13 @@ def _check_nnapi(op: OperatorInfo, rules: NnapiRules, ctx: _Context) -> list[Pro
             problems.append((f"needs NNAPI feature level {rule.min_feature_level} (Android API {needed}+, target API {api})", newer))
     data = _data_input(op, ctx)
     allowed = _api_dtypes(rule, api)
-    if data is not None and allowed is not None and _dtype(data) not in allowed:
+    if data is not None and allowed is not None and tensor_dtype(data) not in allowed:
         problems.append((
-            f"input '{data.name}' is {_dtype(data)}; at API {api} NNAPI {op.op} takes {', '.join(allowed)}",
+            f"input '{data.name}' is {tensor_dtype(data)}; at API {api} NNAPI {op.op} takes {', '.join(allowed)}",
             rule.suggestion or "export with --mode int8 (or float32) so the op gets a type NNAPI accepts",
         ))
     boundary = op.op in ("QUANTIZE", "DEQUANTIZE")  # their own type rules say which int8 forms pass
-    if api < 30 and not boundary and data is not None and _dtype(data) == "int8" and op.op not in rules.general.int8_conversion_ops_below_api30:
+    if api < 30 and not boundary and data is not None and tensor_dtype(data) == "int8" and op.op not in rules.general.int8_conversion_ops_below_api30:
         problems.append(("signed int8 needs API 30 for this op (below 30 only some ops are converted to uint8)", newer))
     problems += _dynamic_problem(op, ctx, "NNAPI (without allow_dynamic_dimensions)")
     return problems
@@ -817,17 +343,17 @@ def _check_xnnpack(op: OperatorInfo, rules: XnnpackRules, ctx: _Context) -> list
     problems = _generic_problems(op, rule, ctx, general_activations=list(g.fused_activations_allowed))
     problems += _rank_problem(op, ctx, g.max_rank, "XNNPACK")
     data = _data_input(op, ctx)
-    if data is not None and rule.dtypes is not None and _dtype(data) not in rule.dtypes:
-        problems.append((f"input '{data.name}' is {_dtype(data)}; XNNPACK {op.op} takes {', '.join(rule.dtypes)}", rule.suggestion))
+    if data is not None and rule.dtypes is not None and tensor_dtype(data) not in rule.dtypes:
+        problems.append((f"input '{data.name}' is {tensor_dtype(data)}; XNNPACK {op.op} takes {', '.join(rule.dtypes)}", rule.suggestion))
     return problems
 
 
 def _check_npu(op: OperatorInfo, ctx: _Context) -> list[Problem]:
     problems: list[Problem] = []
     for t in _io_tensors(op, ctx):
-        if t.index not in ctx.constant and _dtype(t) not in _NPU_RUNTIME_DTYPES:
+        if t.index not in ctx.constant and tensor_dtype(t) not in _NPU_RUNTIME_DTYPES:
             problems.append((
-                f"runtime tensor '{t.name}' is {_dtype(t)}; NPUs run integer-quantized graphs, float ops usually stay on the CPU",
+                f"runtime tensor '{t.name}' is {tensor_dtype(t)}; NPUs run integer-quantized graphs, float ops usually stay on the CPU",
                 "quantize the whole model to int8 (edgekit export --target npu does)",
             ))
             break
@@ -898,8 +424,8 @@ def check_compatibility(
     if model_bytes is None and info.path and Path(info.path).is_file():
         model_bytes = Path(info.path).read_bytes()
     options = read_operator_options(model_bytes) if model_bytes else []
-    ops = _main_ops(info)
-    constant, folded_nodes = _quasi_constant_tensors(info, ops)
+    ops = main_ops(info)
+    constant, folded_nodes = quasi_constant_tensors(info, ops)
     ctx = _Context(info=info, constant=constant, options=options, api_level=api_level if delegate == "nnapi" else None)
 
     checked: list[tuple[OperatorInfo, list[str], str | None, str | None, int]] = []
@@ -986,40 +512,6 @@ def _report_notes(target: str, delegate: str, rules: Any, info: TfliteInfo, summ
         notes.append("models the TFLite GPU delegate (OpenCL/OpenGL); LiteRT's newer ML Drift GPU accelerator accepts more (e.g. rank 5)")
     return warnings, notes
 
-
-def _layers_from_manifest(path: Path) -> dict[str, str] | None:
-    manifest = path.with_suffix(".json")
-    if not manifest.is_file():
-        return None
-    try:
-        data = json.loads(manifest.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    layers = data.get("layers") if isinstance(data, dict) else None
-    if isinstance(layers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in layers.items()):
-        return layers
-    return None
-
-
-def resolve_artifact(path: str | os.PathLike[str]) -> Path:
-    """A ``.tflite`` file, or an export directory holding ``model.tflite``."""
-    p = Path(path)
-    if p.is_dir():
-        candidate = p / "model.tflite"
-        if candidate.is_file():
-            return candidate
-        raise InputError(f"{p} is a directory without model.tflite", hint="give a .tflite file or an `edgekit export` output directory")
-    if not p.exists():
-        raise InputError(f"artifact {p} does not exist", hint="check the path")
-    return p
-
-
-def check_artifact(path: str | os.PathLike[str], target: str, *, api_level: int | None = None) -> CompatReport:
-    """:func:`check_compatibility` for a file (or export directory); layer names come from its manifest."""
-    target = check_target(target)
-    p = resolve_artifact(path)
-    info = read_tflite(p)
-    return check_compatibility(info, target, api_level=api_level, layers=_layers_from_manifest(p))
 
 
 def check_bytes(flatbuffer: bytes, target: str, *, name: str = "<bytes>", api_level: int | None = None,

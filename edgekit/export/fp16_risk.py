@@ -30,6 +30,7 @@ import numpy as np
 
 from edgekit.core.errors import RuntimeFailure
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
+from edgekit.export.graph import node_layer
 
 FP16_MAX = 65504.0
 _TRAILING_DIGITS = re.compile(r"\d+$")
@@ -199,8 +200,6 @@ def fp16_risk_check(
         An :class:`Fp16Risk`; ``risky`` is True when an output's error passes ``tolerance``,
         the top-1 class changes on more than 1% of samples, or an activation overflows fp16.
     """
-    from edgekit.export.delegates import node_layer
-
     info32 = parse_tflite_bytes(float32_model, "float32 model")
     info16 = parse_tflite_bytes(float16_model, "float16 model")
     it32, it16 = _interpreter(float32_model), _interpreter(float16_model)

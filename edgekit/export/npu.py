@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import io
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 
 from edgekit.core.errors import ConversionError, InputError
 from edgekit.core.fsutil import sha256_file
+from edgekit.core.tfshim import native_output_captured
 
 
 @dataclass(frozen=True)
@@ -158,9 +160,7 @@ def npu_compile(model_path: str | os.PathLike[str], vendor: str, soc: str, out_d
     soc_enum = target_mod.SocModel(soc)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from edgekit.core.tfshim import native_stderr_captured
-
-    with native_stderr_captured(), contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+    with native_output_captured(python_stderr=True):
         result = aot.aot_compile(str(model_path), output_dir=str(out / ".work"), target=target_mod.Target(soc_enum), keep_going=True)
     if not result.models_with_backend:
         why = _plugin_error(result.failed_backends[0][1]) if result.failed_backends else "no model was produced"
@@ -176,7 +176,21 @@ def npu_compile(model_path: str | os.PathLike[str], vendor: str, soc: str, out_d
     for item in failures:
         written.append({"file": None, **item})
     with contextlib.suppress(OSError):
-        import shutil
-
         shutil.rmtree(out / ".work")
     return written
+
+
+def npu_compile_bytes(flatbuffer: bytes, vendor: str, soc: str) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+    """:func:`npu_compile` on flatbuffer bytes, with the compiled models returned as bytes.
+
+    Returns:
+        ``({"model_<target>.tflite": bytes}, [{"file", "target", "sha256", "bytes"} or {"file": None, "target", "error"}])``;
+        the compilation runs in a temporary folder, so nothing is left on disk.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgekit-npu-") as tmp:
+        model_path = Path(tmp) / "model.tflite"
+        model_path.write_bytes(flatbuffer)
+        out = Path(tmp) / "npu"
+        models = npu_compile(model_path, vendor, soc, out)
+        files = {m["file"]: (out / m["file"]).read_bytes() for m in models if m.get("file")}
+    return files, models

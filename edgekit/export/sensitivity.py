@@ -23,8 +23,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import io
+import difflib
 import math
 import re
 import warnings
@@ -33,11 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.datatypes import QuantMode
 from edgekit.core.errors import ConversionError, InputError
 from edgekit.core.models import (
     LoadedModel,
     keras_layer_names,  # noqa: F401 - re-exported for callers
 )
+from edgekit.core.tfshim import calibrate_with_debugger, interpreter_ops, native_output_captured, requantize, tensorflow
+from edgekit.export.convert import conversion_error, make_converter
+from edgekit.export.graph import guess_layer
 
 # ops whose output keeps its input's scale: their error is the producer's, so they are not ranked
 _PASS_THROUGH_OPS = {"RESHAPE", "MAX_POOL_2D", "SQUEEZE", "TRANSPOSE", "CONCATENATION", "PAD", "STRIDED_SLICE", "GATHER",
@@ -69,35 +72,6 @@ class LayerError:
         return out
 
 
-@contextlib.contextmanager
-def native_stdout_captured():
-    """Silences Python and C++ writes to stdout (the MLIR quantizer prints its settings there)."""
-    import os
-    import sys
-    import tempfile
-
-    if os.environ.get("EDGEKIT_VERBOSE"):
-        yield
-        return
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError, AttributeError):  # pytest capture or a non-file stdout
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), fd)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                yield
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, fd)
-            os.close(saved)
-
-
 def score(error: LayerError) -> float:
     """Sensitivity score of a node in dB (lower = more sensitive); see :meth:`MixedInt8.ranked_layers`."""
     return (error.channel_sqnr_db + error.worst_channel_sqnr_db) / 2.0
@@ -106,8 +80,6 @@ def score(error: LayerError) -> float:
 
 
 def _layer_of(node: str, layers: dict[str, str]) -> str | None:
-    from edgekit.export.delegates import guess_layer
-
     found = guess_layer(node, layers) if layers else guess_layer(node)
     return found.split(" (")[0] if found else None
 
@@ -146,37 +118,25 @@ class MixedInt8:
             raise InputError(f"{model.path} is a SavedModel; mixed int8 and per-layer errors need the Keras model", hint="pass the .keras file")
         if calibration is None or len(calibration) == 0:
             raise InputError("mixed int8 needs calibration data", hint="pass --data")
-        from edgekit.core.tfshim import native_stderr_captured, tensorflow
-        from edgekit.export.convert import _conversion_hint, _conversion_message, with_static_batch
-
-        tf = tensorflow()
         self.model = model
         self.per_channel = per_channel
         self.layers = keras_layer_names(model.keras_model)
         samples = np.asarray(calibration, dtype=np.float32)
         self._stats_x = samples[: max(1, stats_samples)]
 
-        def representative_dataset():
-            for i in range(samples.shape[0]):
-                yield [samples[i: i + 1]]
-
         def stats_dataset():
             for i in range(self._stats_x.shape[0]):
                 yield [self._stats_x[i: i + 1]]
 
-        converter = tf.lite.TFLiteConverter.from_keras_model(with_static_batch(model.keras_model))
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        if not per_channel:
-            converter._experimental_disable_per_channel = True  # noqa: SLF001 - the only switch for per-tensor weights
+        # int8 with float kernels allowed: the debugger's re-quantization keeps chosen layers in float
+        converter = make_converter(model, QuantMode.INT8, calibration=samples, per_channel=per_channel, float_fallback=True)
         log: list[str] = []
         try:
-            with native_stderr_captured(log), native_stdout_captured(), warnings.catch_warnings():
+            with native_output_captured(log), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=stats_dataset)
+                self._models = calibrate_with_debugger(converter, stats_dataset)
         except Exception as exc:
-            raise ConversionError(_conversion_message(exc, log, False), hint=_conversion_hint(exc, log, False)) from exc
+            raise conversion_error(exc, log, False) from exc
         self._errors: list[LayerError] | None = None
 
     # -- statistics ------------------------------------------------------------------------------
@@ -188,23 +148,21 @@ class MixedInt8:
         return self._errors
 
     def _compute_errors(self) -> list[LayerError]:
-        from edgekit.core.tfshim import native_stderr_captured, tensorflow
-
         tf = tensorflow()
-        with native_stderr_captured(), warnings.catch_warnings():
+        with native_output_captured(stdout=False), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             interp = tf.lite.Interpreter(
-                model_content=self._debugger.quant_model, experimental_preserve_all_tensors=True,
+                model_content=self._models.debug, experimental_preserve_all_tensors=True,
                 experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             interp.allocate_tensors()
         details = {t["index"]: t for t in interp.get_tensor_details()}
         verify_ops = []
-        for op in interp._get_ops_details():  # noqa: SLF001 - op details are only exposed this way
+        ops = interpreter_ops(interp)
+        for op in ops:
             if op["op_name"].upper().replace("_", "") != "NUMERICVERIFY":
                 continue
             q_idx, f_idx = op["inputs"][:2]
-            producer = next((o for o in interp._get_ops_details()  # noqa: SLF001
-                             if q_idx in o["outputs"] and o["op_name"] != "DELEGATE"), None)
+            producer = next((o for o in ops if q_idx in o["outputs"] and o["op_name"] != "DELEGATE"), None)
             verify_ops.append((q_idx, f_idx, producer["op_name"] if producer else "?", _node_name(details[op["outputs"][0]]["name"])))
         input_index = interp.get_input_details()[0]["index"]
         sums: dict[int, dict[str, Any]] = {}
@@ -227,9 +185,9 @@ class MixedInt8:
                 acc["n"] += err2.size
         out = []
         for q_idx, _f_idx, op_name, node in verify_ops:
-            acc = sums.get(q_idx)
-            if acc is None:
+            if q_idx not in sums:
                 continue
+            acc = sums[q_idx]
             detail = details[q_idx]
             scale, zero = detail["quantization"]
             signal, noise = acc["signal"], acc["noise"]
@@ -276,8 +234,6 @@ class MixedInt8:
             regex = re.compile(pattern)
             hit = [n for n in names if regex.fullmatch(n)]
             if not hit:
-                import difflib
-
                 close = difflib.get_close_matches(pattern, names, n=1)
                 raise InputError(
                     f"float_layers entry '{pattern}' matches no layer of the model" + (f"; did you mean '{close[0]}'?" if close else ""),
@@ -289,19 +245,12 @@ class MixedInt8:
 
     def quantize(self, float_layers: list[str] | tuple[str, ...] = ()) -> bytes:
         """The int8 model with ``float_layers`` (Keras layer names or regexes) computed in float32; float I/O."""
-        from edgekit.core.tfshim import native_stderr_captured, tensorflow
-
-        tensorflow()
-        from tensorflow.lite.python import convert as tf_convert
-
         nodes = self.nodes_of(list(float_layers)) if float_layers else []
         log: list[str] = []
         try:
-            with native_stderr_captured(log), native_stdout_captured(), warnings.catch_warnings():
+            with native_output_captured(log), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return bytes(tf_convert.mlir_quantize(
-                    self._debugger.calibrated_model, disable_per_channel=not self.per_channel, fully_quantize=False,
-                    denylisted_nodes=nodes or None))
+                return requantize(self._models.calibrated, per_channel=self.per_channel, denylisted_nodes=nodes or None)
         except Exception as exc:
             raise ConversionError(f"re-quantizing with float layers {', '.join(float_layers)} failed: {str(exc).splitlines()[0][:200]}",
                                   hint="rerun with -v to see the converter log") from exc

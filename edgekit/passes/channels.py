@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.errors import ModelError
+from edgekit.core.tfshim import functional_graph, graph_nodes
 
 PRODUCERS = {"Dense", "Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D"}
 DEPTHWISE = {"DepthwiseConv1D", "DepthwiseConv2D"}
@@ -241,25 +242,24 @@ def analyze(model: Any) -> ChannelPlan:
         return int(dim) if dim is not None else 0
 
     def walk(fn_model: Any, prefix: str, in_layouts: list[Layout]) -> list[Layout]:
-        graph = fn_model._functional if isinstance(fn_model, k.Sequential) else fn_model
+        graph = functional_graph(fn_model)
         if graph is None:
             raise ModelError(f"model '{fn_model.name}' is not built", hint="build it (call it on an input) before pruning channels")
         layout: dict[int, Layout] = {}
         for tensor, lay in zip(graph.inputs, in_layouts):
             layout[id(tensor)] = lay
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
-                op = node.operation
-                if op is None or node.is_input:
-                    continue
-                ins = [t for t in node.input_tensors]
-                outs = list(node.outputs)
-                in_lays = [layout[id(t)] for t in ins]
-                path = prefix + op.name
-                cls = type(op).__name__
-                results = visit(op, cls, path, ins, outs, in_lays)
-                for tensor, lay in zip(outs, results):
-                    layout[id(tensor)] = lay
+        for node in graph_nodes(graph):
+            op = node.operation
+            if op is None or node.is_input:
+                continue
+            ins = [t for t in node.input_tensors]
+            outs = list(node.outputs)
+            in_lays = [layout[id(t)] for t in ins]
+            path = prefix + op.name
+            cls = type(op).__name__
+            results = visit(op, cls, path, ins, outs, in_lays)
+            for tensor, lay in zip(outs, results):
+                layout[id(tensor)] = lay
         return [layout[id(t)] for t in graph.outputs]
 
     def visit(op: Any, cls: str, path: str, ins: list[Any], outs: list[Any], in_lays: list[Layout]) -> list[Layout]:

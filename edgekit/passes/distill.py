@@ -52,6 +52,7 @@ import numpy as np
 from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.manifest import report_path_for
 from edgekit.core.datatypes import Dataset, LatencyStats, Preprocessing, SizeInfo
+from edgekit.core.tfshim import producing_layer
 
 # Probabilities are clipped before ``log`` so an underflowed 0 does not become -inf.
 SOFTMAX_EPS = 1e-12
@@ -176,8 +177,7 @@ def _output_layer(model: Any) -> Any:
     layer = None
     outputs = getattr(model, "outputs", None) or []
     if outputs:
-        history = getattr(outputs[0], "_keras_history", None)
-        layer = getattr(history, "operation", None) if history is not None else None
+        layer = producing_layer(outputs[0])
     if layer is None and getattr(model, "layers", None):
         layer = model.layers[-1]
     if layer is not None and layer is not model and getattr(layer, "outputs", None) is not None and hasattr(layer, "layers"):

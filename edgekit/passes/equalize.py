@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.tfshim import inbound_nodes, outbound_nodes, producing_layer
+
 _HOMOGENEOUS = ("relu", "linear")
 
 
@@ -60,15 +62,15 @@ def equalization_pairs(model: Any) -> list[tuple[str, str]]:
     pairs = []
     for layer in model.layers:
         kind = _kind(layer)
-        if kind is None or len(layer._inbound_nodes) != 1:
+        if kind is None or len(inbound_nodes(layer)) != 1:
             continue
-        inputs = layer._inbound_nodes[0].input_tensors
+        inputs = inbound_nodes(layer)[0].input_tensors
         if len(inputs) != 1:
             continue
-        producer = inputs[0]._keras_history.operation
+        producer = producing_layer(inputs[0])
         if _kind(producer) != kind or _activation(producer) not in _HOMOGENEOUS:
             continue
-        if len(producer._outbound_nodes) != 1:
+        if len(outbound_nodes(producer)) != 1:
             continue
         if kind == "conv" and getattr(producer, "data_format", "channels_last") != "channels_last":
             continue

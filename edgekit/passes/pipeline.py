@@ -67,7 +67,9 @@ def check_passes(passes: Sequence[Pass], state: ModelState, ctx: PassContext) ->
 
 
 def _weights(keras_model: Any) -> list[np.ndarray] | None:
-    return None if keras_model is None else [np.array(w) for w in keras_model.get_weights()]
+    if keras_model is None or not hasattr(keras_model, "get_weights"):  # no model, or a SavedModel's LoadedModel
+        return None
+    return [np.array(w) for w in keras_model.get_weights()]
 
 
 def run_passes(passes: Sequence[Pass], state: ModelState, ctx: PassContext, *, on_step: StepCallback | None = None,

@@ -50,6 +50,7 @@ from edgekit.core.fsutil import atomic_path, check_output_path, sha256_file, siz
 from edgekit.core.manifest import Manifest, manifest_path_for
 from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
+from edgekit.core.tfshim import functional_graph, graph_nodes
 from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing
 
 PRESERVE_CHOICES = ("sparsity", "clusters")
@@ -208,12 +209,7 @@ class _Graph:
 
 
 def _functional_of(model: Any) -> Any:
-    from edgekit.core.tfshim import keras
-
-    k = keras()
-    if isinstance(model, k.Sequential):
-        return getattr(model, "_functional", None)
-    return model if hasattr(model, "_nodes_by_depth") else None
+    return functional_graph(model)
 
 
 def _flatten_graph(model: Any) -> _Graph:
@@ -231,23 +227,22 @@ def _flatten_graph(model: Any) -> _Graph:
     nodes: list[_Node] = []
 
     def walk(graph: Any, scope: tuple) -> None:
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
-                op = node.operation
-                if op is None or node.is_input:
-                    continue
-                tensors = list(node.arguments.keras_tensors)
-                in_keys = [resolve((scope, id(t))) for t in tensors]
-                inner = _functional_of(op) if isinstance(op, k.Model) else None
-                if inner is not None and len(inner.inputs) == len(tensors):
-                    sub = (*scope, len(nodes), id(node))
-                    for inner_in, key in zip(inner.inputs, in_keys):
-                        alias[(sub, id(inner_in))] = key
-                    walk(inner, sub)
-                    for out, inner_out in zip(node.outputs, inner.outputs):
-                        alias[(scope, id(out))] = resolve((sub, id(inner_out)))
-                    continue
-                nodes.append(_Node(op, node.arguments, tensors, in_keys, [(scope, id(t)) for t in node.outputs]))
+        for node in graph_nodes(graph):
+            op = node.operation
+            if op is None or node.is_input:
+                continue
+            tensors = list(node.arguments.keras_tensors)
+            in_keys = [resolve((scope, id(t))) for t in tensors]
+            inner = _functional_of(op) if isinstance(op, k.Model) else None
+            if inner is not None and len(inner.inputs) == len(tensors):
+                sub = (*scope, len(nodes), id(node))
+                for inner_in, key in zip(inner.inputs, in_keys):
+                    alias[(sub, id(inner_in))] = key
+                walk(inner, sub)
+                for out, inner_out in zip(node.outputs, inner.outputs):
+                    alias[(scope, id(out))] = resolve((sub, id(inner_out)))
+                continue
+            nodes.append(_Node(op, node.arguments, tensors, in_keys, [(scope, id(t)) for t in node.outputs]))
 
     top = _functional_of(model)
     if top is None:
@@ -1035,10 +1030,10 @@ def qat(
 
 @contextlib.contextmanager
 def native_quiet():
-    """Silences Keras' stdout chatter and native logs around a call."""
-    from edgekit.core.tfshim import native_stderr_captured
+    """Silences Keras' stdout chatter and native logs around a call (edgekit's one silencer, core/tfshim)."""
+    from edgekit.core.tfshim import native_output_captured
 
-    with native_stderr_captured(), contextlib.redirect_stdout(io.StringIO()):
+    with native_output_captured():
         yield
 
 

@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from edgekit.core.tfshim import causal_padding
+
 EPSILON = 1e-6
 # Activations that TFLite fuses into CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED/ADD/SUB/MUL.
 FUSABLE_ACTIVATIONS = frozenset({"linear", "relu", "relu6"})
@@ -219,7 +221,7 @@ class QuantWeighted(keras.layers.Layer):
         one_d = len(x.shape) == 3
         if one_d:  # run 1D convolutions as 2D ones on (batch, 1, steps, channels), as the converter does
             if getattr(layer, "padding", None) == "causal":
-                x = keras.ops.pad(x, layer._compute_causal_padding())
+                x = keras.ops.pad(x, causal_padding(layer))
             x = tf.expand_dims(x, 1)
         padding = "valid" if layer.padding == "causal" else layer.padding
         strides, dilation = _pair(layer.strides, one_d), _pair(layer.dilation_rate, one_d)

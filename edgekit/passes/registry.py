@@ -16,6 +16,8 @@ import inspect
 
 from edgekit.core.errors import RecipeError
 from edgekit.passes.base import Pass, PassConfig
+from edgekit.passes.export import ExportPass
+from edgekit.passes.quantize import QuantizePass
 
 _PASSES: dict[str, type[Pass]] = {}
 
@@ -70,3 +72,5 @@ def build(config: PassConfig) -> Pass:
 
 # --- built-ins, registered explicitly -----------------------------------------------------------
 # (each import brings a pass module that imports no TensorFlow at module level)
+register(QuantizePass)
+register(ExportPass)

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         interp.invoke()
         return (time.perf_counter_ns() - t0) / 1e6
 
-    outputs = [[] for _ in out_details]
+    outputs: list[list] = [[] for _ in out_details]
     try:
         # latency first, on the first sample: first inference, warm-up, timed runs
         set_inputs(first_feed)
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"{runtime} failed while running the model: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}")
 
     if args.outputs and samples is not None:
-        np.savez(args.outputs, **{f"out_{k}": np.concatenate(v) for k, v in enumerate(outputs)})
+        np.savez(args.outputs, **{f"out_{k}": np.concatenate(v) for k, v in enumerate(outputs)})  # type: ignore[arg-type]
     result = {
         "runner_version": RUNNER_VERSION,
         "runtime": runtime,

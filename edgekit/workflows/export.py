@@ -1,19 +1,9 @@
-"""Export for a deployment target: converter settings per delegate, an artifact directory, honest reports.
+"""``edgekit export``: convert a model for a deployment target into an artifact directory, with honest reports.
 
-``export(model, target, out_dir)`` picks converter settings for the target unless told otherwise:
-
-=======  ==========================  ==================  ===================================
-target   default                     other modes         why
-=======  ==========================  ==================  ===================================
-cpu      int8 weights+activations,   dynamic, float16,   XNNPACK's int8 kernels; float I/O
-         float I/O (needs --data)    float32             keeps app code unchanged
-gpu      float16 weights, float I/O  float32             GPU delegates compute in fp16/fp32;
-                                                         int8 brings no GPU speed-up
-nnapi    int8, int8 I/O (--data)     float16, float32    NNAPI accelerators are integer
-npu      int8, int8 I/O (--data)     -                   vendor NPUs run quantized graphs
-=======  ==========================  ==================  ===================================
-
-and writes ``out_dir/``:
+``export(model, target, out_dir)`` picks converter settings for the target unless told otherwise
+(:data:`edgekit.export.target.TARGET_PROFILES`: cpu int8, gpu float16, nnapi and npu int8 with
+int8 I/O), converts, and runs the one-pass pipeline :class:`~edgekit.passes.export.ExportPass`
+(metadata, delegate compatibility, NPU compilation). It writes ``out_dir/``:
 
 - ``model.tflite`` with an ``edgekit_metadata`` metadata entry (JSON: labels, preprocessing,
   input/output specs, target) that app code can read from the flatbuffer;
@@ -35,135 +25,43 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekit.core.data import calibration_sample, load_dataset
-from edgekit.export.delegates import CompatReport, check_compatibility, check_target
-from edgekit.core.errors import ConversionError, InputError, ModelError
-from edgekit.export.fp16_risk import Fp16Risk, fp16_risk_check
-from edgekit.core.fsutil import TMP_PREFIX, sha256_file, size_info, write_bytes_atomic, write_json_atomic
-from edgekit.core.manifest import Manifest, manifest_path_for
-from edgekit.core.models import LoadedModel, keras_layer_names, load_model
-from edgekit.export.convert import check_mode_options, choose_weights, convert
-from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
-
-METADATA_NAME = "edgekit_metadata"
-METADATA_SCHEMA = "edgekit-metadata/1"
-MODEL_FILE = "model.tflite"
-REPORT_FILE = "compatibility.json"
-FP16_FILE = "fp16_risk.json"
-
-
-@dataclass(frozen=True)
-class TargetProfile:
-    """Converter settings edgekit uses for a target unless the user overrides them."""
-
-    target: str
-    default_mode: QuantMode
-    modes: tuple[QuantMode, ...]
-    int8_io: IOType  # I/O dtype for full-int8 exports
-    why: str
-
-
-TARGET_PROFILES: dict[str, TargetProfile] = {
-    "cpu": TargetProfile("cpu", QuantMode.INT8, (QuantMode.INT8, QuantMode.DYNAMIC, QuantMode.FLOAT16, QuantMode.FLOAT32),
-                         IOType.FLOAT, "full-int8 for XNNPACK's integer kernels; float I/O keeps app code unchanged"),
-    "gpu": TargetProfile("gpu", QuantMode.FLOAT16, (QuantMode.FLOAT16, QuantMode.FLOAT32), IOType.FLOAT,
-                         "GPU delegates compute in float16/float32; float16 weights halve the size at no GPU cost"),
-    "nnapi": TargetProfile("nnapi", QuantMode.INT8, (QuantMode.INT8, QuantMode.FLOAT16, QuantMode.FLOAT32), IOType.INT8,
-                           "NNAPI accelerators (DSP/NPU) are integer engines; float falls back to GPU or CPU drivers"),
-    "npu": TargetProfile("npu", QuantMode.INT8, (QuantMode.INT8,), IOType.INT8,
-                         "vendor NPUs run integer-quantized graphs end to end"),
-}
-
-
-def resolve_settings(target: str, mode: QuantMode | str | None, io_type: IOType | str | None, has_data: bool) -> tuple[str, QuantMode, IOType]:
-    """The (target, mode, I/O type) an export will use; raises InputError before any work.
-
-    Example:
-        >>> resolve_settings("gpu", None, None, has_data=False)
-        ('gpu', <QuantMode.FLOAT16: 'float16'>, <IOType.FLOAT: 'float'>)
-    """
-    target = check_target(target)
-    profile = TARGET_PROFILES[target]
-    try:
-        chosen = QuantMode(mode) if mode is not None else profile.default_mode
-    except ValueError:
-        raise InputError(f"unknown --mode '{mode}'", hint=f"use one of: {', '.join(m.value for m in profile.modes)}") from None
-    if chosen not in profile.modes:
-        raise InputError(
-            f"--mode {chosen.value} does not suit --target {target} (allowed: {', '.join(m.value for m in profile.modes)})",
-            hint=profile.why,
-        )
-    if chosen.needs_data and not has_data:
-        others = [m.value for m in profile.modes if not m.needs_data]
-        raise InputError(
-            f"--target {target} uses full-int8 quantization, which needs calibration data",
-            hint="pass --data FILE (.npz, .npy or an image folder) with ~100 typical inputs"
-            + (f", or choose --mode {' / '.join(others)}" if others else ""),
-        )
-    try:
-        io = IOType(io_type) if io_type is not None else (profile.int8_io if chosen is QuantMode.INT8 else IOType.FLOAT)
-    except ValueError:
-        raise InputError(f"unknown --io-type '{io_type}'", hint="use float, int8, uint8 or int16") from None
-    check_mode_options(chosen, io, has_data)
-    return target, chosen, io
-
-
-# ----------------------------------------------------------------------------------------------
-# TFLite metadata
-# ----------------------------------------------------------------------------------------------
-
-
-def embed_metadata(flatbuffer: bytes, payload: dict[str, Any], name: str = METADATA_NAME) -> bytes:
-    """Returns the model with ``payload`` (JSON) added as a metadata entry called ``name``.
-
-    Uses the flatbuffer object API (``ai_edge_litert.tools.flatbuffer_utils``): a new buffer
-    holds the UTF-8 JSON and ``Model.metadata`` gets ``{name, buffer}``. An entry with the same
-    name is replaced. Graph, weights and signatures are unchanged.
-    """
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
-    data = np.frombuffer(json.dumps(payload, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    entries = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != name]
-    buffer = schema.BufferT()
-    buffer.data = data
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = name
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [*entries, entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def read_embedded_metadata(info: TfliteInfo, name: str = METADATA_NAME) -> dict[str, Any] | None:
-    """The JSON edgekit embedded in a model, or None."""
-    raw = info.metadata.get(name)
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-# ----------------------------------------------------------------------------------------------
-# Export
-# ----------------------------------------------------------------------------------------------
+from edgekit.core.errors import InputError, ModelError
+from edgekit.core.fsutil import json_bytes, write_bytes_atomic, write_json_atomic
+from edgekit.core.manifest import manifest_path_for, write_artifact
+from edgekit.core.models import LoadedModel, keras_layer_names, load_model
+from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
+from edgekit.export.convert import Conversion, convert_model
+from edgekit.export.delegates import CompatReport
+from edgekit.export.fp16_risk import Fp16Risk, fp16_risk_check
+from edgekit.export.npu import check_npu_ready
+from edgekit.export.target import (  # noqa: F401 - METADATA_*, embed_metadata, read_embedded_metadata: re-exported for callers
+    FP16_FILE,
+    METADATA_NAME,
+    METADATA_SCHEMA,
+    MODEL_FILE,
+    REPORT_FILE,
+    TARGET_PROFILES,
+    TargetProfile,
+    convert_for_target,
+    embed_metadata,
+    flex_ops,
+    flex_refusal,
+    read_embedded_metadata,
+    resolve_settings,
+)
+from edgekit.passes.base import ModelState, PassContext
+from edgekit.passes.export import ExportConfig, ExportPass, compatibility
+from edgekit.passes.pipeline import run_passes
+from edgekit.workflows.outdir import prepare_out_dir, staged_dir
 
 
 @dataclass(frozen=True)
@@ -201,8 +99,6 @@ class ExportResult:
         }
 
 
-
-
 def _read_labels(labels: str | os.PathLike[str] | list[str] | tuple[str, ...] | None) -> list[str] | None:
     if labels is None:
         return None
@@ -218,64 +114,6 @@ def _read_labels(labels: str | os.PathLike[str] | list[str] | tuple[str, ...] | 
     if not names:
         raise InputError(f"no labels in {labels}", hint="one class name per line")
     return names
-
-
-def _prepare_out_dir(out_dir: str | os.PathLike[str], *, force: bool, inputs: list[Any]) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} is a file, expected a directory", hint="give a directory path with -o (it is created)")
-    if not out.parent.exists():
-        raise InputError(f"output folder {out.parent} does not exist", hint=f"create it first: mkdir -p {out.parent}")
-    resolved = out.resolve()
-    for given in inputs:
-        if given is None:
-            continue
-        src = Path(given).resolve()
-        if src == resolved or resolved in src.parents:
-            raise InputError(f"output directory {out} contains the input {given}", hint="choose another -o directory; edgekit never overwrites its inputs")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"output directory {out} already exists and is not empty", hint="pass --force to replace it or choose another -o path")
-    return out
-
-
-def _flex_ops(info: TfliteInfo) -> list[str]:
-    return sorted({op.op[5:] for op in info.operators if op.op.startswith("FLEX:")})
-
-
-def _flex_refusal(target: str, ops: list[str]) -> ModelError:
-    what = {"gpu": "the GPU delegate", "npu": "NPU compilers", "nnapi": "NNAPI"}.get(target, "the target")
-    return ModelError(
-        f"the model needs TensorFlow op(s) {', '.join(ops)} that only run through the Flex delegate (SELECT_TF_OPS), "
-        f"which {what} cannot run",
-        hint="rewrite the layers that use them with TFLite builtin ops (e.g. gelu(approximate=True) instead of erf), "
-        "or export for --target cpu with --allow-select-tf-ops",
-    )
-
-
-def _convert_for_target(loaded: LoadedModel, target: str, mode: QuantMode, calibration: np.ndarray | None, io_type: IOType,
-                        allow_select_tf_ops: bool, per_channel: bool = True) -> bytes:
-    """Converts; a model that needs Flex ops gets a refusal naming them (gpu/npu always)."""
-    select = allow_select_tf_ops and target not in ("gpu", "npu")
-    try:
-        flatbuffer = convert(loaded, mode, calibration=calibration if mode.needs_data else None, io_type=io_type, allow_select_tf_ops=select,
-                             per_channel=per_channel)
-    except ConversionError as exc:
-        if select:
-            raise
-        try:  # find out which ops have no builtin, to name them
-            probe = convert(loaded, QuantMode.FLOAT32, allow_select_tf_ops=True)
-        except ConversionError:
-            raise exc from None
-        flex = _flex_ops(parse_tflite_bytes(probe, "probe"))
-        if not flex:
-            raise
-        if target in ("gpu", "npu"):
-            raise _flex_refusal(target, flex) from None
-        raise ConversionError(
-            f"the model needs TensorFlow op(s) {', '.join(flex)} that have no TFLite builtin",
-            hint="rewrite those layers, or pass --allow-select-tf-ops (the Flex delegate then runs them on the CPU)",
-        ) from None
-    return flatbuffer
 
 
 def export(
@@ -333,25 +171,25 @@ def export(
         raise InputError(f"--fp16-tolerance must be positive, got {fp16_tolerance}", hint="e.g. 0.01 (1% relative error)")
     if api_level is not None and target != "nnapi":
         raise InputError("--api-level applies to --target nnapi only", hint="drop --api-level or use --target nnapi")
+    if api_level is not None and not 21 <= int(api_level) <= 60:
+        raise InputError(f"--api-level {api_level} is not an Android API level", hint="use e.g. 30 (Android 11) or 35 (Android 15)")
     if (npu is not None or soc is not None) and target != "npu":
         raise InputError("--npu/--soc apply to --target npu only", hint="use --target npu --npu qualcomm|mediatek|google_tensor")
     if soc is not None and npu is None:
         raise InputError("--soc needs --npu VENDOR", hint="e.g. --npu qualcomm --soc SM8650")
-    npu_plan = None
-    if npu is not None:
-        from edgekit.export.npu import check_npu_ready
-
-        npu_plan = check_npu_ready(npu, soc)
+    vendor = check_npu_ready(npu, soc)[0].name if npu is not None else None
+    config = ExportConfig.model_validate({"target": target, "api_level": api_level, "npu": vendor, "soc": soc})
     label_names = _read_labels(labels)
-    is_loaded = isinstance(model, LoadedModel)
-    is_path = isinstance(model, (str, os.PathLike))
-    src_path = model.path if is_loaded else (str(model) if is_path else None)
+    if isinstance(model, LoadedModel):
+        src_path: str | None = model.path
+    else:
+        src_path = str(model) if isinstance(model, (str, os.PathLike)) else None
     data_path = data.source if isinstance(data, Dataset) else data
-    out = _prepare_out_dir(out_dir, force=force, inputs=[src_path, data_path])
+    out = prepare_out_dir(out_dir, force=force, inputs=[src_path, data_path])
 
-    if is_loaded:
+    if isinstance(model, LoadedModel):
         loaded = model
-    elif is_path:
+    elif isinstance(model, (str, os.PathLike)):
         loaded = load_model(model, unsafe=unsafe, custom_objects=custom_objects)
     else:
         loaded = _loaded_from_object(model)
@@ -371,38 +209,31 @@ def export(
 
     warnings: list[str] = []
     started = time.perf_counter()
-    weights, _ = choose_weights(loaded, chosen_mode)  # per-tensor for a model clustered per layer, as `edgekit quantize`
-    flatbuffer = _convert_for_target(loaded, target, chosen_mode, calibration, chosen_io, allow_select_tf_ops, per_channel=weights != "per-tensor")
+    converted = convert_for_target(loaded, target, chosen_mode, calibration, chosen_io, allow_select_tf_ops)
     seconds = time.perf_counter() - started
-    info = parse_tflite_bytes(flatbuffer, MODEL_FILE)
-    flex = _flex_ops(info)
-    if flex and target in ("gpu", "npu"):  # pragma: no cover - _convert_for_target never enables Flex for these
-        raise _flex_refusal(target, flex)
+    flex = flex_ops(parse_tflite_bytes(converted.flatbuffer, MODEL_FILE))
+    if flex and target in ("gpu", "npu"):  # pragma: no cover - convert_for_target never enables Flex for these
+        raise flex_refusal(target, flex)
     if flex:
         warnings.append(f"the model uses Flex op(s) {', '.join(flex)}: ship the Flex delegate; no hardware delegate runs them")
 
-    payload = {
-        "schema": METADATA_SCHEMA,
-        "labels": label_names,
-        "preprocessing": pre.to_dict(),
-        "inputs": [t.to_dict() for t in info.inputs],
-        "outputs": [t.to_dict() for t in info.outputs],
-        "target": target,
-        "mode": chosen_mode.value,
-    }
-    flatbuffer = embed_metadata(flatbuffer, payload)
+    # the export pass: metadata, delegate compatibility, NPU compilation (it writes nothing itself)
+    state = ModelState(keras=loaded.keras_model, tflite=converted.flatbuffer, kind=chosen_mode.value, source=str(src_path or ""),
+                       details={"weights": converted.weights, "weights_reason": converted.weights_reason})
+    ctx = PassContext(calibration=calibration, preprocessing=pre, labels=tuple(label_names) if label_names else None, seed=seed)
+    outputs = []
+    done = run_passes([ExportPass(config)], state, ctx, on_step=lambda _i, _p, output, _s: outputs.append(output))
+    flatbuffer = done.state.tflite
+    assert flatbuffer is not None
     info = parse_tflite_bytes(flatbuffer, str(out / MODEL_FILE))
-    report = check_compatibility(info, target, api_level=api_level, layers=layers, model_bytes=flatbuffer)
-    warnings.extend(report.warnings)
-    if report.unsupported:
-        ops = sorted({n.op for n in report.unsupported})
-        warnings.append(f"{len(report.unsupported)} of {report.summary.nodes} nodes stay off the {report.delegate} delegate ({', '.join(ops)}); "
-                        f"see {REPORT_FILE}")
+    report = compatibility(flatbuffer, target, api_level=api_level, keras_model=loaded.keras_model, name=str(out / MODEL_FILE))
+    warnings.extend(done.warnings)
+    npu_models: list[dict[str, Any]] = list(done.steps[0].details.get("npu_models", []))
 
     fp16 = None
     if target == "gpu" and fp16_check and dataset is not None:
         other_mode = QuantMode.FLOAT32 if chosen_mode is QuantMode.FLOAT16 else QuantMode.FLOAT16
-        other = convert(loaded, other_mode)
+        other = convert_model(loaded, Conversion(mode=other_mode)).flatbuffer
         f32, f16 = (other, flatbuffer) if chosen_mode is QuantMode.FLOAT16 else (flatbuffer, other)
         check_x = calibration_sample(dataset, fp16_samples, seed)
         fp16 = fp16_risk_check(f32, f16, check_x, tolerance=fp16_tolerance, layers=layers)
@@ -410,31 +241,15 @@ def export(
     elif target == "gpu" and fp16_check:
         warnings.append("no --data: the float16 risk check was skipped")
 
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the artifact directory should not be
-    try:
-        model_file = tmp / MODEL_FILE
-        write_bytes_atomic(model_file, flatbuffer)
-        digest = sha256_file(model_file)
-        sizes = size_info(model_file)
-        npu_models: list[dict[str, Any]] = []
-        if npu_plan is not None:
-            from edgekit.export.npu import npu_compile
-
-            vendor, soc_name = npu_plan
-            npu_models = npu_compile(model_file, vendor.name, soc_name, tmp / "npu")
-            warnings.extend(f"NPU compilation for {m['target']} failed: {m['error']}" for m in npu_models if m.get("file") is None)
-        write_json_atomic(tmp / REPORT_FILE, report.to_dict())
+    with staged_dir(out) as tmp:
+        files = {**outputs[0].files, REPORT_FILE: json_bytes(report.to_dict())}  # the report names the file where it lies
+        for name, data_bytes in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(tmp / name, data_bytes)
         if fp16 is not None:
             write_json_atomic(tmp / FP16_FILE, fp16.to_dict())
-        manifest = Manifest(
-            artifact={"file": MODEL_FILE, "sha256": digest, "bytes": sizes.bytes, "gzip_bytes": sizes.gzip_bytes},
-            inputs=[t.to_dict() for t in info.inputs],
-            outputs=[t.to_dict() for t in info.outputs],
-            preprocessing=pre.to_dict(),
-            labels=label_names,
+        staged = write_artifact(
+            tmp / MODEL_FILE, flatbuffer, preprocessing=pre, labels=label_names,
             source={"path": str(src_path) if src_path else None, "format": loaded.format, "sha256": loaded.sha256,
                     "parameters": loaded.parameter_count},
             data=({"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset),
@@ -443,7 +258,7 @@ def export(
             options={"target": target, "mode": chosen_mode.value, "io_type": chosen_io.value, "samples": samples, "seed": seed,
                      "api_level": api_level, "npu": npu, "soc": soc, "allow_select_tf_ops": allow_select_tf_ops,
                      "fp16_check": fp16_check, "fp16_tolerance": fp16_tolerance, "fp16_samples": fp16_samples,
-                     "weights": weights},
+                     "weights": converted.weights},
             extra={
                 "target": target,
                 "settings": {"mode": chosen_mode.value, "io_type": chosen_io.value, "why": TARGET_PROFILES[target].why,
@@ -457,32 +272,11 @@ def export(
                 "warnings": warnings,
             },
         )
-        write_json_atomic(manifest_path_for(model_file), manifest.to_dict())
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     final = out / MODEL_FILE
-    artifact = Artifact(path=str(final), sha256=digest, size=sizes, manifest_path=str(manifest_path_for(final)))
+    artifact = Artifact(path=str(final), sha256=staged.sha256, size=staged.size, manifest_path=str(manifest_path_for(final)))
     return ExportResult(out_dir=str(out), target=target, mode=chosen_mode, io_type=chosen_io, artifact=artifact,
-                        info=parse_tflite_bytes(flatbuffer, str(final)), report=report, fp16=fp16,
-                        npu_models=[{**m} for m in npu_models], conversion_seconds=seconds, warnings=warnings)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Renames the finished temp directory to ``out``, replacing an old one only at the end."""
-    backup = None
-    if out.exists():
-        backup = out.with_name(f"{TMP_PREFIX}old-{out.name}-{os.getpid()}")
-        os.replace(out, backup)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if backup is not None:
-            os.replace(backup, out)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+                        info=info, report=report, fp16=fp16, npu_models=[{**m} for m in npu_models], conversion_seconds=seconds,
+                        warnings=warnings)
 
 
 def _loaded_from_object(keras_model: Any) -> LoadedModel:
@@ -519,6 +313,10 @@ def _check_labels(labels: list[str] | None, loaded: LoadedModel) -> None:
 def read_export_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of an export directory (``model.json``)."""
     path = manifest_path_for(Path(out_dir) / MODEL_FILE)
-    with contextlib.suppress(OSError, json.JSONDecodeError):
-        return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if isinstance(data, dict):
+        return data
     raise InputError(f"{out_dir} has no readable {path.name}", hint="give a directory written by `edgekit export`")

@@ -1,9 +1,17 @@
-"""Describes a model without running it: a ``.tflite`` file (anyone's) or a Keras model."""
+"""``edgekit inspect``: describes a model without running it, a ``.tflite`` file (anyone's) or a Keras model.
+
+Example:
+    >>> report = inspect_artifact("model_int8.tflite")  # doctest: +SKIP
+    >>> report.kind, report.to_dict()["op_histogram"]["CONV_2D"]  # doctest: +SKIP
+    ('tflite', 1)
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +24,7 @@ def _metadata_summary(metadata: dict[str, bytes]) -> dict[str, Any]:
     """Readable metadata: edgekit's own JSON metadata decoded, others by size."""
     out: dict[str, Any] = {}
     for key, value in metadata.items():
-        if key.startswith("edgekit") :
+        if key.startswith("edgekit"):
             try:
                 out[key] = json.loads(value.decode("utf-8"))
                 continue
@@ -26,7 +34,18 @@ def _metadata_summary(metadata: dict[str, bytes]) -> dict[str, Any]:
     return out
 
 
-def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InspectReport:
+    """What ``edgekit inspect`` found; ``to_dict()`` is its JSON (keys depend on :attr:`kind`)."""
+
+    kind: str  # "tflite", or the Keras model's format ("keras", "h5", "savedmodel")
+    fields: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.fields}
+
+
+def inspect_tflite(path: str | os.PathLike[str]) -> InspectReport:
     """Operators, I/O with quantization, parameters, size breakdown and metadata of a .tflite file."""
     info = read_tflite(path)
     meta = _metadata_summary(info.metadata)
@@ -34,8 +53,7 @@ def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
     for value in meta.values():
         if isinstance(value, dict) and isinstance(value.get("labels"), list):
             labels = value["labels"]
-    return {
-        "kind": "tflite",
+    return InspectReport(kind="tflite", fields={
         "path": str(path),
         "sha256": sha256_file(path),
         "bytes": info.file_bytes,
@@ -52,10 +70,10 @@ def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
         "metadata": meta,
         "labels": labels,
         "signatures": list(info.signatures),
-    }
+    })
 
 
-def inspect_keras(path: str | os.PathLike[str], *, unsafe: bool = False, custom_objects: str | None = None) -> dict[str, Any]:
+def inspect_keras(path: str | os.PathLike[str], *, unsafe: bool = False, custom_objects: str | None = None) -> InspectReport:
     """Layers, shapes and parameter counts of a Keras model (or SavedModel)."""
     loaded = load_model(path, unsafe=unsafe, custom_objects=custom_objects)
     layers = []
@@ -70,8 +88,7 @@ def inspect_keras(path: str | os.PathLike[str], *, unsafe: bool = False, custom_
                 out_shape = None
             layers.append({"name": layer.name, "class": type(layer).__name__, "output_shape": out_shape, "parameters": int(layer.count_params())})
         trainable = int(sum(int(w.numpy().size) for w in model.trainable_weights))
-    return {
-        "kind": loaded.format,
+    return InspectReport(kind=loaded.format, fields={
         "path": str(path),
         "sha256": loaded.sha256,
         "inputs": [{"shape": loaded.input_shape, "dtype": loaded.input_dtype}],
@@ -79,10 +96,10 @@ def inspect_keras(path: str | os.PathLike[str], *, unsafe: bool = False, custom_
         "parameters": loaded.parameter_count,
         "trainable_parameters": trainable,
         "layers": layers,
-    }
+    })
 
 
-def inspect_artifact(path: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
+def inspect_artifact(path: str | os.PathLike[str], **kwargs: Any) -> InspectReport:
     """Dispatches on the file's content: .tflite -> :func:`inspect_tflite`, else :func:`inspect_keras`."""
     fmt = detect_format(Path(path))
     if fmt == "tflite":

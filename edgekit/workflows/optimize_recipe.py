@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.datatypes import Preprocessing
-from edgekit.export.targets import TARGET_MODES
+from edgekit.export.target import TARGET_MODES
 from edgekit.workflows.recipes import recipe_from_dict
 from edgekit.workflows.search import Budget, Trial
 

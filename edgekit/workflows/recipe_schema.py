@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from edgekit.core.datatypes import Preprocessing as Pre
 from edgekit.core.datatypes import check_name
-from edgekit.export.targets import TARGET_MODES
+from edgekit.export.target import TARGET_MODES
 from edgekit.measure.gates import Gates
 from edgekit.passes.base import PassConfig
 from edgekit.passes.registry import config_types, names, pass_class

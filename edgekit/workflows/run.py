@@ -41,7 +41,7 @@ from edgekit.core.fsutil import write_bytes_atomic
 from edgekit.core.manifest import command_line, versions, write_artifact
 from edgekit.core.models import load_model
 from edgekit.devices.profiles import load_profile
-from edgekit.export.compat import check_bytes
+from edgekit.export.delegates import check_bytes
 from edgekit.export.convert import Conversion, convert_model
 from edgekit.measure.bench import Bench, Candidate, Measurement, MeasureSettings
 from edgekit.measure.gates import GateResult, check_gates, row

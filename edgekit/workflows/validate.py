@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.data import load_dataset
+from edgekit.core.datatypes import AccuracyResult, LatencyStats, OutputComparison, Preprocessing, SizeInfo
 from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file, size_info, write_json_atomic
 from edgekit.core.manifest import manifest_path_for, preprocessing_from_manifest, read_manifest, report_path_for, versions
-from edgekit.measure.metrics import accuracy, compare_outputs, is_classifier_output
-from edgekit.runtime.local import check_run_options, latency_stats, run_local
+from edgekit.core.models import load_model
 from edgekit.core.tflite_file import TfliteInfo, read_tflite
-from edgekit.core.datatypes import AccuracyResult, LatencyStats, OutputComparison, Preprocessing, SizeInfo
+from edgekit.devices.profiles import DeviceProfile, load_profile
+from edgekit.devices.run import run_model
+from edgekit.measure.metrics import accuracy, compare_outputs, is_classifier_output
+from edgekit.runtime.local import check_run_options
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,10 @@ def validate(
     unsafe: bool = False,
     custom_objects: str | os.PathLike[str] | None = None,
     runtime: str = "auto",
-    device: Any = None,
+    device: str | os.PathLike[str] | DeviceProfile | None = None,
     devices_dir: str | os.PathLike[str] | None = None,
 ) -> ValidationReport:
-    """Runs ``artifact`` on ``data`` with LiteRT on this machine and measures it.
+    """Runs ``artifact`` on ``data`` (this machine, or ``device``) and measures it.
 
     Preprocessing defaults to the one recorded in the artifact's manifest. With ``reference``
     (the float Keras model or SavedModel), outputs are compared per output (top-1 agreement,
@@ -159,15 +163,13 @@ def validate(
     beside the artifact (``model.report.json``) unless ``write_report`` is False.
 
     With ``device`` (a profile name, path or :class:`~edgekit.devices.profiles.DeviceProfile`)
-    the artifact runs there instead (:func:`edgekit.devices.run.run_on_device`) and the
+    the artifact runs there instead (:func:`edgekit.devices.run.run_model`) and the
     report's ``device`` entry holds the probe, the runtime, the thermal state and where accuracy
     was measured.
     """
     check_run_options(runs, warmup, threads)
-    if device is not None:
-        from edgekit.devices.profiles import load_profile
-
-        device = load_profile(device, devices_dir=devices_dir)  # a bad name fails before any work
+    # a bad name fails before any work; no device: this machine's profile, reported as plain "local"
+    profile = load_profile(device if device is not None else "local", devices_dir=devices_dir)
     if samples is not None and samples < 1:
         raise InputError(f"--samples must be at least 1, got {samples}", hint="omit it to use all samples")
     path = require_file(artifact, "artifact")
@@ -179,8 +181,6 @@ def validate(
     pre = preprocessing if preprocessing is not None else preprocessing_from_manifest(manifest)
     ref_model = None
     if reference is not None:
-        from edgekit.core.models import load_model
-
         ref_model = load_model(reference, unsafe=unsafe, custom_objects=custom_objects)
     input_shape = tuple(None if d < 0 else d for d in info.inputs[0].shape)
     input_shape = (None, *input_shape[1:])
@@ -193,15 +193,12 @@ def validate(
                 hint="pass the model the artifact was converted from",
             )
 
-    device_report = None
-    if device is None:
-        run = run_local(path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
-        latency = latency_stats(run)
-    else:
-        from edgekit.devices.run import run_on_device
-
-        on_device = run_on_device(device, path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
-        run, latency, device_report = on_device.run, on_device.latency, on_device.report
+    # one code path: the profile decides where the run happens; a device asked for by name records
+    # the conditions of the run (probe, thermal state, where accuracy was measured)
+    named = device is not None
+    on_device = run_model(profile, path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime, with_probe=named)
+    run, latency = on_device.run, on_device.latency
+    device_report = on_device.report if named else {"name": profile.name, "transport": profile.transport}
     _check_outputs(info, run.outputs, dataset.y)
     acc = accuracy(run.outputs[0], dataset.y) if dataset.y is not None and is_classifier_output(run.outputs[0].reshape(len(dataset), -1)) else None
     ref_acc = None
@@ -234,9 +231,9 @@ def validate(
         data={"path": dataset.source, "sha256": dataset.sha256, "samples": len(dataset), "labelled": dataset.y is not None},
         reference={"path": ref_model.path, "sha256": ref_model.sha256, "format": ref_model.format} if ref_model else None,
         labels=labels,
-        **({"device": device_report} if device_report is not None else {}),
+        device=device_report,
     )
     if report_path is not None:
         write_json_atomic(report_path, result.to_dict())
-        result = ValidationReport(**{**result.__dict__, "report_path": str(report_path)})
+        result = dataclasses.replace(result, report_path=str(report_path))
     return result

@@ -1,0 +1,120 @@
+"""The export pass: package a model for a deployment target (cpu, gpu, nnapi, npu).
+
+It converts the model with the target's defaults when no earlier pass converted it
+(:data:`edgekit.export.target.TARGET_PROFILES`), embeds edgekit's metadata (labels,
+preprocessing, I/O, target) in the flatbuffer, checks every node against the target's delegate
+(:mod:`edgekit.export.delegates`) and, for ``npu`` with a vendor, compiles ahead of time. Like
+every pass it writes nothing: the compatibility report and the NPU-compiled models come back in
+:attr:`~edgekit.passes.base.PassOutput.files` (``compatibility.json``, ``npu/<file>``).
+
+Example:
+    >>> out = ExportPass(ExportConfig(target="gpu")).apply(state, ctx)  # doctest: +SKIP
+    >>> sorted(out.files), out.details["full_coverage"]  # doctest: +SKIP
+    (['compatibility.json'], True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from edgekit.core.datatypes import IOType
+from edgekit.core.fsutil import json_bytes
+from edgekit.core.models import keras_layer_names
+from edgekit.core.tflite_file import parse_tflite_bytes
+from edgekit.export.convert import Conversion, convert_model
+from edgekit.export.delegates import CompatReport, check_compatibility
+from edgekit.export.npu import check_npu_ready, npu_compile_bytes
+from edgekit.export.target import METADATA_NAME, METADATA_SCHEMA, MODEL_FILE, REPORT_FILE, embed_metadata, resolve_settings
+from edgekit.passes.base import ModelState, Pass, PassConfig, PassContext, PassOutput
+from edgekit.passes.quantize import keras_of, source_model
+
+NPU_DIR = "npu"
+
+
+class ExportConfig(PassConfig):
+    """Package the artifact for a target: metadata, delegate compatibility report, optional NPU compilation."""
+
+    pass_: Literal["export"] = Field("export", alias="pass")
+    target: Literal["cpu", "gpu", "nnapi", "npu"] = "cpu"
+    api_level: int | None = Field(None, ge=21, le=60, description="Android API level of the device (nnapi).")
+    npu: Literal["qualcomm", "mediatek", "google_tensor"] | None = Field(None, description="AOT-compile for this NPU vendor (npu).")
+    soc: str | None = Field(None, description="The vendor's SoC to compile for (default: all).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExportConfig:
+        if self.api_level is not None and self.target != "nnapi":
+            raise ValueError("api_level applies to target nnapi only")
+        if (self.npu is not None or self.soc is not None) and self.target != "npu":
+            raise ValueError("npu/soc apply to target npu only")
+        if self.soc is not None and self.npu is None:
+            raise ValueError("soc needs npu (the vendor) too")
+        return self
+
+
+def metadata_payload(flatbuffer: bytes, target: str, kind: str, ctx: PassContext) -> dict[str, Any]:
+    """The JSON edgekit embeds in an exported model (``edgekit-metadata/1``)."""
+    info = parse_tflite_bytes(flatbuffer, MODEL_FILE)
+    return {"schema": METADATA_SCHEMA, "labels": list(ctx.labels) if ctx.labels else None, "preprocessing": ctx.preprocessing.to_dict(),
+            "inputs": [t.to_dict() for t in info.inputs], "outputs": [t.to_dict() for t in info.outputs],
+            "target": target, "mode": kind}
+
+
+def compatibility(flatbuffer: bytes, target: str, *, api_level: int | None, keras_model: Any, name: str = MODEL_FILE) -> CompatReport:
+    """The delegate compatibility report of an exported model (layer names from its Keras model)."""
+    layers = keras_layer_names(keras_model) if keras_model is not None else {}
+    return check_compatibility(parse_tflite_bytes(flatbuffer, name), target, api_level=api_level, layers=layers, model_bytes=flatbuffer)
+
+
+def coverage_warnings(report: CompatReport) -> list[str]:
+    """The report's warnings, and one line naming the ops that stay off the delegate."""
+    warnings = list(report.warnings)
+    if report.unsupported:
+        ops = sorted({n.op for n in report.unsupported})
+        warnings.append(f"{len(report.unsupported)} of {report.summary.nodes} nodes stay off the {report.delegate} delegate "
+                        f"({', '.join(ops)}); see {REPORT_FILE}")
+    return warnings
+
+
+class ExportPass(Pass[ExportConfig]):
+    """Packages the model for :attr:`ExportConfig.target` (see the module docstring)."""
+
+    name = "export"
+    config_type = ExportConfig
+    needs_keras = False
+
+    def check(self, state: ModelState, ctx: PassContext) -> None:
+        cfg = self.config
+        if not state.converted:
+            resolve_settings(cfg.target, None, None, ctx.calibration is not None)
+        if cfg.npu is not None:
+            check_npu_ready(cfg.npu, cfg.soc)
+
+    def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        cfg = self.config
+        details: dict[str, Any] = {"target": cfg.target}
+        if not state.converted:
+            target, mode, io_type = resolve_settings(cfg.target, None, None, ctx.calibration is not None)
+            ctx.progress(f"export: converting for {target} ({mode.value})")
+            converted = convert_model(source_model(state), Conversion(mode=mode, io_type=io_type), calibration=ctx.calibration)
+            state = state.with_tflite(converted.flatbuffer, mode.value, weights=converted.weights, weights_reason=converted.weights_reason)
+            details.update({"converted": mode.value, "io_type": IOType(io_type).value, "weights": converted.weights})
+        assert state.tflite is not None
+        flatbuffer = embed_metadata(state.tflite, metadata_payload(state.tflite, cfg.target, state.kind, ctx))
+        report = compatibility(flatbuffer, cfg.target, api_level=cfg.api_level, keras_model=keras_of(state))
+        files: dict[str, bytes] = {REPORT_FILE: json_bytes(report.to_dict())}
+        details.update({"metadata": METADATA_NAME, "compatibility": REPORT_FILE,
+                        "delegated_node_share": report.summary.delegated_node_share, "full_coverage": report.full_coverage})
+        if cfg.npu is not None:
+            vendor, soc = check_npu_ready(cfg.npu, cfg.soc)
+            ctx.progress(f"export: AOT-compiling for {vendor.name} {soc}")
+            compiled, models = npu_compile_bytes(flatbuffer, vendor.name, soc)
+            files.update({f"{NPU_DIR}/{name}": data for name, data in compiled.items()})
+            details["npu_models"] = models
+        warnings = coverage_warnings(report)
+        warnings += [f"NPU compilation for {m['target']} failed: {m['error']}" for m in details.get("npu_models", []) if m.get("file") is None]
+        exported = ModelState(keras=state.keras, tflite=flatbuffer, kind=state.kind, source=state.source,
+                              details={**state.details, "export_target": cfg.target})
+        return PassOutput(state=exported, details=details, warnings=tuple(warnings), files=files)
+
