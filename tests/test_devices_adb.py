@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from devices_sshd import free_port
 
+from edgekit.core.errors import DeviceError, InputError
+from edgekit.core.fsutil import sha256_file
 from edgekit.devices.adb import AdbTransport, classify_adb_error, parse_adb_connect, parse_adb_devices
 from edgekit.devices.benchmark_output import parse_benchmark_output
 from edgekit.devices.profiles import parse_profile
 from edgekit.devices.run import _run_android, latency_from_native
 from edgekit.devices.transport import LocalTransport
-from edgekit.core.errors import DeviceError, InputError
-from edgekit.core.fsutil import sha256_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROBE_MODEL = Path(__file__).resolve().parents[1] / "edgekit" / "devices" / "probe_model.tflite"

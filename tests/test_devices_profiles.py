@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.core.errors import DeviceError, InputError, RecipeError
 from edgekit.devices.probe import (
     TryRun,
     android_summary,
@@ -21,7 +22,6 @@ from edgekit.devices.probe import (
 )
 from edgekit.devices.profiles import bundled_dir, list_profiles, load_profile, parse_profile
 from edgekit.devices.transport import Completed, split_exit_marker
-from edgekit.core.errors import DeviceError, InputError, RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "devices"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from devices_sshd import LoopbackSshd, free_port, unavailable_reason
 
+from edgekit.core.errors import DeviceError
+from edgekit.core.fsutil import sha256_file
 from edgekit.devices.profiles import load_profile
 from edgekit.devices.ssh import SshTransport
 from edgekit.devices.transport import work_dir
-from edgekit.core.errors import DeviceError
-from edgekit.core.fsutil import sha256_file
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 

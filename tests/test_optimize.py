@@ -61,8 +61,8 @@ def test_outlier_model_int8_rejected_mixed_found(outlier_run):
 
 
 def test_equalization_recovers_int8_on_the_outlier_model(tiny, tmp_path):
-    from edgekit.passes.equalize import equalize
     from edgekit.core.models import load_model
+    from edgekit.passes.equalize import equalize
     from edgekit.workflows.optimize import optimize
 
     loaded = load_model(tiny["outlier"])
@@ -101,8 +101,8 @@ def test_recommendation_is_a_recipe_that_reruns(outlier_run, tiny, tmp_path):
 
 def test_bundled_example_size_candidates(tmp_path):
     """Numbers of the bundled example: dynamic and per-tensor int8 are the candidates past 3.8x."""
-    from edgekit.workflows.optimize import optimize
     from edgekit.core.datatypes import Preprocessing
+    from edgekit.workflows.optimize import optimize
 
     example = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist"
     result = optimize(example / "model.keras", example / "calib.npz", val=example / "val.npz", out_dir=tmp_path / "o",

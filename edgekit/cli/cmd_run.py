@@ -60,7 +60,7 @@ def run(recipe, model, data, val, device, out_dir, recipes_dir, no_html, scale, 
           --data examples/fashion_mnist/calib.npz --val examples/fashion_mnist/val.npz --scale 1/255 -o out/run
     """
     from edgekit.core.errors import GateFailed
-    from edgekit.workflows.pipeline import run_recipe
+    from edgekit.workflows.run import run_recipe
 
     show = not (quiet or as_json)
     failure: GateFailed | None = None
@@ -69,7 +69,7 @@ def run(recipe, model, data, val, device, out_dir, recipes_dir, no_html, scale, 
             result = run_recipe(recipe, model, data, out_dir=out_dir, val=val, device=device, devices_dir=devices_dir,
                                 recipes_dir=recipes_dir, preprocessing=preprocessing_from_options(scale, mean, std), force=force,
                                 unsafe=unsafe, custom_objects=custom_objects, progress=say, training_progress=show, html=not no_html)
-            report = result.report
+            report = result.to_dict()
         except GateFailed as exc:
             failure = exc
             report = None

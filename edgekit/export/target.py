@@ -59,6 +59,8 @@ TARGET_PROFILES: dict[str, TargetProfile] = {
     "npu": TargetProfile("npu", QuantMode.INT8, (QuantMode.INT8,), IOType.INT8,
                          "vendor NPUs run integer-quantized graphs end to end"),
 }
+#: the modes each target takes, its default first (what recipes validate against)
+TARGET_MODES: dict[str, tuple[str, ...]] = {name: tuple(m.value for m in p.modes) for name, p in TARGET_PROFILES.items()}
 
 
 def resolve_settings(target: str, mode: QuantMode | str | None, io_type: IOType | str | None, has_data: bool) -> tuple[str, QuantMode, IOType]:

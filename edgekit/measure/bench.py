@@ -153,9 +153,9 @@ class Bench:
 
     def write(self, candidate: Candidate) -> tuple[Path, str | None, str | None, str | None]:
         """Converts (if needed) and writes a candidate; returns (path, mode, weights, weights reason)."""
-        self.count += 1
         if candidate.path is not None:
             return Path(candidate.path), None, None, None
+        self.count += 1
         target = self.folder / f"{self.count:02d}-{_slug(candidate.name)}.tflite"
         mode = weights = reason = None
         if candidate.keras is not None:

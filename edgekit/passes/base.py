@@ -132,6 +132,9 @@ class PassContext:
         show_training: show per-batch progress bars on stderr.
         unsafe, custom_objects: how to load extra model files a config names (a distill student).
         base_dir: relative paths in a config (a distill student) are resolved against it (a recipe's folder).
+        ahead: the pass is checked ahead of time, against the starting model, while the passes in
+            ``passes_done`` have not run yet: checks that depend on what they do (the sparsity a prune
+            pass leaves) wait for the second check, which the pipeline runs on the real input.
     """
 
     train: Dataset | None = None
@@ -148,6 +151,7 @@ class PassContext:
     unsafe: bool = False
     custom_objects: str | None = None
     base_dir: Path | None = None
+    ahead: bool = False
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def check_passes(passes: Sequence[Pass], state: ModelState, ctx: PassContext) ->
     """Every pass's ``check`` against the starting model: all failures come before any work."""
     done: list[str] = []
     for p in passes:
-        p.check(state, replace(ctx, passes_done=tuple(done)))
+        p.check(state, replace(ctx, passes_done=tuple(done), ahead=bool(done)))
         done.append(p.name)
 
 

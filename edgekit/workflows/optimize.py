@@ -3,28 +3,24 @@
 The search, cheapest first:
 
 1. **Reference**: the model converted unchanged to float32 TFLite. Every drop, size ratio and
-   speed-up is measured against it, on the same data, runtime and machine (or device).
+   speed-up is measured against it, on the same data, runtime and device.
 2. **Post-training quantization**: float16, dynamic range, int8 (per-channel weights, and
-   per-tensor weights: a smaller file), int8 with int8 I/O (the app quantizes inputs itself), and
-   int16x8 (int16 activations).
+   per-tensor weights: a smaller file), int8 with int8 I/O, and int16x8.
 3. **Per-layer error**: TensorFlow's QuantizationDebugger runs each int8 op against its float op
-   on the same inputs (:mod:`edgekit.export.sensitivity`); layers are ranked by their per-channel SQNR.
+   (:mod:`edgekit.export.sensitivity`); layers are ranked by their per-channel SQNR.
 4. **Equalized and mixed int8**: when int8 loses more than the budget, int8 after cross-layer
-   equalization (:mod:`edgekit.passes.equalize`: float outputs unchanged, channel ranges evened out);
-   if that misses too (or with ``effort="full"``), the 1, 2, ... most sensitive layers kept in
-   float32 (``denylisted_nodes``), until a candidate fits the accuracy budget.
+   equalization; if that misses too (or with ``effort="full"``), the 1, 2, ... most sensitive
+   layers kept in float32, until a candidate fits the accuracy budget.
 5. **Training** (needs labelled ``--data``): QAT when no int8 candidate fits the accuracy budget;
-   pruning with fine-tuning (channel pruning removes filters: fewer bytes and FLOPs; magnitude
-   pruning only helps compressed size) when nothing meets the size or latency budget. ``--effort
-   full`` tries them all, ``quick`` none. ``--budget-minutes`` stops starting new candidates.
+   pruning with fine-tuning when nothing meets the size or latency budget. ``--effort full``
+   tries them all, ``quick`` none. ``--budget-minutes`` stops starting new candidates.
 
-Every candidate is measured for accuracy on the validation data, size on disk (and gzip) and
-latency (interleaved rounds, locally or on ``--device``). A candidate is feasible when it meets
-the accuracy drop, the latency and size limits, and is not slower than float32 (unless
-``allow_slower``). The Pareto front (size, latency, drop) is reported; the recommendation is the
-smallest feasible candidate (``prefer="size"``, ties within 1% broken by latency) or the fastest
-(``prefer="latency"``). It is written as ``model.tflite`` and as ``recipe.yaml``, a recipe that
-``edgekit run`` reruns; ``report.json``/``report.html`` say why each other candidate was rejected.
+Every candidate is a list of recipe passes built by the pipeline
+(:func:`edgekit.passes.pipeline.run_passes`) and measured by the one measuring path
+(:class:`edgekit.measure.bench.Bench`): accuracy on the validation data, size, and latency in
+interleaved rounds on the device. The recommendation is written as ``model.tflite`` and as
+``recipe.yaml``, which ``edgekit run`` reruns; ``report.json``/``report.html`` say why each other
+candidate was rejected.
 
 Example:
     >>> result = optimize("model.keras", "calib.npz", val="val.npz", out_dir="out/opt", max_drop=1.0,
@@ -35,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -43,208 +38,204 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from edgekit.core.data import calibration_sample
+from edgekit.core.datatypes import Preprocessing, Serializable
+from edgekit.core.errors import DataError, EdgekitError, GateFailed
+from edgekit.core.fsutil import write_bytes_atomic
+from edgekit.core.manifest import command_line, versions, write_artifact
+from edgekit.core.models import LoadedModel, load_model
+from edgekit.devices.profiles import DeviceProfile, load_profile
+from edgekit.export.convert import Conversion, convert_model
+from edgekit.export.delegates import check_bytes
+from edgekit.export.sensitivity import MixedInt8
+from edgekit.measure.bench import Bench, Candidate, MeasureSettings
+from edgekit.passes.base import ModelState, PassContext
+from edgekit.passes.pipeline import run_passes
+from edgekit.passes.registry import build, pass_class
+from edgekit.report.files import REPORT_JSON, write_reports
+from edgekit.workflows.inputs import classes_of, describe_device, ensure_loss, load_training_inputs
+from edgekit.workflows.optimize_recipe import write_recipe
+from edgekit.workflows.outdir import prepare_out_dir, staged_dir
+from edgekit.workflows.search import Budget, Trial, check_options, mark_pareto, recommend, why_not
 
-from edgekit.core.datatypes import Dataset, Preprocessing
-from edgekit.core.errors import DataError, EdgekitError, GateFailed, InputError
-from edgekit.core.fsutil import write_bytes_atomic, write_json_atomic
-from edgekit.workflows.pipeline import (
-    MODEL_FILE,
-    RECIPE_FILE,
-    REPORT_JSON,
-    Measurement,
-    _row,
-    _write_reports,
-    accuracy_drop,
-    as_loaded,
-    check_labels,
-    classes_of,
-    ensure_loss,
-    local_device_report,
-    measure_accuracy,
-    measure_latency,
-    measurement_of,
-    prepare_out_dir,
-    split_validation,
-    staged_dir,
-)
-
-EFFORTS = ("quick", "auto", "full")
-PREFERENCES = ("size", "latency")
-SLOWER_TOLERANCE = 1.10  # "not slower than float32" allows 10% for timing noise
 CANDIDATES_DIR = "candidates"
+MODEL_FILE = "model.tflite"
+RECIPE_FILE = "recipe.yaml"
+PTQ = (  # name, the quantize pass that builds it
+    ("float16", {"mode": "float16"}),
+    ("dynamic", {"mode": "dynamic"}),
+    ("int8", {"mode": "int8"}),
+    ("int8 per-tensor", {"mode": "int8", "per_channel": False}),
+    ("int8 int8-I/O", {"mode": "int8", "io_type": "int8"}),
+    ("int16x8", {"mode": "int16x8"}),
+)
+INT8_FAMILY = ("int8", "int8 per-tensor", "int8 int8-I/O")
+INT8_IO_NOTE = ("inputs and outputs are int8: the app quantizes inputs with the model's input scale and zero point and "
+                "dequantizes outputs (saves the QUANTIZE/DEQUANTIZE ops, a few hundred bytes)")
 
 ProgressFn = Callable[[str, int, int], None]
 
 
-@dataclass
-class Candidate:
-    """One model the search built (or chose not to build)."""
-
-    name: str
-    family: str  # reference, ptq, mixed, qat, prune
-    passes: list[dict[str, Any]]  # recipe passes that reproduce it
-    measurement: Measurement | None = None
-    status: str = "pending"  # reference, recommended, feasible, rejected, failed, skipped
-    reasons: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    details: dict[str, Any] = field(default_factory=dict)
-    pareto: bool = False
-
-    def row(self, reference: Measurement) -> dict[str, Any]:
-        base: dict[str, Any] = {"name": self.name, "family": self.family, "status": self.status, "reasons": self.reasons,
-                                "passes": self.passes, "seconds": round(self.seconds, 2), "details": self.details,
-                                "pareto": self.pareto}
-        if self.measurement is not None:
-            base = {**_row(self.measurement, reference, self.status), **base}
-        return base
-
-
-@dataclass
-class OptimizeResult:
-    """What :func:`optimize` found."""
+@dataclass(frozen=True)
+class OptimizeResult(Serializable):
+    """What :func:`optimize` found; ``report`` is ``report.json``."""
 
     out_dir: str
-    candidates: list[Candidate]
-    reference: Candidate
-    recommended: Candidate | None
-    report: dict[str, Any]
+    candidates: tuple[Trial, ...]
+    reference: Trial
+    recommended: Trial | None
+    report: dict[str, Any] = field(repr=False)
 
     @property
-    def pareto(self) -> list[Candidate]:
+    def pareto(self) -> list[Trial]:
         return [c for c in self.candidates if c.pareto]
 
     def to_dict(self) -> dict[str, Any]:
         return self.report
 
 
-@dataclass(frozen=True)
-class Budget:
-    """The limits a recommended model must meet."""
-
-    max_drop: float
-    relative: bool = False
-    max_latency_ms: float | None = None
-    percentile: str = "p50"
-    max_size_bytes: int | None = None
-    size_metric: str = "bytes"  # bytes or gzip
-    allow_slower: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"max_drop": self.max_drop, "drop_unit": "% of float32 top-1" if self.relative else "points",
-                "max_latency_ms": self.max_latency_ms, "percentile": self.percentile, "max_size_bytes": self.max_size_bytes,
-                "size_metric": self.size_metric, "allow_slower": self.allow_slower}
-
-    def size_of(self, m: Measurement) -> int:
-        return m.size.gzip_bytes if self.size_metric == "gzip" else m.size.bytes
-
-    def accuracy_reasons(self, ref: Measurement, m: Measurement) -> list[str]:
-        drop = accuracy_drop(ref, m, self.relative)
-        if drop is None:
-            return ["accuracy not measured (no labels)"]
-        if drop > self.max_drop + 1e-9:
-            unit = "% of the float32 top-1" if self.relative else "points"
-            return [f"accuracy drop {drop:.2f} {unit} > {self.max_drop:g} (top-1 {m.accuracy.top1:.2f}% vs float32 "  # type: ignore[union-attr]
-                    f"{ref.accuracy.top1:.2f}%)"]  # type: ignore[union-attr]
-        return []
-
-    def other_reasons(self, ref: Measurement, m: Measurement) -> list[str]:
-        reasons = []
-        if self.max_size_bytes is not None and self.size_of(m) > self.max_size_bytes:
-            reasons.append(f"size {self.size_of(m):,} {self.size_metric} > {self.max_size_bytes:,}")
-        value, ref_value = m.metric(self.percentile), ref.metric(self.percentile)
-        if self.max_latency_ms is not None and value is not None and value > self.max_latency_ms:
-            reasons.append(f"latency {self.percentile} {value:.4f} ms > {self.max_latency_ms:g} ms")
-        if not self.allow_slower and value is not None and ref_value is not None and value > ref_value * SLOWER_TOLERANCE:
-            reasons.append(f"slower than float32: {self.percentile} {value:.4f} ms vs {ref_value:.4f} ms")
-        return reasons
-
-
-def _check_options(max_drop: float, budget_minutes: float | None, effort: str, prefer: str, size_metric: str, percentile: str,
-                   epochs: int, max_latency_ms: float | None, max_size_bytes: int | None) -> None:
-    if not (max_drop >= 0 and math.isfinite(max_drop)):
-        raise InputError(f"--max-drop must be a number >= 0, got {max_drop}", hint="e.g. --max-drop 1.0 (points of top-1)")
-    if budget_minutes is not None and not budget_minutes > 0:
-        raise InputError(f"--budget-minutes must be positive, got {budget_minutes}", hint="e.g. --budget-minutes 10")
-    if effort not in EFFORTS:
-        raise InputError(f"--effort must be one of {', '.join(EFFORTS)}, got '{effort}'", hint="e.g. --effort auto")
-    if prefer not in PREFERENCES:
-        raise InputError(f"--prefer must be size or latency, got '{prefer}'", hint="e.g. --prefer size")
-    if size_metric not in ("bytes", "gzip"):
-        raise InputError(f"--size-metric must be bytes or gzip, got '{size_metric}'", hint="e.g. --size-metric bytes")
-    if percentile not in ("p50", "p90"):
-        raise InputError(f"--percentile must be p50 or p90, got '{percentile}'", hint="e.g. --percentile p90")
-    if epochs < 1:
-        raise InputError(f"--epochs must be at least 1, got {epochs}", hint="fine-tuning candidates train for this many epochs")
-    if max_latency_ms is not None and not max_latency_ms > 0:
-        raise InputError(f"--max-latency-ms must be positive, got {max_latency_ms}", hint="e.g. --max-latency-ms 10")
-    if max_size_bytes is not None and max_size_bytes < 1:
-        raise InputError(f"--max-size must be positive, got {max_size_bytes}", hint="e.g. --max-kb 300")
+def _quantize(**kw: Any) -> dict[str, Any]:
+    return {"pass": "quantize", **kw}
 
 
 class _Search:
-    """The state of one optimize run (candidates, timing, where files go)."""
+    """The state of one search: trials so far, the bench, the deadline."""
 
-    def __init__(self, folder: Path, loaded: Any, calibration: np.ndarray, val: Dataset, reference_out: np.ndarray | None,
-                 device: Any, threads: int, progress: ProgressFn, deadline: float | None) -> None:
-        self.folder = folder
-        self.loaded = loaded
-        self.calibration = calibration
-        self.val = val
-        self.reference_out = reference_out
-        self.device = device
-        self.threads = threads
-        self.progress = progress
-        self.deadline = deadline
-        self.candidates: list[Candidate] = []
+    def __init__(self, bench: Bench, state: ModelState, ctx: PassContext, budget: Budget, say: ProgressFn,
+                 deadline: float | None) -> None:
+        self.bench, self.state, self.ctx, self.budget, self.say, self.deadline = bench, state, ctx, budget, say, deadline
+        self.trials: list[Trial] = []
         self.planned = 0
 
     def over_budget(self, estimate_s: float = 0.0) -> bool:
         return self.deadline is not None and time.perf_counter() + estimate_s > self.deadline
 
-    def add(self, candidate: Candidate, build: Callable[[], bytes]) -> Candidate:
-        """Builds a candidate, writes it, measures its accuracy; a failure is recorded, not raised."""
-        self.candidates.append(candidate)
-        self.progress(f"building {candidate.name}", len(self.candidates) - 1, max(self.planned, len(self.candidates)))
+    def _build(self, passes: list[dict[str, Any]]) -> bytes:
+        configs = []
+        for spec in passes:
+            extra = {"layer_stats": False} if spec["pass"] == "quantize" else {}  # per-layer errors are measured once, below
+            configs.append(pass_class(spec["pass"]).config_type.model_validate({**spec, **extra}))
+        result = run_passes([build(c) for c in configs], self.state, self.ctx)
+        assert result.state.tflite is not None
+        return result.state.tflite
+
+    def add(self, trial: Trial, flatbuffer: Callable[[], bytes] | None = None) -> Trial:
+        """Builds a trial (through the pipeline unless ``flatbuffer`` is given) and scores it; failures are recorded."""
+        self.say(f"building {trial.name}", len(self.trials), max(self.planned, len(self.trials) + 1))
         started = time.perf_counter()
         if self.over_budget():
-            candidate.status = "skipped"
-            candidate.reasons.append("not built: --budget-minutes was used up")
-            return candidate
+            trial = trial.with_(status="skipped", reasons=("not built: --budget-minutes was used up",))
+        else:
+            try:
+                payload = flatbuffer() if flatbuffer is not None else self._build(trial.passes)
+                trial = trial.with_(measurement=self.bench.add(Candidate(trial.name, tflite=payload)))
+            except EdgekitError as exc:
+                trial = trial.with_(status="failed", reasons=(exc.one_line(),))
+        trial = trial.with_(seconds=time.perf_counter() - started)
+        self.trials.append(trial)
+        self.say(f"built {trial.name}", len(self.trials), max(self.planned, len(self.trials)))
+        return trial
+
+    def measured(self, families: tuple[str, ...] | None = None, names: tuple[str, ...] | None = None) -> list[Trial]:
+        return [t for t in self.trials if t.measurement is not None and (families is None or t.family in families)
+                and (names is None or t.name in names)]
+
+    def accuracy_ok(self, ref: Trial, *, families: tuple[str, ...] | None = None, names: tuple[str, ...] | None = None) -> bool:
+        return any(not self.budget.accuracy_reasons(ref.measurement, t.measurement)  # type: ignore[arg-type]
+                   for t in self.measured(families, names))
+
+    def feasible_now(self, ref: Trial, families: tuple[str, ...] | None = None) -> bool:
+        """Whether a trial meets the budget, leaving aside "slower than float32" (latency is not final yet)."""
+        return any(not [r for r in self.budget.reasons(ref.measurement, t.measurement) if not r.startswith("slower")]  # type: ignore[arg-type]
+                   for t in self.measured(families))
+
+
+def _ptq_and_mixed(search: _Search, ref: Trial, loaded: LoadedModel, calibration: Any, *, effort: str, try_equalize: bool,
+                   max_float_layers: int, notes: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Steps 2-4: PTQ, per-layer errors, equalized and mixed int8. Returns (layer errors, ranked layers)."""
+    search.planned = 7
+    for name, spec in PTQ:
+        details = {"note": INT8_IO_NOTE} if name == "int8 int8-I/O" else {}
+        search.add(Trial(name, "ptq", [_quantize(**spec)], details=details))
+    layer_errors: list[dict[str, Any]] = []
+    ranked: list[str] = []
+    mixed = None
+    if loaded.keras_model is not None:
+        search.say("per-layer int8 error (QuantizationDebugger)", len(search.trials), search.planned)
         try:
-            flatbuffer = build()
-            slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in candidate.name).strip("-")
-            path = self.folder / CANDIDATES_DIR / f"{len(self.candidates):02d}-{slug}.tflite"
-            write_bytes_atomic(path, flatbuffer)
-            candidate.measurement = measurement_of(candidate.name, path)
-            measure_accuracy([candidate.measurement], self.val, reference=self.reference_out, device=self.device, threads=self.threads)
+            mixed = MixedInt8(loaded, calibration)
+            layer_errors = [e.to_dict() for e in mixed.layer_errors()]
+            ranked = mixed.ranked_layers()
         except EdgekitError as exc:
-            candidate.status = "failed"
-            candidate.reasons.append(exc.one_line())
-        candidate.seconds = time.perf_counter() - started
-        self.progress(f"built {candidate.name}", len(self.candidates), max(self.planned, len(self.candidates)))
-        return candidate
-
-    def measured(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.measurement is not None]
-
-
-def _ptq(loaded: Any, mode: str, calibration: np.ndarray, *, io_type: str = "float", per_channel: bool | None = None) -> Callable[[], bytes]:
-    """Builds one PTQ candidate; ``per_channel`` None is ``--weights auto`` (what the written recipe,
-    which leaves ``per_channel`` unset, reproduces)."""
-    def build() -> bytes:
-        from edgekit.core.datatypes import IOType, QuantMode
-        from edgekit.export.convert import choose_weights, convert
-
-        q = QuantMode(mode)
-        weights = choose_weights(loaded, q)[0] if per_channel is None else ("per-channel" if per_channel else "per-tensor")
-        return convert(loaded, q, calibration=calibration if q.needs_data else None, io_type=IOType(io_type), per_channel=weights != "per-tensor")
-
-    return build
+            notes.append(f"per-layer int8 error not measured: {exc.one_line()}")
+    if try_equalize and loaded.keras_model is not None and not search.accuracy_ok(ref, names=INT8_FAMILY):
+        search.planned += 1
+        search.add(Trial("int8 + equalization", "equalize", [_quantize(mode="int8", equalize=True)]))
+    if mixed is not None and ranked and not search.accuracy_ok(ref, names=INT8_FAMILY) and (
+            effort == "full" or not search.accuracy_ok(ref, names=("int8 + equalization",))):
+        for k in range(1, min(max_float_layers, len(ranked)) + 1):
+            chosen = ranked[:k]
+            search.planned += 1
+            # the debugger already ran: the float layers are chosen on it (what QuantizePass does with float_layers)
+            trial = search.add(Trial(f"int8 + float {','.join(chosen)}", "mixed", [_quantize(mode="int8", float_layers=chosen)],
+                                     details={"float_layers": chosen}), lambda chosen=chosen: mixed.quantize(chosen))
+            if trial.status == "skipped" or (trial.measurement is not None and not search.budget.accuracy_reasons(
+                    ref.measurement, trial.measurement)):  # type: ignore[arg-type]
+                break
+    return layer_errors, ranked
 
 
-def _quantize_pass(mode: str, **extra: Any) -> dict[str, Any]:
-    return {"pass": "quantize", "mode": mode, **extra}
+def _training(search: _Search, ref: Trial, *, effort: str, epochs: int, size_metric: str, budget_minutes: float | None) -> None:
+    """Step 5: QAT and pruning trials, when the cheaper ones miss the budget (or with effort full)."""
+    want_qat = effort == "full" or not search.accuracy_ok(ref, names=(*INT8_FAMILY, "int8 + equalization"))
+    want_prune = effort == "full" or not search.feasible_now(ref)
+    if effort == "auto" and want_qat and search.accuracy_ok(ref, families=("mixed",)) and search.feasible_now(ref, ("mixed",)):
+        want_qat = False  # a mixed model already fits the budget: no training needed
+    jobs: list[Trial] = []
+    if want_qat:
+        jobs.append(Trial("QAT int8", "qat", [{"pass": "qat", "epochs": epochs}], details={"epochs": epochs}))
+    if want_prune:
+        for structure, sparsity in (("channels", 0.25), ("channels", 0.5), ("unstructured", 0.5), ("unstructured", 0.8)):
+            if structure == "unstructured" and size_metric != "gzip" and effort != "full":
+                continue  # zeros do not shrink the file on disk
+            spec = {"pass": "prune", "structure": structure, "sparsity": sparsity, "epochs": epochs}
+            jobs.append(Trial(f"prune {structure} {int(sparsity * 100)}% + int8", "prune", [spec, _quantize(mode="int8")],
+                              details={"structure": structure, "sparsity": sparsity}))
+    search.planned += len(jobs)
+    last_cost = 0.0
+    for trial in jobs:
+        if search.over_budget(last_cost):
+            search.trials.append(trial.with_(status="skipped", reasons=(
+                f"not built: --budget-minutes {budget_minutes:g} would be exceeded (the last training candidate took {last_cost:.0f} s)",)))
+            continue
+        last_cost = search.add(trial).seconds
+
+
+def _verdicts(search: _Search, ref: Trial, budget: Budget, prefer: str, percentile: str) -> tuple[Trial, list[Trial], Trial | None, str]:
+    """Step 7: rejected/feasible, the Pareto front, the recommendation and why."""
+    trials = []
+    for t in search.trials:
+        if t.measurement is not None:
+            reasons = budget.reasons(ref.measurement, t.measurement)  # type: ignore[arg-type]
+            t = t.with_(reasons=tuple(reasons), status="rejected" if reasons else "feasible")
+        trials.append(t)
+    pool_idx = [i for i, t in enumerate(trials) if t.measurement is not None]
+    marked = mark_pareto([ref, *[trials[i] for i in pool_idx]], budget, percentile)
+    ref = marked[0]
+    for i, t in zip(pool_idx, marked[1:], strict=True):
+        trials[i] = t
+    best, why = recommend([t for t in trials if t.status == "feasible"], budget, prefer, percentile)
+    if best is not None:
+        for i, t in enumerate(trials):
+            if t is best:
+                trials[i] = best = t.with_(status="recommended")
+            elif t.status == "feasible":
+                trials[i] = t.with_(reasons=(*t.reasons, why_not(t, best, budget, prefer, percentile)))
+    else:
+        measured = [t for t in trials if t.measurement is not None]
+        closest = min(measured, key=lambda t: len(t.reasons), default=None)
+        why = "no candidate met every limit" + (f"; closest: {closest.name} ({'; '.join(closest.reasons)})" if closest else "")
+    return ref, trials, best, why
 
 
 def optimize(
@@ -253,7 +244,7 @@ def optimize(
     *,
     out_dir: str | os.PathLike[str],
     val: str | os.PathLike[str] | None = None,
-    device: str | None = None,
+    device: str | DeviceProfile | None = None,
     devices_dir: str | os.PathLike[str] | None = None,
     max_drop: float = 1.0,
     relative: bool = False,
@@ -291,7 +282,7 @@ def optimize(
         data: calibration data; with labels, also the training data of the QAT and pruning candidates.
         out_dir: the output folder (absent or empty unless ``force``).
         val: labelled validation data; default: 20% of ``data`` held out (seeded).
-        device: a device profile: accuracy and latency are measured there.
+        device: a device profile (default: this machine): accuracy and latency are measured there.
         max_drop, relative: the accuracy budget in points of top-1 (or percent of the float32 top-1).
         max_latency_ms, percentile: optional latency limit (p50 or p90).
         max_size_bytes, size_metric: optional size limit on the bytes on disk or the gzip bytes.
@@ -307,245 +298,79 @@ def optimize(
         InputError, DataError, ModelError: before any work.
         GateFailed: when no candidate meets the budget (everything is still written).
     """
-    from edgekit.core.data import calibration_sample, load_dataset
-    from edgekit.core.datatypes import QuantMode
-    from edgekit.core.manifest import Manifest, command_line, manifest_path_for, versions
-    from edgekit.core.models import load_model
-    from edgekit.export.convert import convert
-
-    _check_options(max_drop, budget_minutes, effort, prefer, size_metric, percentile, epochs, max_latency_ms, max_size_bytes)
+    check_options(max_drop, budget_minutes, effort, prefer, size_metric, percentile, epochs, max_latency_ms, max_size_bytes)
     say: ProgressFn = progress or (lambda _m, _d, _t: None)
     started = time.perf_counter()
     deadline = started + budget_minutes * 60 if budget_minutes is not None else None
     budget = Budget(max_drop=max_drop, relative=relative, max_latency_ms=max_latency_ms, percentile=percentile,
                     max_size_bytes=max_size_bytes, size_metric=size_metric, allow_slower=allow_slower)
-    profile = None
-    if device is not None:
-        from edgekit.devices.profiles import load_profile
-
-        profile = load_profile(device, devices_dir=devices_dir)
+    profile = load_profile(device or "local", devices_dir=devices_dir)
+    settings = MeasureSettings(runs=runs, warmup=warmup, rounds=rounds, threads=threads)
     out = prepare_out_dir(out_dir, force=force, inputs=[model, data, val])
     say("loading the model and data", 0, 1)
     loaded = load_model(model, unsafe=unsafe, custom_objects=custom_objects, compile=True)
     pre = preprocessing or Preprocessing()
-    kw = {"input_shape": loaded.input_shape, "preprocessing": pre, "x_key": x_key, "y_key": y_key}
-    train = load_dataset(data, seed=seed, **kw)
-    notes: list[str] = []
-    if val is not None:
-        val_ds = load_dataset(val, seed=seed, **kw)
-    elif len(train) >= 50:
-        train, val_ds = split_validation(train, 0.2, seed)
-        notes.append(f"no --val: accuracy is measured on {val_ds.source}")
-    else:
-        val_ds = train
-        notes.append("no --val and fewer than 50 samples: accuracy is measured on the --data samples themselves")
+    inputs = load_training_inputs(loaded, data, val, preprocessing=pre, x_key=x_key, y_key=y_key, seed=seed, hold_out=True,
+                                  val_fraction=0.2, min_hold_out=50)
+    train, val_ds, notes = inputs.train, inputs.val, list(inputs.notes)
+    assert train is not None
     if val_ds.y is None:
         raise DataError(f"optimize needs labelled validation data to keep accuracy within --max-drop; {val_ds.source} has no labels",
                         hint="pass --val VAL.npz with arrays x and y")
-    classes = classes_of(loaded.keras_model) if loaded.keras_model is not None else None
-    check_labels(train, classes, "--data")
-    check_labels(val_ds, classes, "--val")
-    can_train = train.y is not None and loaded.keras_model is not None and classes is not None
+    can_train = train.y is not None and loaded.keras_model is not None and classes_of(loaded.keras_model) is not None
     if not can_train and effort != "quick":
         notes.append("training candidates (QAT, pruning) need a Keras classifier and labelled --data: not tried")
     calibration = calibration_sample(train, calibration_samples, seed)
-    threads = threads or (profile.threads if profile is not None else 1)
-    from edgekit.workflows.pipeline import _device_or_none
-
-    run_device = _device_or_none(profile) if profile is not None else None
+    ctx = PassContext(train=train, val=val_ds, calibration=calibration, preprocessing=pre, labels=train.labels, seed=seed,
+                      teacher=loaded.keras_model, show_training=training_progress)
+    state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=str(model))
 
     with staged_dir(out) as tmp:
         (tmp / CANDIDATES_DIR).mkdir()
-        # 1. the reference
-        ref = Candidate("float32", "reference", [_quantize_pass("float32")], status="reference")
-        ref_path = tmp / CANDIDATES_DIR / "00-float32.tflite"
+        bench = Bench(tmp / CANDIDATES_DIR, val=val_ds, calibration=calibration, device=profile, settings=settings)
         t0 = time.perf_counter()
-        write_bytes_atomic(ref_path, convert(loaded, QuantMode.FLOAT32))
-        ref.measurement = measurement_of("float32", ref_path)
-        ref_out = measure_accuracy([ref.measurement], val_ds, device=run_device, threads=threads)
-        ref.seconds = time.perf_counter() - t0
-        search = _Search(tmp, loaded, calibration, val_ds, ref_out, run_device, threads, say, deadline)
-        search.planned = 7
-
-        # 2. post-training quantization
-        ptq = [
-            ("float16", "float16", {}, {}),
-            ("dynamic", "dynamic", {}, {}),
-            ("int8", "int8", {}, {}),
-            ("int8 per-tensor", "int8", {"per_channel": False}, {"per_channel": False}),
-            ("int8 int8-I/O", "int8", {"io_type": "int8"}, {"io_type": "int8"}),
-            ("int16x8", "int16x8", {}, {}),
-        ]
-        for name, mode, build_kw, pass_kw in ptq:
-            cand = search.add(Candidate(name, "ptq", [_quantize_pass(mode, **pass_kw)]), _ptq(loaded, mode, calibration, **build_kw))
-            if name == "int8 int8-I/O":
-                cand.details["note"] = ("inputs and outputs are int8: the app quantizes inputs with the model's input scale and "
-                                        "zero point and dequantizes outputs (saves the QUANTIZE/DEQUANTIZE ops, a few hundred bytes)")
-
-        # 3. per-layer error, 4. mixed int8
-        layer_errors: list[dict[str, Any]] = []
-        ranked: list[str] = []
-        mixed = None
-        if loaded.keras_model is not None:
-            say("per-layer int8 error (QuantizationDebugger)", len(search.candidates), search.planned)
-            try:
-                from edgekit.export.sensitivity import MixedInt8
-
-                mixed = MixedInt8(loaded, calibration)
-                layer_errors = [e.to_dict() for e in mixed.layer_errors()]
-                ranked = mixed.ranked_layers()
-            except EdgekitError as exc:
-                notes.append(f"per-layer int8 error not measured: {exc.one_line()}")
-        int8_family = ("int8", "int8 per-tensor", "int8 int8-I/O")
-
-        def accuracy_ok(names: tuple[str, ...] | None = None, families: tuple[str, ...] | None = None) -> bool:
-            for c in search.measured():
-                if (names is None or c.name in names) and (families is None or c.family in families):
-                    if not budget.accuracy_reasons(ref.measurement, c.measurement):  # type: ignore[arg-type]
-                        return True
-            return False
-
-        if try_equalize and loaded.keras_model is not None and not accuracy_ok(int8_family):
-            search.planned += 1
-            search.add(Candidate("int8 + equalization", "equalize", [_quantize_pass("int8", equalize=True)]),
-                       _equalized_int8(loaded, calibration))
-        if mixed is not None and ranked and not accuracy_ok(int8_family) and (effort == "full" or not accuracy_ok(names=("int8 + equalization",))):
-            for k in range(1, min(max_float_layers, len(ranked)) + 1):
-                chosen = ranked[:k]
-                search.planned += 1
-                cand = search.add(Candidate(f"int8 + float {','.join(chosen)}", "mixed",
-                                            [_quantize_pass("int8", float_layers=chosen)], details={"float_layers": chosen}),
-                                  lambda chosen=chosen: mixed.quantize(chosen))
-                if cand.status == "skipped" or (
-                        cand.measurement is not None and not budget.accuracy_reasons(ref.measurement, cand.measurement)):  # type: ignore[arg-type]
-                    break
-
-        # preliminary latency of what exists, to decide on training candidates
-        measured = [c for c in search.measured()]
-        if measured and (budget.max_latency_ms is not None):
-            say("preliminary latency", len(search.candidates), search.planned)
-            measure_latency([ref.measurement, *[c.measurement for c in measured]], runs=max(5, runs // 5), warmup=warmup,  # type: ignore[list-item]
-                            threads=threads, rounds=1, device=run_device)
-
-        def feasible_now(families: tuple[str, ...] | None = None) -> bool:
-            for c in search.measured():
-                if families is not None and c.family not in families:
-                    continue
-                reasons = budget.accuracy_reasons(ref.measurement, c.measurement) + [  # type: ignore[arg-type]
-                    r for r in budget.other_reasons(ref.measurement, c.measurement) if not r.startswith("slower")]  # type: ignore[arg-type]
-                if not reasons:
-                    return True
-            return False
-
-        # 5. training candidates
+        ref_path = tmp / CANDIDATES_DIR / "00-float32.tflite"
+        write_bytes_atomic(ref_path, convert_model(loaded, Conversion(mode="float32")).flatbuffer)
+        ref = Trial("float32", "reference", [_quantize(mode="float32")], status="reference",
+                    measurement=bench.add(Candidate("float32", path=ref_path), reference=True))
+        ref = ref.with_(seconds=time.perf_counter() - t0)
+        search = _Search(bench, state, ctx, budget, say, deadline)
+        layer_errors, ranked = _ptq_and_mixed(search, ref, loaded, calibration, effort=effort, try_equalize=try_equalize,
+                                              max_float_layers=max_float_layers, notes=notes)
+        if search.measured() and max_latency_ms is not None:  # a preliminary latency, to decide on training candidates
+            say("preliminary latency", len(search.trials), search.planned)
+            quick = MeasureSettings(runs=max(5, runs // 5), warmup=warmup, rounds=1, threads=threads)
+            timed = bench.time([ref.measurement, *[t.measurement for t in search.measured()]], settings=quick)  # type: ignore[list-item]
+            ref = ref.with_(measurement=timed[0])
+            search.trials = _with_measurements(search.trials, timed[1:])
         if can_train and effort != "quick":
-            want_qat = effort == "full" or not accuracy_ok(int8_family + ("int8 + equalization",))
-            want_prune = effort == "full" or not feasible_now()
-            if effort == "auto" and want_qat and accuracy_ok(families=("mixed",)) and feasible_now(("mixed",)):
-                want_qat = False  # a mixed model already fits the budget: no training needed
-            ensure_loss(loaded.keras_model, None)
-            jobs: list[tuple[Candidate, Callable[[], bytes]]] = []
-            if want_qat:
-                jobs.append((Candidate("QAT int8", "qat", [{"pass": "qat", "epochs": epochs}], details={"epochs": epochs}),
-                             _qat_builder(loaded, tmp, train, val_ds, pre, epochs, seed)))
-            if want_prune:
-                for structure, sparsity in (("channels", 0.25), ("channels", 0.5), ("unstructured", 0.5), ("unstructured", 0.8)):
-                    if structure == "unstructured" and size_metric != "gzip" and effort != "full":
-                        continue  # zeros do not shrink the file on disk
-                    spec = {"pass": "prune", "structure": structure, "sparsity": sparsity, "epochs": epochs}
-                    jobs.append((Candidate(f"prune {structure} {int(sparsity * 100)}% + int8", "prune",
-                                           [spec, _quantize_pass("int8")], details={"structure": structure, "sparsity": sparsity}),
-                                 _prune_builder(loaded, train, val_ds, calibration, structure, sparsity, epochs, seed, training_progress)))
-            search.planned += len(jobs)
-            last_cost = 0.0
-            for cand, build in jobs:
-                if search.over_budget(last_cost):
-                    search.candidates.append(cand)
-                    cand.status = "skipped"
-                    cand.reasons.append(f"not built: --budget-minutes {budget_minutes:g} would be exceeded "
-                                        f"(the last training candidate took {last_cost:.0f} s)")
-                    continue
-                search.add(cand, build)
-                last_cost = cand.seconds
+            ensure_loss(loaded.keras_model)
+            _training(search, ref, effort=effort, epochs=epochs, size_metric=size_metric, budget_minutes=budget_minutes)
         elif effort == "quick":
             notes.append("--effort quick: no training candidates (QAT, pruning) were tried")
 
-        # 6. final latency, interleaved, everything measured
-        measured = search.measured()
-        say("measuring latency (interleaved rounds)", len(search.candidates), search.planned)
-        dev_report = measure_latency([ref.measurement, *[c.measurement for c in measured]], runs=runs, warmup=warmup,  # type: ignore[list-item]
-                                     threads=threads, rounds=rounds, device=run_device)
-        if dev_report is None:
-            dev_report = local_device_report() if run_device is None else None
+        say("measuring latency (interleaved rounds)", len(search.trials), search.planned)
+        timed = bench.time([ref.measurement, *[t.measurement for t in search.measured()]])  # type: ignore[list-item]
+        ref = ref.with_(measurement=timed[0])
+        search.trials = _with_measurements(search.trials, timed[1:])
+        ref, trials, best, why = _verdicts(search, ref, budget, prefer, percentile)
 
-        # 7. verdicts, Pareto front, recommendation
-        for c in measured:
-            c.reasons = budget.accuracy_reasons(ref.measurement, c.measurement) + budget.other_reasons(ref.measurement, c.measurement)  # type: ignore[arg-type]
-            c.status = "rejected" if c.reasons else "feasible"
-        pool = [ref, *measured]
-        drops = {id(c): max(0.0, accuracy_drop(ref.measurement, c.measurement, False) or 0.0) for c in pool}  # type: ignore[arg-type]
-        lat = {id(c): c.measurement.metric(percentile) or math.inf for c in pool}  # type: ignore[union-attr]
-        size = {id(c): budget.size_of(c.measurement) for c in pool}  # type: ignore[arg-type]
-        for c in pool:
-            dominated = any(
-                size[id(o)] <= size[id(c)] and lat[id(o)] <= lat[id(c)] and drops[id(o)] <= drops[id(c)]
-                and (size[id(o)] < size[id(c)] or lat[id(o)] < lat[id(c)] or drops[id(o)] < drops[id(c)])
-                for o in pool if o is not c)
-            c.pareto = not dominated
-        feasible = [c for c in measured if c.status == "feasible"]
-        recommended = None
-        why = ""
-        if feasible:
-            if prefer == "size":
-                smallest = min(size[id(c)] for c in feasible)
-                near = [c for c in feasible if size[id(c)] <= smallest * 1.01]
-                recommended = min(near, key=lambda c: (lat[id(c)], drops[id(c)]))
-                why = (f"the smallest feasible candidate ({size[id(recommended)]:,} {size_metric})"
-                       + (f"; {len(near) - 1} other(s) within 1% of its size were slower" if len(near) > 1 else ""))
-            else:
-                fastest = min(lat[id(c)] for c in feasible)
-                near = [c for c in feasible if lat[id(c)] <= fastest * 1.03]
-                recommended = min(near, key=lambda c: (size[id(c)], drops[id(c)]))
-                why = (f"the fastest feasible candidate ({percentile} {lat[id(recommended)]:.4f} ms)"
-                       + (f"; the smallest of {len(near)} within 3% of that latency" if len(near) > 1 else ""))
-            recommended.status = "recommended"
-            for c in feasible:
-                if c is not recommended:
-                    c.reasons.append(f"feasible, but {recommended.name} is " + (
-                        f"smaller ({size[id(recommended)]:,} vs {size[id(c)]:,} {size_metric})" if size[id(recommended)] < size[id(c)]
-                        else f"as small and faster ({lat[id(recommended)]:.4f} vs {lat[id(c)]:.4f} ms)") if prefer == "size" else
-                        f"feasible, but {recommended.name} is faster or as fast and smaller")
-        else:
-            closest = min(measured, key=lambda c: len(c.reasons), default=None)
-            why = "no candidate met every limit" + (f"; closest: {closest.name} ({'; '.join(closest.reasons)})" if closest else "")
-
-        # 8. outputs
-        recipe_text = None
-        if recommended is not None:
-            write_bytes_atomic(tmp / MODEL_FILE, Path(recommended.measurement.path).read_bytes())  # type: ignore[union-attr]
-            from edgekit.core.tflite_file import read_tflite
-
-            info = read_tflite(tmp / MODEL_FILE)
-            m = recommended.measurement
-            write_json_atomic(manifest_path_for(tmp / MODEL_FILE), Manifest(
-                artifact={"file": MODEL_FILE, "sha256": m.sha256, "bytes": m.size.bytes, "gzip_bytes": m.size.gzip_bytes},  # type: ignore[union-attr]
-                inputs=[t.to_dict() for t in info.inputs], outputs=[t.to_dict() for t in info.outputs], preprocessing=pre.to_dict(),
-                labels=list(train.labels) if train.labels else None,
+        recipe_text, compat, artifact = None, None, None
+        if best is not None and best.measurement is not None:
+            flatbuffer = Path(best.measurement.path).read_bytes()
+            artifact = write_artifact(
+                tmp / MODEL_FILE, flatbuffer, preprocessing=pre, labels=list(train.labels) if train.labels else None,
                 source={"path": str(model), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
                 data={"path": str(data), "sha256": train.sha256, "calibration_samples": int(len(calibration))},
-                options={"optimize": recommended.name, "passes": recommended.passes},
-                extra={"recipe": RECIPE_FILE, "report": REPORT_JSON}).to_dict())
-            recipe_text = _write_recipe(tmp / RECIPE_FILE, recommended, budget, pre, device, model, data, val)
-        for c in [ref, *search.candidates]:
-            if c.measurement is not None:
-                c.measurement.path = str(out / Path(c.measurement.path).relative_to(tmp))
-        ref.pareto = ref.pareto
-        rows = [ref.row(ref.measurement), *[c.row(ref.measurement) for c in search.candidates]]  # type: ignore[arg-type]
-        from edgekit.workflows.check import check_artifact
-
-        compat = None
-        if recommended is not None:
-            compat = check_artifact(tmp / MODEL_FILE, "cpu").to_dict()
+                options={"optimize": best.name, "passes": [dict(p) for p in best.passes]},
+                extra={"recipe": RECIPE_FILE, "report": REPORT_JSON})
+            recipe_text = write_recipe(tmp / RECIPE_FILE, best, budget, pre, device if isinstance(device, str) else None, model, data, val)
+            compat = check_bytes(flatbuffer, "cpu").to_dict()
+        ref = ref.with_(measurement=ref.measurement.moved(out / Path(ref.measurement.path).relative_to(tmp)))  # type: ignore[union-attr]
+        trials = [t.with_(measurement=t.measurement.moved(out / Path(t.measurement.path).relative_to(tmp))) if t.measurement else t
+                  for t in trials]
+        best = next((t for t in trials if t.status == "recommended"), None)
+        rows = [ref.row(ref.measurement), *[t.row(ref.measurement) for t in trials]]  # type: ignore[arg-type]
         report = {
             "kind": "optimize",
             "title": f"edgekit optimize {Path(model).name}",
@@ -561,94 +386,24 @@ def optimize(
             "candidates": rows,
             "layer_errors": layer_errors,
             "delegates": compat,
-            "device": dev_report,
-            "latency_conditions": {"runs": runs, "warmup": warmup, "rounds": rounds, "threads": threads,
-                                   "where": profile.name if profile is not None else "local"},
-            "artifact": {"path": str(out / MODEL_FILE), "sha256": recommended.measurement.sha256} if recommended else None,  # type: ignore[union-attr]
+            "device": describe_device(profile, ref.measurement.device),  # type: ignore[union-attr]
+            "latency_conditions": {"runs": runs, "warmup": warmup, "rounds": rounds, "threads": bench.threads, "where": profile.name},
+            "artifact": {"path": str(out / MODEL_FILE), "sha256": artifact.sha256} if artifact else None,
             "recipe_yaml": recipe_text,
             "warnings": notes,
             "versions": versions(),
             "command": command_line(),
             "seconds": round(time.perf_counter() - started, 1),
         }
-        _write_reports(tmp, report, html)
-        say("done", len(search.candidates), len(search.candidates))
-        result = OptimizeResult(out_dir=str(out), candidates=search.candidates, reference=ref, recommended=recommended, report=report)
-        if recommended is None:
+        write_reports(tmp, report, html=html)
+        say("done", len(trials), len(trials))
+        result = OptimizeResult(out_dir=str(out), candidates=tuple(trials), reference=ref, recommended=best, report=report)
+        if best is None:
             raise GateFailed(f"optimize: {why}", hint=f"the candidates and the report are in {out}; raise --max-drop or relax the limits")
     return result
 
 
-def _equalized_int8(loaded: Any, calibration: np.ndarray) -> Callable[[], bytes]:
-    def build() -> bytes:
-        from edgekit.core.datatypes import QuantMode
-        from edgekit.export.convert import convert
-        from edgekit.passes.equalize import equalize
-
-        equalized, _pairs = equalize(loaded.keras_model)
-        return convert(as_loaded(equalized, f"{loaded.path} (equalized)"), QuantMode.INT8, calibration=calibration)
-
-    return build
-
-
-def _qat_builder(loaded: Any, folder: Path, train: Dataset, val: Dataset, pre: Preprocessing, epochs: int, seed: int) -> Callable[[], bytes]:
-    def build() -> bytes:
-        import tempfile
-
-        from edgekit.workflows.qat import qat
-
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            target = Path(scratch) / "qat.tflite"
-            qat(as_loaded(loaded.keras_model, loaded.path), target, data=train, val=val, epochs=epochs, preprocessing=pre, seed=seed,
-                compare_ptq=False)
-            return target.read_bytes()
-
-    return build
-
-
-def _prune_builder(loaded: Any, train: Dataset, val: Dataset, calibration: np.ndarray, structure: str, sparsity: float, epochs: int,
-                   seed: int, show: bool) -> Callable[[], bytes]:
-    def build() -> bytes:
-        from edgekit.core.datatypes import QuantMode
-        from edgekit.export.convert import convert
-        from edgekit.passes.base import ModelState, PassContext
-        from edgekit.passes.prune import PruneConfig, PrunePass
-
-        p = PrunePass(PruneConfig(sparsity=sparsity, structure=structure, epochs=epochs))
-        ctx = PassContext(train=train, val=val, seed=seed, show_training=show)
-        p.check(ModelState(keras=loaded.keras_model), ctx)
-        pruned = p.finalize(p.apply(ModelState(keras=loaded.keras_model), ctx).state).keras
-        return convert(as_loaded(pruned, f"{loaded.path} (pruned)"), QuantMode.INT8, calibration=calibration)
-
-    return build
-
-
-def _write_recipe(path: Path, cand: Candidate, budget: Budget, pre: Preprocessing, device: str | None, model: Any, data: Any,
-                  val: Any) -> str:
-    """The recommendation as a recipe ``edgekit run`` accepts (validated before it is written)."""
-    from edgekit.workflows.recipes import TARGET_MODES, recipe_from_dict
-
-    passes = [dict(p) for p in cand.passes]
-    quant = next((p for p in passes if p["pass"] == "quantize"), None)
-    if cand.family == "qat" or (quant is not None and quant["mode"] in TARGET_MODES["cpu"]):
-        passes.append({"pass": "export", "target": "cpu"})
-    gates: dict[str, Any] = {"accuracy": {"max_drop": budget.max_drop, "relative": budget.relative}}
-    if budget.max_latency_ms is not None:
-        gates["latency"] = {"max_ms": budget.max_latency_ms, "percentile": budget.percentile, **({"device": device} if device else {})}
-    if budget.max_size_bytes is not None:
-        gates["size"] = {"max_bytes": budget.max_size_bytes, "compressed": budget.size_metric == "gzip"}
-    pre_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in pre.to_dict().items() if v is not None}
-    slug = "".join(ch if ch.isalnum() else "-" for ch in cand.name.lower()).strip("-")
-    while "--" in slug:
-        slug = slug.replace("--", "-")
-    data_dict: dict[str, Any] = {"preprocessing": pre_dict or None}
-    recipe = recipe_from_dict({
-        "schema_version": 1, "name": f"optimized-{slug}"[:64].rstrip("-"),
-        "description": f"Chosen by edgekit optimize for {Path(str(model)).name}: {cand.name}.",
-        "data": data_dict, "passes": passes, "gates": gates,
-    }, source=str(path))
-    header = (f"Written by edgekit optimize: the recommended candidate '{cand.name}'.\n"
-              f"Rerun: edgekit run {path.name} --model {model} --data {data}" + (f" --val {val}" if val else "") + " -o OUT")
-    text = recipe.to_yaml(header=header)
-    path.write_text(text, encoding="utf-8")
-    return text
+def _with_measurements(trials: list[Trial], timed: list[Any]) -> list[Trial]:
+    """The trials with their measurements replaced by the timed ones (same order as the measured trials)."""
+    it = iter(timed)
+    return [t.with_(measurement=next(it)) if t.measurement is not None else t for t in trials]

@@ -121,7 +121,8 @@ class QatPass(Pass[QatConfig]):
         model = _keras_model(state)
         classes = check_classifier(model, state.source or f"model '{model.name}'")
         plan = plan_qat(model)  # raises if no layer can be quantized
-        preserve_constraints(plan, resolve_preserve(self.config.preserve, ctx.passes_done))  # raises if nothing to keep
+        if not ctx.ahead:  # ahead of an earlier prune/cluster pass, there is nothing to keep yet
+            preserve_constraints(plan, resolve_preserve(self.config.preserve, ctx.passes_done))  # raises if nothing to keep
         if ctx.train is not None:
             check_labels(ctx.train, classes, "training data")
 
