@@ -154,7 +154,7 @@ def read_regular_bytes(path: str | os.PathLike[str], what: str, *, max_bytes: in
             raise InputError(f"{what} {p} is a {file_kind(st.st_mode)}, not a regular file",
                              hint="give the path of a regular file; edgekit does not read pipes, devices or sockets")
         if max_bytes is not None and st.st_size > max_bytes:
-            raise InputError(f"{what} {p} is {st.st_size:,} bytes, more than the {max_bytes:,} allowed", hint="give a smaller file")
+            raise InputError(f"{what} {p} is {st.st_size:,} bytes, more than the {max_bytes:,} bytes allowed", hint="give a smaller file")
         data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
     if max_bytes is not None and len(data) > max_bytes:
         raise InputError(f"{what} {p} is more than the {max_bytes:,} bytes allowed", hint="give a smaller file")

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.errors import InputError, ModelError
-from edgekit.core.fsutil import read_regular_bytes
+from edgekit.core.errors import ModelError
+from edgekit.core.fsutil import read_regular_bytes, require_regular
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.core.tflite_tensor_checks import (
     Problem,
@@ -174,12 +174,10 @@ def read_verified_tflite(path: str | os.PathLike[str]) -> TfliteInfo:
 
 
 def _read(path: str | os.PathLike[str]) -> bytes:
-    try:
-        return read_regular_bytes(path, "model", max_bytes=_MAX_FILE)
-    except InputError as exc:
-        if "allowed" in exc.message:
-            raise ModelError(f"{path} is larger than 2 GiB", hint="edgekit reads single-file TFLite models up to 2 GiB") from None
-        raise
+    p = require_regular(path, "model")
+    if p.stat().st_size > _MAX_FILE:
+        raise ModelError(f"{p} is larger than 2 GiB", hint="edgekit reads single-file TFLite models up to 2 GiB")
+    return read_regular_bytes(p, "model")
 
 
 def require_valid_tflite(data: bytes, name: str = "<bytes>") -> VerifyResult:
