@@ -570,3 +570,121 @@ def _byte_damage(data: bytes, rng: random.Random) -> bytes:
         pos = rng.randrange(0, max(len(b) - 4, 1))
         b[pos: pos + 4] = rng.randrange(0, 2**32).to_bytes(4, "little")
     return bytes(b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running cases through the CLI (subprocesses) and classifying what happened
+# ------------------------------------------------------------------------------------------------
+
+COMMANDS = ("inspect", "check", "validate", "benchmark")
+#: exit codes a command may end with on hostile input (0: accepted; 2 bad input, 3 bad model,
+#: 4 bad data, 5 conversion, 6 runtime failure; 7 device; 124/137 a time limit once it exists)
+KNOWN_CODES = {0, 2, 3, 4, 5, 6, 7}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One command run on one case."""
+
+    command: str
+    code: int | None  # None: killed at the harness time limit (a hang)
+    seconds: float
+    traceback: bool
+    leftovers: tuple[str, ...]  # files the run left in its working folder
+    violations: int  # what the verifier finds in the case (0: structurally valid)
+    tail: str  # the last line of stderr
+
+    @property
+    def kind(self) -> str:
+        """``ok``, ``rejected``, ``hang``, ``traceback``, ``exit_1``, ``crash`` (killed by a signal or
+        an unknown code), ``leftovers`` or ``accepted_invalid`` (exit 0 on a model the verifier rejects)."""
+        if self.code is None:
+            return "hang"
+        if self.traceback:
+            return "traceback"
+        if self.code == 1:
+            return "exit_1"
+        if self.code < 0 or self.code not in KNOWN_CODES:
+            return "crash"
+        if self.leftovers:
+            return "leftovers"
+        if self.code == 0 and self.violations:
+            return "accepted_invalid"
+        return "ok" if self.code == 0 else "rejected"
+
+    def to_dict(self) -> dict:
+        return {"command": self.command, "code": self.code, "kind": self.kind, "seconds": round(self.seconds, 3),
+                "violations": self.violations, "leftovers": list(self.leftovers), "tail": self.tail}
+
+
+def write_seed_data(folder, kind: str, samples: int = 4):
+    """The .npz data file ``validate`` reads for a case made from seed ``kind``."""
+    from pathlib import Path
+
+    path = Path(folder) / f"data_{kind}.npz"
+    if not path.exists():
+        np.savez(path, x=seed_input(kind, samples), y=np.arange(samples) % 4)
+    return path
+
+
+def command_line(command: str, model, data, report) -> list[str]:
+    """The ``edgekit`` arguments of ``command`` for one case (tiny runs, JSON output)."""
+    if command == "inspect":
+        return ["inspect", str(model), "--json"]
+    if command == "check":
+        return ["check", str(model), "--target", "cpu", "--json"]
+    if command == "validate":
+        return ["validate", str(model), "--data", str(data), "--runs", "1", "--warmup", "0", "--json", "--report", str(report)]
+    if command == "benchmark":
+        return ["benchmark", str(model), "--runs", "2", "--warmup", "0", "--json"]
+    raise ValueError(command)
+
+
+def run_command(command: str, data_bytes: bytes, seed_kind: str, workdir, *, python: str, repo, timeout: float,
+                violations: int, data_dir) -> Outcome:
+    """Runs ``python -m edgekit COMMAND`` on one case in ``workdir`` (emptied first) and classifies it.
+
+    The case file and nothing else is in ``workdir`` before the run; a successful ``validate``
+    may leave its report, anything else left there counts as leftovers. A run past ``timeout``
+    is killed with its process group and counts as a hang.
+    """
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    work = Path(workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    model = work / "case.tflite"
+    model.write_bytes(data_bytes)
+    report = work / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = [python, "-m", "edgekit", *command_line(command, model, write_seed_data(data_dir, seed_kind), report)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        code: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        code = None
+    seconds = time.perf_counter() - start
+    text = (out + err).decode("utf-8", "replace")
+    left = {str(p.relative_to(work)) for p in work.rglob("*") if p.is_file()} - {"case.tflite"}
+    if code == 0 and command == "validate":
+        left.discard("report.json")
+    tail = err.decode("utf-8", "replace").strip().splitlines()
+    return Outcome(command=command, code=code, seconds=seconds, traceback="Traceback (most recent call last)" in text,
+                   leftovers=tuple(sorted(left)), violations=violations, tail=(tail[-1] if tail else "")[:300])
+
+
+def case_seed_kind(description: str) -> str:
+    """The seed a case was made from (its data file follows it)."""
+    if description.startswith("defect:"):
+        return DEFECTS[description.split(":", 1)[1]].seed
+    parts = description.split(":")
+    return parts[1] if len(parts) > 1 and parts[1] in SEEDS else "float"
