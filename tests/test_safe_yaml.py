@@ -12,7 +12,14 @@ import yaml
 
 from conftest import REPO
 from edgekit.core.errors import InputError, RecipeError
-from edgekit.core.safe_yaml import YamlLimits, check_bounds, compose_bounded, load_bounded, load_bounded_file
+from edgekit.core.safe_yaml import (
+    YamlLimits,
+    check_bounds,
+    compose_bounded,
+    construct_bounded,
+    load_bounded,
+    load_bounded_file,
+)
 
 BUNDLED = sorted([*REPO.glob("recipes/*.yaml"), *REPO.glob("devices/*.yaml"), *REPO.glob("edgekit/export/rules/*.yaml")])
 
@@ -89,6 +96,9 @@ def test_invalid_yaml_names_the_line():
     assert load_bounded("", "empty.yaml") is None
     node = compose_bounded("passes:\n  - pass: prune\n", "r.yaml")
     assert node.value[0][0].start_mark.line == 0 and node.value[0][1].value[0].start_mark.line == 1
+    assert construct_bounded(node, "r.yaml") == {"passes": [{"pass": "prune"}]}
+    with pytest.raises(InputError, match="a value cannot be read"):
+        load_bounded("when: 2026-13-45", "r.yaml")
 
 
 def test_files(tmp_path):

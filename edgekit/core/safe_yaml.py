@@ -137,14 +137,12 @@ def compose_bounded(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS,
         loader.dispose()
 
 
-def load_bounded(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS, *,
-                 error: type[EdgekitError] = InputError) -> Any:
-    """``yaml.safe_load`` within ``limits``.
+def construct_bounded(node: yaml.Node | None, source: str, *, error: type[EdgekitError] = InputError) -> Any:
+    """Plain Python data (``safe_load`` semantics) of a node from :func:`compose_bounded`.
 
     Raises:
-        error: over a limit or not valid YAML (never RecursionError, MemoryError or ValueError).
+        error: a value cannot be constructed (a malformed timestamp, a bad base64 binary...).
     """
-    node = compose_bounded(text, source, limits, error=error)
     if node is None:
         return None
     loader = yaml.SafeLoader("")
@@ -154,6 +152,16 @@ def load_bounded(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS, *,
         raise error(f"{source}: a value cannot be read ({str(exc).splitlines()[0][:200]})", hint="fix the value") from None
     finally:
         loader.dispose()
+
+
+def load_bounded(text: str, source: str, limits: YamlLimits = DEFAULT_LIMITS, *,
+                 error: type[EdgekitError] = InputError) -> Any:
+    """``yaml.safe_load`` within ``limits``.
+
+    Raises:
+        error: over a limit or not valid YAML (never RecursionError, MemoryError or ValueError).
+    """
+    return construct_bounded(compose_bounded(text, source, limits, error=error), source, error=error)
 
 
 def load_bounded_file(path: str | os.PathLike[str], what: str, limits: YamlLimits = DEFAULT_LIMITS, *,
