@@ -117,7 +117,7 @@ def require_regular_tree(path: str | os.PathLike[str], what: str, *, max_entries
     if not root.is_dir():
         return root
     seen = 0
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, followlinks=True):  # bounded by max_entries, even with link loops
         for name in dirs + files:
             seen += 1
             if seen > max_entries:

@@ -398,7 +398,6 @@ class _Verifier:
             except _READ_ERRORS as exc:
                 names.append(None)
                 self.add("structure", f"unreadable tensor table ({type(exc).__name__})", subgraph=s, tensor=i)
-        self.names = names
         try:
             for field in ("Inputs", "Outputs"):
                 idx = self.vec(sub, field, 4)
