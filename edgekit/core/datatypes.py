@@ -39,12 +39,12 @@ class IOType(str, enum.Enum):
     INT16 = "int16"
 
 
-def _clean(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """Makes a value JSON-safe: tuples to lists, numpy scalars to Python, non-finite to strings."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, np.generic):
@@ -54,14 +54,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class _Serializable:
+class Serializable:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the fields."""
-        return _clean(asdict(self))  # type: ignore[call-overload]
+        return json_ready(asdict(self))  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
-class Preprocessing(_Serializable):
+class Preprocessing(Serializable):
     """How raw data becomes model input: ``((x * scale) - mean) / std``, per channel if a tuple.
 
     Declared once (at quantize time), recorded in the artifact manifest and applied again by
@@ -103,7 +103,7 @@ class Preprocessing(_Serializable):
 
 
 @dataclass(frozen=True)
-class QuantParams(_Serializable):
+class QuantParams(Serializable):
     """Affine quantization of a tensor: ``real = scale * (q - zero_point)``; per channel on ``axis``."""
 
     scales: tuple[float, ...]
@@ -112,7 +112,7 @@ class QuantParams(_Serializable):
 
 
 @dataclass(frozen=True)
-class TensorSpec(_Serializable):
+class TensorSpec(Serializable):
     """A model input or output: name, shape (-1 for a dynamic dimension), dtype and quantization."""
 
     name: str
@@ -140,7 +140,7 @@ class Dataset:
 
 
 @dataclass(frozen=True)
-class LatencyStats(_Serializable):
+class LatencyStats(Serializable):
     """Latency of timed runs (milliseconds) with the conditions they were taken under."""
 
     runs: int
@@ -194,7 +194,7 @@ class LatencyStats(_Serializable):
 
 
 @dataclass(frozen=True)
-class AccuracyResult(_Serializable):
+class AccuracyResult(Serializable):
     """Accuracy against labels."""
 
     samples: int
@@ -203,7 +203,7 @@ class AccuracyResult(_Serializable):
 
 
 @dataclass(frozen=True)
-class OutputComparison(_Serializable):
+class OutputComparison(Serializable):
     """How one artifact output compares with the reference model's output."""
 
     output: str
@@ -215,7 +215,7 @@ class OutputComparison(_Serializable):
 
 
 @dataclass(frozen=True)
-class SizeInfo(_Serializable):
+class SizeInfo(Serializable):
     """Size of a file on disk and gzip-compressed (level 9)."""
 
     bytes: int
@@ -223,7 +223,7 @@ class SizeInfo(_Serializable):
 
 
 @dataclass(frozen=True)
-class Artifact(_Serializable):
+class Artifact(Serializable):
     """A written model file with its hash and size."""
 
     path: str

@@ -22,8 +22,10 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from edgekit.core.datatypes import Artifact, Preprocessing
 from edgekit.core.errors import ModelError
-from edgekit.core.datatypes import Preprocessing
+from edgekit.core.fsutil import sha256_file, size_info, write_bytes_atomic, write_json_atomic
+from edgekit.core.tflite_file import parse_tflite_bytes
 
 MANIFEST_VERSION = 1
 
@@ -64,7 +66,7 @@ def command_line() -> str:
     return " ".join(args)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Manifest:
     """Provenance of an artifact; ``to_dict`` is the JSON written beside it."""
 
@@ -117,3 +119,28 @@ def preprocessing_from_manifest(manifest: dict[str, Any] | None) -> Preprocessin
     if not manifest:
         return Preprocessing()
     return Preprocessing.from_dict(manifest.get("preprocessing"))
+
+
+def write_artifact(path: str | Path, flatbuffer: bytes, *, preprocessing: Preprocessing, source: dict[str, Any],
+                   options: dict[str, Any], labels: list[str] | None = None, data: dict[str, Any] | None = None,
+                   extra: dict[str, Any] | None = None, manifest_name: str | None = None) -> Artifact:
+    """Writes ``path`` (the .tflite) and its manifest, each atomically; never one without the other.
+
+    The inputs/outputs recorded come from the flatbuffer itself. ``manifest_name`` overrides the
+    manifest's ``artifact.file`` (default: the file's name).
+    """
+    out = Path(path)
+    info = parse_tflite_bytes(flatbuffer, str(out))
+    write_bytes_atomic(out, flatbuffer)
+    try:
+        artifact = Artifact(path=str(out), sha256=sha256_file(out), size=size_info(out), manifest_path=str(manifest_path_for(out)))
+        manifest = Manifest(
+            artifact={"file": manifest_name or out.name, "sha256": artifact.sha256, "bytes": artifact.size.bytes,
+                      "gzip_bytes": artifact.size.gzip_bytes},
+            inputs=[t.to_dict() for t in info.inputs], outputs=[t.to_dict() for t in info.outputs],
+            preprocessing=preprocessing.to_dict(), labels=labels, source=source, data=data, options=options, extra=extra or {})
+        write_json_atomic(manifest_path_for(out), manifest.to_dict())
+    except BaseException:
+        out.unlink(missing_ok=True)  # never leave a model without its manifest
+        raise
+    return artifact

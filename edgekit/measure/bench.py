@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, SizeInfo, _Serializable
+from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, SizeInfo, Serializable
 from edgekit.core.errors import InputError
 from edgekit.core.fsutil import sha256_file, size_info, write_bytes_atomic
 from edgekit.devices.profiles import DeviceProfile
@@ -44,7 +44,7 @@ MAX_SAMPLES_IN_REPORT = 400  # raw latency samples kept per artifact (the distri
 
 
 @dataclass(frozen=True)
-class MeasureSettings(_Serializable):
+class MeasureSettings(Serializable):
     """How latency is measured: ``runs`` timed runs per round, after ``warmup``, in ``rounds`` rounds."""
 
     runs: int = 50
@@ -83,7 +83,7 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Measurement(_Serializable):
+class Measurement(Serializable):
     """One artifact measured: size, accuracy on the validation data, agreement, latency."""
 
     name: str
@@ -113,7 +113,7 @@ class Measurement(_Serializable):
         data = super().to_dict()
         data["latency_samples_ms"] = [round(v, 5) for v in self.samples_ms[:MAX_SAMPLES_IN_REPORT]]
         data["agreement_with_reference"] = data.pop("agreement")
-        del data["samples_ms"]
+        del data["samples_ms"], data["device"]  # the device report has its own section
         return data
 
 

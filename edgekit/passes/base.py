@@ -32,6 +32,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
@@ -84,8 +85,9 @@ class ModelState:
     ``kind`` says which: ``float`` (a Keras model), ``qat`` (a fake-quantized Keras model), or
     the TFLite mode once converted (``float32``, ``float16``, ``dynamic``, ``int8``,
     ``int16x8``, ``int8-mixed``, ``qat-int8``). ``keras`` stays set after conversion (the
-    last Keras model, for layer names in reports); ``details`` carries facts later passes need
-    (e.g. the int8 weight granularity chosen).
+    last Keras model, for layer names in reports); for a TensorFlow SavedModel (which only the
+    conversion passes take) it holds the :class:`~edgekit.core.models.LoadedModel` instead.
+    ``details`` carries facts later passes need (e.g. the int8 weight granularity chosen).
     """
 
     keras: Any = None
@@ -129,6 +131,7 @@ class PassContext:
         on_epoch: called after each training epoch with ``(title, epoch, epochs, logs)``.
         show_training: show per-batch progress bars on stderr.
         unsafe, custom_objects: how to load extra model files a config names (a distill student).
+        base_dir: relative paths in a config (a distill student) are resolved against it (a recipe's folder).
     """
 
     train: Dataset | None = None
@@ -144,6 +147,7 @@ class PassContext:
     show_training: bool = False
     unsafe: bool = False
     custom_objects: str | None = None
+    base_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.datatypes import _Serializable
+from edgekit.core.datatypes import Serializable
 from edgekit.core.errors import ModelError
 from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput
 
 
 @dataclass(frozen=True)
-class StepRecord(_Serializable):
+class StepRecord(Serializable):
     """One pass as it ran: its name, time, what it did and what it warned about."""
 
     index: int

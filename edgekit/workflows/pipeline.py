@@ -897,10 +897,10 @@ def _row(m: Measurement, reference: Measurement, role: str) -> dict[str, Any]:
 
 
 def _write_reports(folder: Path, report: dict[str, Any], html: bool) -> None:
-    from edgekit.core.datatypes import _clean
+    from edgekit.core.datatypes import json_ready
 
-    write_json_atomic(folder / REPORT_JSON, _clean(report))
+    write_json_atomic(folder / REPORT_JSON, json_ready(report))
     if html:
         from edgekit.report.html import render_report
 
-        write_bytes_atomic(folder / REPORT_HTML, render_report(_clean(report)).encode("utf-8"))
+        write_bytes_atomic(folder / REPORT_HTML, render_report(json_ready(report)).encode("utf-8"))
