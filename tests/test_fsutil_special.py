@@ -194,3 +194,34 @@ def test_four_racing_writers_exactly_one_wins(tmp_path, round_):
     assert all("already exists" in text for text in losers)
     assert out.read_bytes() == winners[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tflite"]  # no temp files left
+
+
+def _artifact_racer(path: str, flatbuffer: bytes, tag: str, barrier, results) -> None:
+    from edgekit.core.datatypes import Preprocessing
+    from edgekit.core.manifest import write_artifact
+
+    barrier.wait()
+    try:
+        write_artifact(path, flatbuffer, preprocessing=Preprocessing(), source={"writer": tag}, options={}, overwrite=False)
+        results.put(("won", tag))
+    except InputError as exc:
+        results.put(("lost", exc.one_line()))
+
+
+def test_four_racing_artifact_writers_one_model_one_manifest(tmp_path):
+    import json
+
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    out = tmp_path / "m.tflite"
+    flatbuffer = seed_model("float")
+    procs = [ctx.Process(target=_artifact_racer, args=(str(out), flatbuffer, f"w{i}", barrier, results)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    outcomes = [results.get(timeout=5) for _ in procs]
+    winners = [tag for kind, tag in outcomes if kind == "won"]
+    assert len(winners) == 1, outcomes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.tflite"]
+    assert json.loads((tmp_path / "m.json").read_text())["source"] == {"writer": winners[0]}
