@@ -166,6 +166,8 @@ def read_verified_tflite(path: str | os.PathLike[str]) -> TfliteInfo:
     before anything else.
 
     Raises:
+        InputError: the path is missing or not a regular file (a FIFO, a device), refused without
+            a blocking open.
         ModelError: the file is not a TFLite model or has structural violations (the first few named).
     """
     buf = _read(path)
