@@ -123,15 +123,18 @@ def preprocessing_from_manifest(manifest: dict[str, Any] | None) -> Preprocessin
 
 def write_artifact(path: str | Path, flatbuffer: bytes, *, preprocessing: Preprocessing, source: dict[str, Any],
                    options: dict[str, Any], labels: list[str] | None = None, data: dict[str, Any] | None = None,
-                   extra: dict[str, Any] | None = None, manifest_name: str | None = None) -> Artifact:
+                   extra: dict[str, Any] | None = None, manifest_name: str | None = None, overwrite: bool = True) -> Artifact:
     """Writes ``path`` (the .tflite) and its manifest, each atomically; never one without the other.
 
     The inputs/outputs recorded come from the flatbuffer itself. ``manifest_name`` overrides the
-    manifest's ``artifact.file`` (default: the file's name).
+    manifest's ``artifact.file`` (default: the file's name). Without ``overwrite`` (no ``force``)
+    the model is put in place only if ``path`` does not exist, decided in one step
+    (:func:`~edgekit.core.fsutil.atomic_path`): of several runs racing to the same new path one
+    wins, the others fail before writing any manifest.
     """
     out = Path(path)
     info = parse_tflite_bytes(flatbuffer, str(out))
-    write_bytes_atomic(out, flatbuffer)
+    write_bytes_atomic(out, flatbuffer, overwrite=overwrite)
     try:
         artifact = Artifact(path=str(out), sha256=sha256_file(out), size=size_info(out), manifest_path=str(manifest_path_for(out)))
         manifest = Manifest(
