@@ -17,12 +17,16 @@ if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$check" >/dev/null 2>&1; 
   exit 0
 fi
 echo "mediapipe-venv: creating $VENV (MediaPipe 0.10.21 test client)" >&2
+log="$(mktemp)"
+# pip's notice that MediaPipe's unused dependencies (jax, sounddevice...) are absent goes to the log
 if ! { rm -rf "$VENV" && "$PYTHON" -m venv "$VENV" \
     && "$VENV/bin/python" -m pip install --quiet --no-deps 'mediapipe==0.10.21' \
     && "$VENV/bin/python" -m pip install --quiet 'numpy<2' absl-py 'attrs>=19.1' 'flatbuffers>=2.0' \
          'protobuf>=4.25.3,<5' 'opencv-python-headless<4.12' matplotlib \
-    && "$VENV/bin/python" -c "$check"; }; then
+    && "$VENV/bin/python" -c "$check"; } >"$log" 2>&1; then
+  tail -n 5 "$log" >&2
   echo "mediapipe-venv: could not set up $VENV; the MediaPipe test will skip" >&2
   rm -rf "$VENV"
 fi
+rm -f "$log"
 exit 0

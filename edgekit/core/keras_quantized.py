@@ -39,7 +39,8 @@ def _mode_of_policy(policy: Any) -> str | None:
         return policy.split("_from_")[0].split("/")[0] if policy.startswith(QUANTIZATION_MODES) else None
     if isinstance(policy, dict):
         cls = policy.get("class_name")
-        cfg = policy.get("config") if isinstance(policy.get("config"), dict) else {}
+        raw = policy.get("config")
+        cfg: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if cls in _QUANTIZED_POLICY_CLASSES:
             mode = str(cfg.get("mode") or cls)
             return mode.split("/")[0]

@@ -153,7 +153,7 @@ def resolve_target(target: str, *, accelerator: str | None = None, system_config
 def vela_configs() -> tuple[list[str], list[str]]:
     """The system configurations and memory modes of Vela's bundled ``Arm/vela.ini``."""
     vela = import_extra("ethos-u")
-    ini = Path(vela.__file__).resolve().parents[1] / "config_files" / CONFIG_FILE
+    ini = Path(str(vela.__file__)).resolve().parents[1] / "config_files" / CONFIG_FILE
     parser = configparser.ConfigParser()
     parser.read(ini)
     systems = [s.split(".", 1)[1] for s in parser.sections() if s.startswith("System_Config.")]

@@ -45,6 +45,7 @@ import numpy as np
 from edgekit.core.datatypes import IOType, QuantMode
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
+from edgekit.core.tfshim import keras
 from edgekit.export.tflite_metadata import StandardMetadata, standard_metadata_of
 
 MEDIAPIPE_INPUT_TYPES = ("uint8", "float32")
@@ -120,8 +121,6 @@ def rgb_input_adapter(keras_model: Any) -> Any:
     Raises:
         ModelError: the model's input is not ``[N, H, W, 1]``.
     """
-    from edgekit.core.tfshim import keras
-
     k = keras()
     shape = tuple(keras_model.inputs[0].shape)
     if not needs_rgb_adapter(shape):

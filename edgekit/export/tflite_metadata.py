@@ -228,6 +228,8 @@ def describe_model(
         is_image = image if image is not None else (len(shape) == 4 and shape[-1] in (1, 3, 4) and min(shape[1:3]) > 1)
         channels = shape[-1] if len(shape) >= 2 and shape[-1] > 0 else None
         norm = normalization_for(pre, channels)
+        low: tuple[float, ...]
+        high: tuple[float, ...]
         if spec.dtype in ("uint8", "int8", "int16"):
             bounds = np.iinfo(np.dtype(spec.dtype))
             low, high = (float(bounds.min),), (float(bounds.max),)
