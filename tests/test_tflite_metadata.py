@@ -17,10 +17,12 @@ from edgekit.export.tflite_metadata import (
     METADATA_NAME,
     AssociatedFile,
     Normalization,
+    add_standard_metadata,
     decode_metadata,
     describe_model,
     encode_metadata,
     normalization_for,
+    preprocessing_from_normalization,
     read_standard_metadata,
     write_standard_metadata,
 )
@@ -151,3 +153,12 @@ def _fake_info():
 
     return TfliteInfo(path="x", file_bytes=0, schema_version=3, description="", subgraph_count=1, tensors=(), operators=(),
                       inputs=(TensorSpec("in", (1, 4), "float32"),), outputs=(TensorSpec("out", (1, 2), "float32"),))
+
+
+def test_one_call_writer_and_preprocessing_back_from_normalization(float_model):
+    pre = Preprocessing(scale=1 / 255, mean=(0.5,), std=(0.25,))
+    standard = read_standard_metadata(add_standard_metadata(float_model, name="m", preprocessing=pre, labels=LABELS))
+    assert standard.labels() == LABELS
+    back = preprocessing_from_normalization(standard.metadata.inputs[0].normalization)
+    raw = np.array([0.0, 17.0, 255.0])
+    assert back.apply(raw) == pytest.approx(pre.apply(raw), rel=1e-6)

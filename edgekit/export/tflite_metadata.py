@@ -263,6 +263,28 @@ def describe_model(
     return meta, files
 
 
+def add_standard_metadata(flatbuffer: bytes, *, name: str, version: str = "", description: str = "", author: str = "",
+                          license: str = "", preprocessing: Preprocessing | None = None,
+                          labels: list[str] | tuple[str, ...] | None = None) -> bytes:
+    """:func:`describe_model` + :func:`write_standard_metadata` in one call: the model with standard metadata.
+
+    The one call an artifact writer needs; run it **last** (after any other metadata entry).
+    """
+    meta, files = describe_model(parse_tflite_bytes(flatbuffer), name=name, version=version, description=description, author=author,
+                                 license=license, preprocessing=preprocessing, labels=labels)
+    return write_standard_metadata(flatbuffer, meta, files)
+
+
+def preprocessing_from_normalization(norm: Normalization) -> Preprocessing:
+    """edgekit's preprocessing equal to a schema normalization ``(x - mean) / std`` (for files without a manifest).
+
+    Example:
+        >>> preprocessing_from_normalization(Normalization(mean=(127.5,), std=(127.5,)))
+        Preprocessing(scale=None, mean=(127.5,), std=(127.5,))
+    """
+    return Preprocessing(scale=None, mean=tuple(norm.mean), std=tuple(norm.std))
+
+
 # ----------------------------------------------------------------------------------------------
 # Encoding (slots follow metadata_schema.fbs; a union takes two slots: type, then value)
 # ----------------------------------------------------------------------------------------------
