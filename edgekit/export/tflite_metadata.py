@@ -11,7 +11,7 @@ compressed entries), which LiteRT ignores because a flatbuffer is addressed from
 
 Why edgekit writes it itself: no maintained writer installs beside TensorFlow 2.21 today.
 ``tflite-support`` 0.4.4 (its ``metadata_writers``) needs protobuf < 4 while TensorFlow 2.21 needs
-protobuf >= 5; MediaPipe's bundled writers (``mediapipe.tasks.python.metadata``) fail on import in
+protobuf >= 6.31; MediaPipe's bundled writers (``mediapipe.tasks.python.metadata``) fail on import in
 0.10.30 to 1.2.x; MediaPipe 0.10.21 works but pins numpy < 2, which TensorFlow 2.21 cannot use.
 The schema is small and stable, so this module encodes and decodes the tables edgekit needs
 directly with the ``flatbuffers`` runtime package, by field slot as the schema declares them
