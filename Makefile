@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := examples/fashion_mnist
+# optional extras the test venv gets, so CI exercises int4 (quantizer), TFLite Micro (mcu) and Vela (ethos-u)
+EXTRAS ?= dev,quantizer,mcu,ethos-u
 
-.PHONY: demo test setup system-deps bench lint clean
+.PHONY: demo test setup system-deps mediapipe-venv bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -25,8 +27,12 @@ demo: setup
 system-deps:
 	bash scripts/system-deps.sh
 
+## MediaPipe's own venv (.venv-mediapipe, numpy<2) for the MediaPipe Tasks test client; never fails (the test skips).
+mediapipe-venv:
+	PYTHON=$(PYTHON) bash scripts/mediapipe-venv.sh
+
 ## The whole test suite (CI runs this through .ci/run).
-test: setup system-deps
+test: setup system-deps mediapipe-venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup
