@@ -287,8 +287,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: 
 
 def json_bytes(payload: Any) -> bytes:
     """``payload`` as the indented JSON edgekit writes (what :func:`write_json_atomic` writes)."""
-    return (json.dumps(payload, indent=2, sort_keys=False) + "
-").encode()
+    return (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode()
 
 
 def write_json_atomic(path: str | os.PathLike[str], payload: Any, *, overwrite: bool = True) -> None:
