@@ -34,8 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgekit.devices.run import run_on_device  # noqa: E402
-from edgekit.runtime.local import run_local  # noqa: E402
-from edgekit.runtime.local import latency_stats  # noqa: E402
+from edgekit.runtime.local import (
+    latency_stats,  # noqa: E402
+    run_local,  # noqa: E402
+)
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
 
@@ -49,8 +51,8 @@ def _load_sshd_helper():
 
 
 def make_artifacts(folder: Path, with_mobilenet: bool) -> list[tuple[str, Path, int]]:
-    from edgekit.workflows.quantize import quantize
     from edgekit.core.datatypes import Preprocessing
+    from edgekit.workflows.quantize import quantize
 
     out = []
     pre = Preprocessing(scale=1 / 255)

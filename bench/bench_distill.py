@@ -54,8 +54,8 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from train import load_fashion_mnist
 
-    from edgekit.workflows.distill import distill
     from edgekit.core.datatypes import Preprocessing
+    from edgekit.workflows.distill import distill
 
     started = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data_dir)

@@ -26,8 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgekit.workflows.export import export  # noqa: E402
 from edgekit.core.datatypes import Preprocessing  # noqa: E402
+from edgekit.workflows.export import export  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "fashion_mnist"
 

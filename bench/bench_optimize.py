@@ -84,10 +84,10 @@ def main() -> None:
 
     from recipe_fixtures import scale_units
 
-    from edgekit.core.tfshim import keras
-    from edgekit.core.errors import GateFailed
-    from edgekit.workflows.optimize import optimize
     from edgekit.core.datatypes import Preprocessing
+    from edgekit.core.errors import GateFailed
+    from edgekit.core.tfshim import keras
+    from edgekit.workflows.optimize import optimize
 
     pre = Preprocessing(scale=1 / 255)
 

@@ -43,11 +43,13 @@ sys.path.insert(0, str(REPO / "examples" / "fashion_mnist"))
 
 import numpy as np  # noqa: E402
 
-from edgekit.workflows.compress import cluster  # noqa: E402
+from edgekit.core.datatypes import Dataset, Preprocessing  # noqa: E402
 from edgekit.core.models import load_model  # noqa: E402
 from edgekit.passes.prune_masks import check_m_by_n, input_axis  # noqa: E402
-from edgekit.workflows.compress import prune  # noqa: E402
-from edgekit.core.datatypes import Dataset, Preprocessing  # noqa: E402
+from edgekit.workflows.compress import (
+    cluster,  # noqa: E402
+    prune,  # noqa: E402
+)
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -34,11 +34,13 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from edgekit.core.models import load_model  # noqa: E402
-from edgekit.workflows.quantize import quantize  # noqa: E402
-from edgekit.runtime.local import run_local  # noqa: E402
 from edgekit.core.datatypes import Preprocessing  # noqa: E402
-from edgekit.runtime.local import latency_stats  # noqa: E402
+from edgekit.core.models import load_model  # noqa: E402
+from edgekit.runtime.local import (
+    latency_stats,  # noqa: E402
+    run_local,  # noqa: E402
+)
+from edgekit.workflows.quantize import quantize  # noqa: E402
 from edgekit.workflows.validate import validate  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
