@@ -6,7 +6,7 @@ EXAMPLE := examples/fashion_mnist
 # optional extras the test venv gets, so CI exercises int4 (quantizer), TFLite Micro (mcu) and Vela (ethos-u)
 EXTRAS ?= dev,quantizer,mcu,ethos-u
 
-.PHONY: demo test setup system-deps mediapipe-venv bench lint clean
+.PHONY: demo test check setup system-deps mediapipe-venv bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,15 +31,20 @@ system-deps:
 mediapipe-venv:
 	PYTHON=$(PYTHON) bash scripts/mediapipe-venv.sh
 
-## The whole test suite (CI runs this through .ci/run).
-test: setup system-deps mediapipe-venv
+## The architecture's layer contract (import-linter), lint (ruff) and types (mypy, the whole package).
+check: setup
+	$(BIN)/lint-imports
+	$(BIN)/ruff check edgekit tests bench
+	$(BIN)/mypy
+
+## The whole test suite after the checks (CI runs this through .ci/run).
+test: setup system-deps mediapipe-venv check
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup
 	$(BIN)/python bench/bench_quantize.py
 
-lint: setup
-	$(BIN)/ruff check edgekit tests bench
+lint: check
 
 clean:
 	rm -rf out build dist *.egg-info

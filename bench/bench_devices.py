@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgekit.devices.run import run_on_device  # noqa: E402
-from edgekit.runtime.local import (
-    latency_stats,  # noqa: E402
-    run_local,  # noqa: E402
+from edgekit.runtime.local import (  # noqa: E402
+    latency_stats,
+    run_local,
 )
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"

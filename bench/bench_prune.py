@@ -46,9 +46,9 @@ import numpy as np  # noqa: E402
 from edgekit.core.datatypes import Dataset, Preprocessing  # noqa: E402
 from edgekit.core.models import load_model  # noqa: E402
 from edgekit.passes.prune_masks import check_m_by_n, input_axis  # noqa: E402
-from edgekit.workflows.compress import (
-    cluster,  # noqa: E402
-    prune,  # noqa: E402
+from edgekit.workflows.compress import (  # noqa: E402
+    cluster,
+    prune,
 )
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"

@@ -36,9 +36,9 @@ import numpy as np  # noqa: E402
 
 from edgekit.core.datatypes import Preprocessing  # noqa: E402
 from edgekit.core.models import load_model  # noqa: E402
-from edgekit.runtime.local import (
-    latency_stats,  # noqa: E402
-    run_local,  # noqa: E402
+from edgekit.runtime.local import (  # noqa: E402
+    latency_stats,
+    run_local,
 )
 from edgekit.workflows.quantize import quantize  # noqa: E402
 from edgekit.workflows.validate import validate  # noqa: E402

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import re
 import signal
-import sys
 import traceback
 from importlib import import_module
 
@@ -148,4 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -82,7 +82,7 @@ class Preprocessing(Serializable):
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Returns ``x`` as float32 with scale, mean and std applied."""
-        out = np.asarray(x, dtype=np.float32)
+        out: np.ndarray = np.asarray(x, dtype=np.float32)
         if self.scale is not None:
             out = out * np.float32(self.scale)
         if self.mean is not None:

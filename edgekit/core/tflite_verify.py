@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
@@ -276,7 +277,7 @@ class _Verifier:
         else:
             self.omitted += 1
 
-    def add_all(self, problems: list[Problem | None], where: dict[str, Any]) -> None:
+    def add_all(self, problems: Sequence[Problem | None], where: dict[str, Any]) -> None:
         for problem in problems:
             if problem is not None:
                 self.add(problem[0], problem[1], **where)
@@ -433,7 +434,7 @@ class _Verifier:
         shape = [int(d) for d in self.vec(ten, "Shape", 4)]
         bidx = int(ten.Buffer())
         n_buf = len(self.buffer_bytes)
-        data = 0
+        data: int | None = 0
         if not 0 <= bidx < max(n_buf, 1):
             self.add("buffer", f"refers to buffer {bidx}, but there are {n_buf}", **where)
             data = None

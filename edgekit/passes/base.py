@@ -56,7 +56,7 @@ class PassConfig(BaseModel):
     @property
     def name(self) -> str:
         """The pass name (``prune``, ``quantize``...)."""
-        return str(self.pass_)
+        return str(self.__dict__["pass_"])  # declared by each subclass
 
 
 LrSchedule = Literal["constant", "cosine"]

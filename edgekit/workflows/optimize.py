@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.data import calibration_sample
-from edgekit.core.datatypes import Preprocessing, Serializable
+from edgekit.core.datatypes import Preprocessing, QuantMode, Serializable
 from edgekit.core.errors import DataError, EdgekitError, GateFailed
 from edgekit.core.fsutil import write_bytes_atomic
 from edgekit.core.manifest import command_line, versions, write_artifact
@@ -178,7 +179,7 @@ def _ptq_and_mixed(search: _Search, ref: Trial, loaded: LoadedModel, calibration
             search.planned += 1
             # the debugger already ran: the float layers are chosen on it (what QuantizePass does with float_layers)
             trial = search.add(Trial(f"int8 + float {','.join(chosen)}", "mixed", [_quantize(mode="int8", float_layers=chosen)],
-                                     details={"float_layers": chosen}), lambda chosen=chosen: mixed.quantize(chosen))
+                                     details={"float_layers": chosen}), functools.partial(mixed.quantize, chosen))
             if trial.status == "skipped" or (trial.measurement is not None and not search.budget.accuracy_reasons(
                     ref.measurement, trial.measurement)):  # type: ignore[arg-type]
                 break
@@ -330,7 +331,7 @@ def optimize(
         bench = Bench(tmp / CANDIDATES_DIR, val=val_ds, calibration=calibration, device=profile, settings=settings)
         t0 = time.perf_counter()
         ref_path = tmp / CANDIDATES_DIR / "00-float32.tflite"
-        write_bytes_atomic(ref_path, convert_model(loaded, Conversion(mode="float32")).flatbuffer)
+        write_bytes_atomic(ref_path, convert_model(loaded, Conversion(mode=QuantMode.FLOAT32)).flatbuffer)
         ref = Trial("float32", "reference", [_quantize(mode="float32")], status="reference",
                     measurement=bench.add(Candidate("float32", path=ref_path), reference=True))
         ref = ref.with_(seconds=time.perf_counter() - t0)

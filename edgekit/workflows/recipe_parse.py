@@ -190,7 +190,7 @@ def _where(path: tuple, data: Any) -> str:
 
 def _precheck_passes(data: dict[str, Any], lines: dict[tuple, int], source: str) -> list[Problem]:
     """Unknown or missing pass names, with suggestions (before pydantic, whose union errors are vague)."""
-    problems = []
+    problems: list[Problem] = []
     passes = data.get("passes")
     if not isinstance(passes, list):
         return problems

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.data import calibration_sample
-from edgekit.core.datatypes import Preprocessing, Serializable
+from edgekit.core.datatypes import Preprocessing, QuantMode, Serializable
 from edgekit.core.errors import DataError, GateFailed, InputError, ModelError
 from edgekit.core.fsutil import write_bytes_atomic
 from edgekit.core.manifest import command_line, versions, write_artifact
@@ -226,7 +226,7 @@ def run_recipe(
         (tmp / STEPS_DIR).mkdir()
         say("converting the unchanged model to float32 (the reference)")
         ref_path = tmp / STEPS_DIR / "00-float32.tflite"
-        write_bytes_atomic(ref_path, convert_model(loaded, Conversion(mode="float32")).flatbuffer)
+        write_bytes_atomic(ref_path, convert_model(loaded, Conversion(mode=QuantMode.FLOAT32)).flatbuffer)
         files: list[str] = []
         result = run_passes(passes, state, ctx, on_step=_step_writer(tmp, files), checked=True)
         final_state = result.state
