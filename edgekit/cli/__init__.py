@@ -62,7 +62,7 @@ def with_flags(exc: EdgekitError, command: click.Command | None) -> str:
     for setting in exc.settings:
         flag = flags.get(setting)
         if flag is not None:
-            text = re.sub(rf"(?<![\w-]){re.escape(setting)}(?![\w-])", flag, text)
+            text = re.sub(rf"(?<![\w\-/.]){re.escape(setting)}(?![\w\-/])", flag, text)  # not inside a path or a word
     return text
 
 
