@@ -278,9 +278,8 @@ def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, l
     xs, ys = [], []
     for f, label in files:
         try:
-            with Image.open(f) as img:
-                img = img.convert(mode).resize((width, height), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
+            with Image.open(f) as opened:
+                arr = np.asarray(opened.convert(mode).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"image {f} cannot be read ({type(exc).__name__})", hint="remove or replace the file") from None
         xs.append(arr.reshape(height, width, -1))
