@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "recipe": "edgekit.cli.cmd_recipe:recipe",
     "run": "edgekit.cli.cmd_run:run",
     "optimize": "edgekit.cli.cmd_optimize:optimize",
+    "compare": "edgekit.cli.cmd_compare:compare",
 }
 
 

@@ -38,6 +38,7 @@ from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.run import run_model
 from edgekit.export.convert import Conversion, convert_model
 from edgekit.measure.metrics import accuracy
+from edgekit.measure.noise import LatencySpread, spread_of
 from edgekit.runtime.local import pool_latency
 
 MAX_SAMPLES_IN_REPORT = 400  # raw latency samples kept per artifact (the distribution plot)
@@ -96,6 +97,7 @@ class Measurement(Serializable):
     accuracy: AccuracyResult | None = None
     agreement: float | None = None  # % of samples with the reference's top-1
     latency: LatencyStats | None = None
+    spread: LatencySpread | None = None  # p50/p90 intervals over the interleaved rounds (measure/noise.py)
     samples_ms: tuple[float, ...] = ()
     device: dict[str, Any] | None = None
 
@@ -104,6 +106,13 @@ class Measurement(Serializable):
         if self.latency is None:
             return None
         return self.latency.p90_ms if percentile == "p90" else self.latency.p50_ms
+
+    def interval(self, percentile: str = "p50") -> tuple[float, float] | None:
+        """(low, high) of the percentile's interval over the interleaved rounds, None if not timed so."""
+        if self.spread is None:
+            return None
+        iv = self.spread.of(percentile)
+        return iv.low, iv.high
 
     def moved(self, path: str | os.PathLike[str]) -> Measurement:
         """The same measurement, for the file at its final place."""
@@ -213,7 +222,9 @@ class Bench:
         timed = []
         for m, runs, report in zip(measurements, pooled, reports, strict=True):
             latency = pool_latency(runs)
-            timed.append(replace(m, latency=latency, samples_ms=tuple(t for run in runs for t in run.timings_ms), device=report))
+            spread = spread_of([run.timings_ms for run in runs])
+            timed.append(replace(m, latency=latency, spread=spread, samples_ms=tuple(t for run in runs for t in run.timings_ms),
+                                 device=report))
         return timed
 
 

@@ -12,8 +12,9 @@ Example:
 from __future__ import annotations
 
 from edgekit.measure.bench import Measurement
+from edgekit.measure.noise import compare_speed
 
-SPEEDUP_NOISE = 1.10  # a p50 ratio below this is reported as "not faster"
+SPEEDUP_NOISE = 1.10  # without round intervals, a p50 ratio below this is reported as "not faster"
 
 
 def speedup(original: Measurement, compressed: Measurement) -> float | None:
@@ -50,11 +51,15 @@ def compression_verdict(float32: Measurement, original: Measurement, compressed:
     speed = speedup(original, compressed)
     if speed is not None and original.latency is not None and compressed.latency is not None:
         o, c = original.latency, compressed.latency
-        if speed < SPEEDUP_NOISE:
+        if original.spread is not None and compressed.spread is not None:
+            faster = compare_speed(compressed.spread, original.spread).verdict == "faster"
+        else:
+            faster = speed >= SPEEDUP_NOISE
+        if not faster:
             why = ("LiteRT's CPU kernels multiply zeros and repeated values like any other weight"
                    if structure != "channels" else "the removed channels did not shrink the work enough to show")
             lines.append(
-                f"NOT FASTER on this runtime: p50 {c.p50_ms:.3f} ms vs {o.p50_ms:.3f} ms (x{speed:.2f}, within noise); {why}"
+                f"NOT FASTER on this runtime: p50 {c.p50_ms:.3f} ms vs {o.p50_ms:.3f} ms (x{speed:.2f}, within noise of the interleaved rounds); {why}"
                 + ("; prune with structure channels to remove filters and really cut the work" if structure != "channels" else "")
             )
         else:

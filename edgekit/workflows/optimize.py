@@ -57,7 +57,7 @@ from edgekit.report.files import REPORT_JSON, write_reports
 from edgekit.workflows.inputs import classes_of, describe_device, ensure_loss, load_training_inputs
 from edgekit.workflows.optimize_recipe import write_recipe
 from edgekit.workflows.outdir import prepare_out_dir, staged_dir
-from edgekit.workflows.search import Budget, Trial, check_options, mark_pareto, recommend, why_not
+from edgekit.workflows.search import Budget, Trial, check_options, closest_per_limit, mark_pareto, recommend, why_not
 
 CANDIDATES_DIR = "candidates"
 MODEL_FILE = "model.tflite"
@@ -234,8 +234,9 @@ def _verdicts(search: _Search, ref: Trial, budget: Budget, prefer: str, percenti
                 trials[i] = t.with_(reasons=(*t.reasons, why_not(t, best, budget, prefer, percentile)))
     else:
         measured = [t for t in trials if t.measurement is not None]
-        closest = min(measured, key=lambda t: len(t.reasons), default=None)
-        why = "no candidate met every limit" + (f"; closest: {closest.name} ({'; '.join(closest.reasons)})" if closest else "")
+        closest = closest_per_limit(measured, ref.measurement, budget)  # type: ignore[arg-type]
+        why = ("no candidate met every limit" + (f"; closest per limit: {'; '.join(closest)}" if closest else "")
+               + "; next: a fuller search (effort full) or a looser limit")
     return ref, trials, best, why
 
 

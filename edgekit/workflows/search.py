@@ -14,10 +14,11 @@ from edgekit.core.datatypes import Serializable
 from edgekit.core.errors import InputError
 from edgekit.measure.bench import Measurement
 from edgekit.measure.gates import accuracy_drop, row
+from edgekit.measure.noise import compare_speed
 
 EFFORTS = ("quick", "auto", "full")
 PREFERENCES = ("size", "latency")
-SLOWER_TOLERANCE = 1.10  # "not slower than float32" allows 10% for timing noise
+SLOWER_TOLERANCE = 1.10  # without interleaved-round intervals, "not slower than float32" allows 10% for noise
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,29 @@ class Budget(Serializable):
         value, ref_value = m.metric(self.percentile), ref.metric(self.percentile)
         if self.max_latency_ms is not None and value is not None and value > self.max_latency_ms:
             reasons.append(f"latency {self.percentile} {value:.4f} ms > {self.max_latency_ms:g} ms")
-        if not self.allow_slower and value is not None and ref_value is not None and value > ref_value * SLOWER_TOLERANCE:
-            reasons.append(f"slower than float32: {self.percentile} {value:.4f} ms vs {ref_value:.4f} ms")
+        if not self.allow_slower and value is not None and ref_value is not None and self.slower(ref, m):
+            reasons.append(f"slower than float32: {self.percentile} {_timed(m, self.percentile)} vs {_timed(ref, self.percentile)}")
         return reasons
+
+    def slower(self, ref: Measurement, m: Measurement) -> bool:
+        """Slower than the reference beyond noise: the intervals over interleaved rounds do not overlap.
+
+        Without intervals (a latency from one round) a ratio above ``SLOWER_TOLERANCE`` counts.
+        """
+        if m.spread is not None and ref.spread is not None:
+            return compare_speed(m.spread, ref.spread, self.percentile).verdict == "slower"
+        value, ref_value = m.metric(self.percentile), ref.metric(self.percentile)
+        return value is not None and ref_value is not None and value > ref_value * SLOWER_TOLERANCE
 
     def reasons(self, ref: Measurement, m: Measurement) -> list[str]:
         return self.accuracy_reasons(ref, m) + self.other_reasons(ref, m)
+
+
+def _timed(m: Measurement, percentile: str) -> str:
+    if m.spread is not None:
+        return m.spread.of(percentile).text()
+    value = m.metric(percentile)
+    return f"{value:.4f} ms" if value is not None else "not timed"
 
 
 def check_options(max_drop: float, budget_minutes: float | None, effort: str, prefer: str, size_metric: str, percentile: str,
@@ -151,11 +169,48 @@ def recommend(feasible: list[Trial], budget: Budget, prefer: str, percentile: st
                + (f"; {len(near) - 1} other(s) within 1% of its size were slower" if len(near) > 1 else ""))
     else:
         fastest = min(lat.values())
-        near = [t for t in feasible if lat[t.name] <= fastest * 1.03]
+        quickest = min(feasible, key=lambda t: lat[t.name])
+        near = [t for t in feasible if _same_speed(t, quickest, percentile) or lat[t.name] <= fastest * 1.03]
         best = min(near, key=lambda t: ref_size[t.name])
         why = (f"the fastest feasible candidate ({percentile} {lat[best.name]:.4f} ms)"
-               + (f"; the smallest of {len(near)} within 3% of that latency" if len(near) > 1 else ""))
+               + (f"; the smallest of {len(near)} within noise of that latency" if len(near) > 1 else ""))
     return best, why
+
+
+def _same_speed(a: Trial, b: Trial, percentile: str) -> bool:
+    ma, mb = a.measurement, b.measurement
+    if ma is None or mb is None or ma.spread is None or mb.spread is None:
+        return False
+    return compare_speed(ma.spread, mb.spread, percentile).verdict == "same speed"
+
+
+def closest_per_limit(measured: list[Trial], ref: Measurement, budget: Budget) -> list[str]:
+    """For each limit some candidate failed: the candidate closest to meeting it, and by how much it misses.
+
+    Each limit is judged on its own (a candidate far over the size limit can still be the closest to
+    the accuracy budget), so a failed search says what to relax or what to try next.
+    """
+    out: list[str] = []
+    ms = [(t, t.measurement) for t in measured if t.measurement is not None]
+    drops = [(accuracy_drop(ref, m, budget.relative), t) for t, m in ms]
+    drops_known = [(d, t) for d, t in drops if d is not None]
+    if drops_known and any(d > budget.max_drop + 1e-9 for d, _ in drops_known):
+        d, t = min(drops_known, key=lambda dt: dt[0])
+        unit = "% of float32 top-1" if budget.relative else "points"
+        out.append(f"accuracy: {t.name} drops {d:.2f} {unit} (limit {budget.max_drop:g})"
+                   + ("" if d > budget.max_drop + 1e-9 else ", within it"))
+    if budget.max_size_bytes is not None and any(budget.size_of(m) > budget.max_size_bytes for _, m in ms):
+        t, m = min(ms, key=lambda tm: budget.size_of(tm[1]))
+        size = budget.size_of(m)
+        out.append(f"size: {t.name} is {size:,} {budget.size_metric} (limit {budget.max_size_bytes:,}"
+                   + (f", x{size / budget.max_size_bytes:.2f} over)" if size > budget.max_size_bytes else ", within it)"))
+    timed = [(m.metric(budget.percentile), t) for t, m in ms]
+    timed_known = [(v, t) for v, t in timed if v is not None]
+    if budget.max_latency_ms is not None and timed_known and any(v > budget.max_latency_ms for v, _ in timed_known):
+        v, t = min(timed_known, key=lambda vt: vt[0])
+        out.append(f"latency: {t.name} at {budget.percentile} {v:.4f} ms (limit {budget.max_latency_ms:g} ms"
+                   + (f", x{v / budget.max_latency_ms:.2f} over)" if v > budget.max_latency_ms else ", within it)"))
+    return out
 
 
 def why_not(trial: Trial, best: Trial, budget: Budget, prefer: str, percentile: str) -> str:
