@@ -27,6 +27,8 @@ from edgekit.core.fsutil import require_file, sha256_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
+DEFAULT_CALIBRATION_SAMPLES = 100  # int8 calibration sample size, the same default in every command
+
 
 def parse_number(text: str) -> float:
     """Parses ``0.5``, ``1/255`` or ``1e-3``."""
@@ -289,12 +291,23 @@ def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, l
     return np.stack(xs), np.asarray(ys, dtype=np.int64), tuple(classes)
 
 
-def calibration_sample(dataset: Dataset, samples: int, seed: int = 0) -> np.ndarray:
-    """A seeded sample of ``samples`` inputs (all of them if fewer), in dataset order."""
+def sample_rows(x: np.ndarray, samples: int, seed: int = 0) -> np.ndarray:
+    """A seeded sample of ``samples`` rows of ``x`` (all of them if fewer), in their order.
+
+    The one draw every int8 path calibrates with (quantize, export, a recipe's steps, qat's PTQ
+    column, optimize's candidates): the same data, sample size and seed give the same rows, so the
+    same model converts to the same bytes whichever command asks. ``load_dataset(limit=, seed=)``
+    draws the same rows.
+    """
     if samples < 1:
-        raise InputError(f"--samples must be at least 1, got {samples}", hint="use e.g. --samples 100")
-    n = len(dataset)
+        raise InputError(f"samples must be at least 1, got {samples}", hint="e.g. samples 100", settings=("samples",))
+    n = len(x)
     if samples >= n:
-        return dataset.x
+        return x
     rng = np.random.default_rng(seed)
-    return dataset.x[np.sort(rng.choice(n, size=samples, replace=False))]
+    return x[np.sort(rng.choice(n, size=samples, replace=False))]
+
+
+def calibration_sample(dataset: Dataset, samples: int = DEFAULT_CALIBRATION_SAMPLES, seed: int = 0) -> np.ndarray:
+    """A seeded sample of ``samples`` inputs of ``dataset`` (all of them if fewer), in dataset order (:func:`sample_rows`)."""
+    return sample_rows(dataset.x, samples, seed)

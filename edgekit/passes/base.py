@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit.core.data import sample_rows
 from edgekit.core.datatypes import Dataset, Preprocessing
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +122,8 @@ class PassContext:
     Attributes:
         train: training data (fine-tuning passes); also the calibration source.
         val: validation data (training passes report it per epoch; never used to choose weights).
-        calibration: a seeded sample of preprocessed inputs (PTQ), from :func:`edgekit.core.data.calibration_sample`.
+        calibration: the preprocessed inputs int8 calibration draws from (the whole ``--data``, or an already
+            drawn sample); passes take their seeded sample with :meth:`calibration_for`.
         preprocessing: how raw data became model input (recorded in metadata).
         labels: class names, when the data has them.
         seed: the seed for everything random.
@@ -152,6 +154,16 @@ class PassContext:
     custom_objects: str | None = None
     base_dir: Path | None = None
     ahead: bool = False
+
+    def calibration_for(self, samples: int) -> np.ndarray | None:
+        """The seeded sample of ``samples`` calibration inputs (:func:`edgekit.core.data.sample_rows`).
+
+        Every int8 path draws it the same way, so the same data, sample size and seed give the same
+        model bytes in ``quantize``, a recipe, ``qat``'s PTQ column and ``optimize``.
+        """
+        if self.calibration is None:
+            return None
+        return sample_rows(self.calibration, samples, self.seed)
 
 
 @dataclass(frozen=True)

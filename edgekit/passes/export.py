@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES
 from edgekit.core.datatypes import IOType
 from edgekit.core.fsutil import json_bytes
 from edgekit.core.models import keras_layer_names
@@ -97,7 +98,7 @@ class ExportPass(Pass[ExportConfig]):
         if not state.converted:
             target, mode, io_type = resolve_settings(cfg.target, None, None, ctx.calibration is not None)
             ctx.progress(f"export: converting for {target} ({mode.value})")
-            converted = convert_model(source_model(state), Conversion(mode=mode, io_type=io_type), calibration=ctx.calibration)
+            converted = convert_model(source_model(state), Conversion(mode=mode, io_type=io_type), calibration=ctx.calibration_for(DEFAULT_CALIBRATION_SAMPLES))
             state = state.with_tflite(converted.flatbuffer, mode.value, weights=converted.weights, weights_reason=converted.weights_reason)
             details.update({"converted": mode.value, "io_type": IOType(io_type).value, "weights": converted.weights})
         assert state.tflite is not None

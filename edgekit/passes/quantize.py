@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES
 from edgekit.core.datatypes import IOType, QuantMode
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.models import LoadedModel, keras_layer_names
@@ -53,7 +54,7 @@ class QuantizeConfig(PassConfig):
     pass_: Literal["quantize"] = Field("quantize", alias="pass")
     mode: Literal["float32", "float16", "dynamic", "int8", "int16x8"] = "int8"
     io_type: Literal["float", "int8", "uint8", "int16"] = "float"
-    calibration_samples: int = Field(100, description="Calibration samples (int8, int16x8): the first of the seeded calibration sample.")
+    calibration_samples: int = Field(DEFAULT_CALIBRATION_SAMPLES, description="Calibration samples (int8, int16x8): a seeded sample of the data (the same rows in every command).")
     per_channel: bool | None = Field(
         None, description="int8 weight scales per output channel (true) or per tensor (false); unset: per-tensor only for a model "
                           "clustered with one codebook per layer, per-channel otherwise (as edgekit quantize --weights auto).")
@@ -167,7 +168,7 @@ class QuantizePass(Pass[QuantizeConfig]):
             equalized, pairs = equalize(source.keras_model)
             source = LoadedModel(path=source.path, format="keras", sha256="", keras_model=equalized, input_shape=source.input_shape)
             details["equalized"] = [p.to_dict() for p in pairs]
-        calibration = ctx.calibration[: cfg.calibration_samples] if ctx.calibration is not None and mode.needs_data else None
+        calibration = ctx.calibration_for(cfg.calibration_samples) if mode.needs_data else None
         weights, weights_reason = choose_weights(source, mode, cfg.requested_weights)
         per_channel = weights != "per-tensor"
         mixed = None

@@ -30,6 +30,8 @@ class TrainingInputs:
     train: Dataset | None
     val: Dataset
     notes: tuple[str, ...] = ()
+    #: the inputs of the whole ``data`` (before any hold-out): what int8 calibration draws from, as in ``quantize``
+    calibration: np.ndarray | None = None
 
 
 def classes_of(keras_model: Any) -> int | None:
@@ -74,6 +76,7 @@ def load_training_inputs(loaded: Any, data: str | os.PathLike[str] | None, val: 
     kw: dict[str, Any] = {"input_shape": loaded.input_shape, "preprocessing": preprocessing, "x_key": x_key, "y_key": y_key,
                           "seed": seed}
     train = load_dataset(data, limit=train_limit, **kw) if data is not None else None
+    calibration = train.x if train is not None else None
     notes: list[str] = []
     if val is not None:
         val_ds = load_dataset(val, limit=val_limit, **kw)
@@ -90,7 +93,7 @@ def load_training_inputs(loaded: Any, data: str | os.PathLike[str] | None, val: 
     for ds, what in ((train, "--data"), (val_ds, "--val")):
         if ds is not None:
             check_labels(ds, classes, what)
-    return TrainingInputs(train=train, val=val_ds, notes=tuple(notes))
+    return TrainingInputs(train=train, val=val_ds, notes=tuple(notes), calibration=calibration)
 
 
 def ensure_loss(keras_model: Any, loss: str | None = None) -> None:

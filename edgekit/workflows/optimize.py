@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.core.data import calibration_sample
+from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, sample_rows
 from edgekit.core.datatypes import Preprocessing, QuantMode, Serializable
 from edgekit.core.errors import DataError, EdgekitError, GateFailed
 from edgekit.core.fsutil import write_bytes_atomic
@@ -259,7 +259,7 @@ def optimize(
     effort: str = "auto",
     prefer: str = "size",
     epochs: int = 1,
-    calibration_samples: int = 100,
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     max_float_layers: int = 4,
     try_equalize: bool = True,
     runs: int = 50,
@@ -322,8 +322,10 @@ def optimize(
     can_train = train.y is not None and loaded.keras_model is not None and classes_of(loaded.keras_model) is not None
     if not can_train and effort != "quick":
         notes.append("training candidates (QAT, pruning) need a Keras classifier and labelled --data: not tried")
-    calibration = calibration_sample(train, calibration_samples, seed)
-    ctx = PassContext(train=train, val=val_ds, calibration=calibration, preprocessing=pre, labels=train.labels, seed=seed,
+    assert inputs.calibration is not None
+    # the same seeded draw from the whole --data as `quantize` (before any hold-out): same model, same bytes
+    calibration = sample_rows(inputs.calibration, calibration_samples, seed)
+    ctx = PassContext(train=train, val=val_ds, calibration=inputs.calibration, preprocessing=pre, labels=train.labels, seed=seed,
                       teacher=loaded.keras_model, show_training=training_progress)
     state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=str(model))
 

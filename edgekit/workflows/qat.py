@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.data import calibration_sample, load_dataset
+from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, calibration_sample, load_dataset
 from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import ConversionError, DataError, InputError, ModelError
 from edgekit.core.fsutil import atomic_path, check_output_path, write_json_atomic
@@ -42,8 +42,6 @@ from edgekit.passes.pipeline import run_passes
 from edgekit.passes.qat import LayerPlan, QatConfig, QatPass, check_qat_config
 from edgekit.passes.qat.qat_pass import QAT_MODEL, check_classifier, check_labels
 
-PTQ_SAMPLES = 200
-
 
 @dataclass(frozen=True)
 class VariantResult:
@@ -55,11 +53,12 @@ class VariantResult:
     size_bytes: int | None
     agreement_with_float: float | None  # % of samples with the same top-1 class as the float model
     note: str = ""
+    sha256: str | None = None  # of the TFLite file measured (None for the Keras row)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "variant": self.variant, "top1": self.top1, "top5": self.top5, "size_bytes": self.size_bytes,
-            "agreement_with_float": self.agreement_with_float, "note": self.note,
+            "agreement_with_float": self.agreement_with_float, "note": self.note, "sha256": self.sha256,
         }
 
 
@@ -153,14 +152,16 @@ def _row(name: str, m: Measurement | None, note: str) -> VariantResult:
     acc = m.accuracy if m is not None else None
     return VariantResult(name, round(acc.top1, 2) if acc else None, round(acc.top5, 2) if acc and acc.top5 is not None else None,
                          m.size.bytes if m is not None else None,
-                         round(m.agreement, 2) if m is not None and m.agreement is not None else None, note)
+                         round(m.agreement, 2) if m is not None and m.agreement is not None else None, note,
+                         m.sha256 if m is not None else None)
 
 
-def compare_variants(source: Any, qat_tflite: bytes, qat_keras: Any, val: Dataset, train: Dataset, *, io_type: IOType,
+def compare_variants(source: Any, qat_tflite: bytes, qat_keras: Any, val: Dataset, data: Dataset, *, io_type: IOType,
                      compare_ptq: bool, seed: int, device: DeviceProfile, notes: list[str]) -> tuple[VariantResult, ...]:
     """Float32, PTQ int8 and QAT int8 (TFLite, measured by a :class:`Bench`) and QAT simulated in Keras, on ``val``."""
     assert val.y is not None
-    calibration = calibration_sample(train, PTQ_SAMPLES, seed)
+    # the same seeded draw from the whole --data as `quantize`, so the PTQ column is the model `quantize` makes
+    calibration = calibration_sample(data, DEFAULT_CALIBRATION_SAMPLES, seed)
     with tempfile.TemporaryDirectory(prefix="edgekit-qat-") as tmp:
         bench = Bench(tmp, val=val, calibration=calibration, device=device)
         rows = [_row("float", bench.add(Candidate("float", keras=source, conversion=Conversion(QuantMode.FLOAT32)), reference=True),
@@ -281,7 +282,7 @@ def qat(
     flatbuffer = final.tflite
     info = parse_tflite_bytes(flatbuffer, str(out))
     notes = [*step.warnings, *details["notes"]]
-    comparison = compare_variants(keras_model, flatbuffer, captured["qat_model"].model, validation, train, io_type=io_type,
+    comparison = compare_variants(keras_model, flatbuffer, captured["qat_model"].model, validation, full, io_type=io_type,
                                   compare_ptq=compare_ptq, seed=seed, device=profile, notes=notes)
     unsupported = tuple(LayerPlan.from_dict(p) for p in step.details["unsupported_layers"])
     # evaluated above, before writing any output; the model and its manifest are written together

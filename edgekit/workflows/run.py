@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.core.data import calibration_sample
 from edgekit.core.datatypes import Preprocessing, QuantMode, Serializable
 from edgekit.core.errors import DataError, GateFailed, InputError, ModelError
 from edgekit.core.fsutil import write_bytes_atomic
@@ -213,7 +212,7 @@ def run_recipe(
     if rec.training and loaded.keras_model is not None:
         ensure_loss(loaded.keras_model)
     state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=str(model))
-    ctx = PassContext(train=train, val=val_ds, calibration=calibration_sample(train, 100000, rec.data.seed) if train is not None else None,
+    ctx = PassContext(train=train, val=val_ds, calibration=inputs.calibration,
                       preprocessing=pre, labels=train.labels if train is not None else None, seed=rec.data.seed,
                       teacher=loaded.keras_model, progress=say, show_training=training_progress,
                       on_epoch=lambda title, e, n, logs: say(f"{title} epoch {e}/{n}: " + _fmt_logs(logs)),
