@@ -128,3 +128,42 @@ def test_compare_refuses_artifacts_with_different_inputs(artifacts, tiny, tmp_pa
     r = CliRunner().invoke(cli, ["compare", str(artifacts / "m_float32.tflite"), str(tmp_path / "o.tflite"), "--data", str(tiny["val"])])
     assert r.exit_code not in (0, 1)
     assert "different inputs" in r.output
+
+
+def test_benchmark_profile_ops_lists_every_op_and_sums_to_the_total(artifacts):
+    from edgekit.core.tflite_file import read_tflite
+
+    path = artifacts / "m_int8.tflite"
+    r = CliRunner().invoke(cli, ["benchmark", str(path), "--runs", "20", "--profile-ops", "--json"])
+    assert r.exit_code == 0, r.output
+    prof = json.loads(r.output)["op_profile"]
+    info = read_tflite(path)
+    assert [o["op"] for o in prof["ops"]] == [o.op for o in info.operators if o.subgraph == 0]
+    assert prof["measured"] is True and prof["method"].startswith("measured")
+    assert all(o["time_ms"] >= 0 for o in prof["ops"])
+    assert prof["sum_ms"] == pytest.approx(prof["total_ms"], rel=0.15)
+    conv = next(t for t in prof["by_type"] if t["op"] == "CONV_2D")
+    assert conv["flops"] > 0
+    text = CliRunner().invoke(cli, ["benchmark", str(path), "--runs", "10", "--profile-ops"])
+    assert text.exit_code == 0, text.output
+    assert "By operator type" in text.output and "CONV_2D" in text.output
+
+
+def test_op_profile_estimate_is_labelled_and_splits_the_total(artifacts):
+    from edgekit.devices.profiles import load_profile
+    from edgekit.measure.op_profile import profile_ops
+
+    prof = profile_ops(artifacts / "m_int8.tflite", load_profile("local"), measure=False, total_ms=2.0)
+    assert not prof.measured and prof.method.startswith("estimate")
+    assert prof.sum_ms == pytest.approx(2.0)
+    assert max(prof.ops, key=lambda o: o.time_ms).op in ("CONV_2D", "FULLY_CONNECTED")
+
+
+def test_benchmark_thread_sweep(artifacts):
+    r = CliRunner().invoke(cli, ["benchmark", str(artifacts / "m_float32.tflite"), "--runs", "10", "--threads", "1,2", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["thread_sweep"]
+    assert [row["threads"] for row in rows] == [1, 2]
+    assert rows[0]["speedup"] == 1.0 and rows[1]["p50_low_ms"] <= rows[1]["p50_ms"] <= rows[1]["p50_high_ms"]
+    bad = CliRunner().invoke(cli, ["benchmark", str(artifacts / "m_float32.tflite"), "--threads", "1,x"])
+    assert bad.exit_code == 2 and "thread count" in bad.output

@@ -15,13 +15,14 @@ from edgekit.cli.render import console, err_console, kv_table, print_json
 @click.option("--device", default="local", show_default=True, help="Device profile name or .yaml path (edgekit devices list).")
 @click.option("--runs", default=50, show_default=True, type=int, help="Timed inference runs.")
 @click.option("--warmup", default=5, show_default=True, type=int, help="Untimed warm-up runs before timing.")
-@click.option("--threads", default=None, type=int, help="Interpreter threads [default: the profile's threads].")
+@click.option("--threads", default=None, help="Interpreter threads [default: the profile's threads]; a list (1,2,4) adds a thread sweep.")
 @click.option("--runtime", type=click.Choice(["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"]), default=None,
               help="Runtime on a Linux device [default: the profile's runner.runtime, auto picks one that runs].")
 @click.option("--target", default=None, help="Android: a target of the profile (cpu, gpu, nnapi, npu...) [default: benchmark.default_target].")
+@click.option("--profile-ops", is_flag=True, help="Also time every operator (cumulative truncation; an estimate where timing fails).")
 @devices_dir_option
 @json_option
-def benchmark(artifact, device, runs, warmup, threads, runtime, target, devices_dir, as_json):
+def benchmark(artifact, device, runs, warmup, threads, runtime, target, profile_ops, devices_dir, as_json):
     """Run ARTIFACT (.tflite) on --device and report latency (p50/p90/p99, first inference, init,
     peak memory), the runtime that ran it, and the device's thermal state before and after
     (a throttled run is flagged). Linux devices run edgekit's runner; Android devices run the
@@ -30,9 +31,11 @@ def benchmark(artifact, device, runs, warmup, threads, runtime, target, devices_
     from edgekit.devices.profiles import load_profile
     from edgekit.workflows.benchmark import benchmark as run_benchmark
 
+    counts = _thread_counts(threads)
     profile = load_profile(device, devices_dir=devices_dir)
     with err_console.status(f"Benchmarking on {profile.name}...", spinner="dots") if not as_json else contextlib.nullcontext():
-        report = run_benchmark(artifact, device=profile, runs=runs, warmup=warmup, threads=threads, runtime=runtime, target=target)
+        report = run_benchmark(artifact, device=profile, runs=runs, warmup=warmup, threads=counts[0] if counts else None, runtime=runtime,
+                               target=target, profile_operators=profile_ops, thread_counts=counts)
     if as_json:
         print_json(report.to_dict())
         return
@@ -48,3 +51,50 @@ def benchmark(artifact, device, runs, warmup, threads, runtime, target, devices_
         ("peak memory", f"{lat.peak_memory_mb:.1f} MB" if lat.peak_memory_mb else "-"),
     ]))
     render_device_run(report.device)
+    if report.thread_sweep:
+        render_thread_sweep(report.thread_sweep)
+    if report.op_profile is not None:
+        render_op_profile(report.op_profile)
+
+
+def _thread_counts(text: str | None) -> tuple[int, ...]:
+    if text is None:
+        return ()
+    try:
+        counts = tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected a thread count or a list like 1,2,4, got '{text}'", param_hint="--threads") from None
+    if not counts or any(c < 1 for c in counts):
+        raise click.BadParameter(f"thread counts must be at least 1, got '{text}'", param_hint="--threads")
+    return counts
+
+
+def render_thread_sweep(rows) -> None:
+    from rich.table import Table
+
+    table = Table(title="Thread scaling (interleaved rounds; p50 with its interval)", title_justify="left", box=None, pad_edge=False)
+    for col in ("threads", "p50 ms", "interval ms", "speed-up", "efficiency"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r.threads), f"{r.spread.p50.value:.4f}", f"{r.spread.p50.low:.4f}-{r.spread.p50.high:.4f}",
+                      f"x{r.speedup:.2f}", f"{r.efficiency:.0%}")
+    console.print(table)
+
+
+def render_op_profile(profile, top: int = 15) -> None:
+    from rich.table import Table
+
+    console.print(f"Per-operator time: {profile.method}")
+    table = Table(title="By operator type", title_justify="left", box=None, pad_edge=False)
+    for col in ("op", "count", "ms", "share", "MFLOPs"):
+        table.add_column(col, justify="right" if col != "op" else "left")
+    for t in profile.by_type():
+        table.add_row(t.op, str(t.count), f"{t.time_ms:.4f}", f"{t.share:.1%}", f"{t.flops / 1e6:.2f}")
+    console.print(table)
+    nodes = Table(title=f"Slowest {min(top, len(profile.ops))} of {len(profile.ops)} operators", title_justify="left", box=None, pad_edge=False)
+    for col in ("#", "op", "ms", "share", "output"):
+        nodes.add_column(col, justify="right" if col in ("#", "ms", "share") else "left", overflow="fold")
+    for o in sorted(profile.ops, key=lambda o: -o.time_ms)[:top]:
+        nodes.add_row(str(o.index), o.op, f"{o.time_ms:.4f}", f"{o.share:.1%}", o.output.split(";")[0])  # fused names: --json has all
+    console.print(nodes)
+    console.print(f"sum of operators {profile.sum_ms:.4f} ms; whole model {profile.total_ms:.4f} ms (p50, {profile.threads} thread(s))")

@@ -18,7 +18,24 @@ from edgekit.core.manifest import versions
 from edgekit.core.tflite_file import read_tflite
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.run import run_model
+from edgekit.measure.noise import LatencySpread, spread_of
+from edgekit.measure.op_profile import OpProfile, profile_ops
 from edgekit.runtime.local import check_run_options
+
+
+@dataclass(frozen=True)
+class ThreadRow:
+    """One thread count of a thread sweep: its latency interval and its speed-up over the first count."""
+
+    threads: int
+    spread: LatencySpread
+    speedup: float  # first row's p50 / this row's p50
+    efficiency: float  # speedup / (threads / first row's threads)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threads": self.threads, "p50_ms": round(self.spread.p50.value, 5), "p50_low_ms": round(self.spread.p50.low, 5),
+                "p50_high_ms": round(self.spread.p50.high, 5), "p90_ms": round(self.spread.p90.value, 5),
+                "speedup": round(self.speedup, 3), "efficiency": round(self.efficiency, 3)}
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,8 @@ class BenchmarkReport:
     latency: LatencyStats
     device: dict[str, Any]
     versions: dict[str, Any] = field(default_factory=dict)
+    op_profile: OpProfile | None = None
+    thread_sweep: tuple[ThreadRow, ...] = ()
 
     @property
     def throttled(self) -> bool:
@@ -38,7 +57,23 @@ class BenchmarkReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": self.artifact, "sha256": self.sha256, "size": self.size.to_dict(),
-                "latency": self.latency.to_dict(), "device": self.device, "versions": self.versions}
+                "latency": self.latency.to_dict(), "device": self.device, "versions": self.versions,
+                "op_profile": self.op_profile.to_dict() if self.op_profile else None,
+                "thread_sweep": [row.to_dict() for row in self.thread_sweep]}
+
+
+def sweep_threads(profile: DeviceProfile, path: Any, counts: tuple[int, ...], *, runs: int, warmup: int, rounds: int = 3,
+                  runtime: str | None = None) -> tuple[ThreadRow, ...]:
+    """Latency at each thread count, timed in interleaved rounds (1, 2, 4, 1, 2, 4, ...)."""
+    timings: dict[int, list[list[float]]] = {t: [] for t in counts}
+    for _ in range(rounds):
+        for t in counts:
+            done = run_model(profile, path, None, threads=t, runs=runs, warmup=warmup, runtime=runtime)
+            timings[t].append(list(done.run.timings_ms))
+    spreads = {t: spread_of(timings[t]) for t in counts}
+    base = spreads[counts[0]].p50.value
+    return tuple(ThreadRow(threads=t, spread=spreads[t], speedup=base / spreads[t].p50.value,
+                           efficiency=(base / spreads[t].p50.value) / (t / counts[0])) for t in counts)
 
 
 def benchmark(
@@ -51,6 +86,8 @@ def benchmark(
     runtime: str | None = None,
     target: str | None = None,
     devices_dir: str | os.PathLike[str] | None = None,
+    profile_operators: bool = False,
+    thread_counts: tuple[int, ...] = (),
 ) -> BenchmarkReport:
     """Measures the latency of ``artifact`` on ``device`` (synthetic input, no accuracy).
 
@@ -65,6 +102,8 @@ def benchmark(
         runtime: ``auto`` or a runtime name; None: the profile's ``runner.runtime``.
         target: Android only: a key of the profile's ``benchmark.targets``.
         devices_dir: a folder of the user's own device profiles.
+        profile_operators: also time every operator (:func:`edgekit.measure.op_profile.profile_ops`).
+        thread_counts: two or more thread counts: also a thread sweep in interleaved rounds.
 
     Raises:
         InputError: a bad option or an unknown device (before anything runs).
@@ -74,6 +113,12 @@ def benchmark(
     check_run_options(runs, warmup, threads if threads is not None else 1)
     path = require_file(artifact, "artifact")
     read_tflite(path)  # parse and bounds-check before any runtime sees the file
+    for t in thread_counts:
+        check_run_options(runs, warmup, t)
     result = run_model(profile, path, None, threads=threads, runs=runs, warmup=warmup, runtime=runtime, target=target, with_probe=True)
+    ops = None
+    if profile_operators:
+        ops = profile_ops(path, profile, threads=result.latency.threads, runs=max(10, min(runs, 50)), warmup=warmup)
+    sweep = sweep_threads(profile, path, thread_counts, runs=runs, warmup=warmup, runtime=runtime) if len(thread_counts) > 1 else ()
     return BenchmarkReport(artifact=str(path), sha256=sha256_file(path), size=size_info(path), latency=result.latency,
-                           device=result.report, versions=versions())
+                           device=result.report, versions=versions(), op_profile=ops, thread_sweep=sweep)
