@@ -7,7 +7,7 @@ import contextlib
 import click
 
 from edgekit.cli.options import devices_dir_option, json_option
-from edgekit.cli.render import console, err_console, kv_table, print_json
+from edgekit.cli.render import console, err_console, kv_table, memory_text, print_json
 
 
 @click.command(short_help="Measure the latency of a .tflite artifact on a device.")
@@ -48,7 +48,7 @@ def benchmark(artifact, device, runs, warmup, threads, runtime, target, profile_
         ("min / max", f"{lat.min_ms:.3f} / {lat.max_ms:.3f} ms"),
         ("first inference", f"{lat.first_inference_ms:.3f} ms"),
         ("init", f"{lat.init_ms:.1f} ms"),
-        ("peak memory", f"{lat.peak_memory_mb:.1f} MB" if lat.peak_memory_mb else "-"),
+        ("memory", memory_text(lat)),
     ]))
     render_device_run(report.device)
     if report.thread_sweep:

@@ -15,7 +15,7 @@ from edgekit.cli.options import (
     preprocessing_options,
     run_options,
 )
-from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, print_json
+from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, memory_text, print_json
 
 
 @click.command(short_help="Measure accuracy, latency and size of a .tflite artifact.")
@@ -94,8 +94,7 @@ def render_validation(result) -> None:
         ("p50 / p90 / p99", f"{lat.p50_ms:.3f} / {lat.p90_ms:.3f} / {lat.p99_ms:.3f} ms"),
         ("first inference", f"{lat.first_inference_ms:.3f} ms"),
         ("init", f"{lat.init_ms:.1f} ms"),
-        ("peak memory", f"{lat.peak_memory_mb:.1f} MB (runner process RSS: Python, numpy, LiteRT and the model)"
-         if lat.peak_memory_mb else "-"),
+        ("memory", memory_text(lat)),
     ]))
     console.print(kv_table("Size", [
         ("on disk", f"{human_bytes(result.size.bytes)} ({result.size.bytes:,} B)"),

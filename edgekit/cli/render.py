@@ -80,3 +80,13 @@ def tensor_rows(specs: list[dict[str, Any]]) -> Table:
         shape = "x".join("?" if d is None or d == -1 else str(d) for d in spec.get("shape", ()))
         table.add_row(str(spec.get("name", "")), shape or "scalar", str(spec.get("dtype")), qtext)
     return table
+
+
+def memory_text(lat: Any) -> str:
+    """The model's memory footprint (what it adds at init and overall) beside the process's peak."""
+    parts = []
+    if getattr(lat, "model_init_mb", None) is not None or getattr(lat, "model_overall_mb", None) is not None:
+        parts.append(f"model {fmt(lat.model_init_mb, 1)} MB at init, {fmt(lat.model_overall_mb, 1)} MB overall")
+    if lat.peak_memory_mb:
+        parts.append(f"process peak {lat.peak_memory_mb:.1f} MB (Python, numpy, the runtime and the model)")
+    return "; ".join(parts) or "-"

@@ -155,8 +155,12 @@ class LatencyStats(Serializable):
     p99_ms: float
     first_inference_ms: float
     init_ms: float
-    peak_memory_mb: float | None
+    peak_memory_mb: float | None  # the process's peak RSS (runtime, Python, libraries and the model)
     runtime: str
+    # what the model adds on top of the loaded runtime (like benchmark_model's footprint figures):
+    # at init (load + allocate) and overall (after the timed runs); None where not measured
+    model_init_mb: float | None = None
+    model_overall_mb: float | None = None
 
     @classmethod
     def from_samples(
@@ -169,6 +173,8 @@ class LatencyStats(Serializable):
         init_ms: float,
         peak_memory_mb: float | None,
         runtime: str,
+        model_init_mb: float | None = None,
+        model_overall_mb: float | None = None,
     ) -> LatencyStats:
         """Computes the statistics from raw per-run timings."""
         arr = np.asarray(samples_ms, dtype=np.float64)
@@ -190,6 +196,8 @@ class LatencyStats(Serializable):
             init_ms=float(init_ms),
             peak_memory_mb=peak_memory_mb,
             runtime=runtime,
+            model_init_mb=model_init_mb,
+            model_overall_mb=model_overall_mb,
         )
 
 

@@ -150,6 +150,8 @@ def latency_from_native(native: NativeBenchmarkResult, *, threads: int, warmup: 
         min_ms=_nan_if_none(native.min_ms), max_ms=_nan_if_none(native.max_ms), p50_ms=_nan_if_none(native.p50_ms),
         p90_ms=math.nan, p99_ms=math.nan, first_inference_ms=_nan_if_none(native.first_inference_ms),
         init_ms=_nan_if_none(native.init_ms), peak_memory_mb=native.peak_memory_overall_mb, runtime=runtime,
+        # benchmark_model's "Memory footprint delta from the start of the tool": already what the model adds
+        model_init_mb=native.peak_memory_init_mb, model_overall_mb=native.peak_memory_overall_mb,
     )
 
 

@@ -150,8 +150,19 @@ def run_local(
         return load_run_result(work / "result.json", outputs_path)
 
 
+def _footprint(run: RunResult) -> tuple[float | None, float | None]:
+    """(init, overall) MB the model adds over the runner's baseline after imports."""
+    base = run.baseline_rss_mb
+    if base is None:
+        return None, None
+    init = run.meta.get("init_peak_rss_mb")
+    return (round(max(0.0, float(init) - base), 3) if init is not None else None,
+            round(max(0.0, float(run.peak_rss_mb) - base), 3) if run.peak_rss_mb is not None else None)
+
+
 def latency_stats(run: RunResult) -> LatencyStats:
     """LatencyStats from one runner result."""
+    init, overall = _footprint(run)
     return LatencyStats.from_samples(
         run.timings_ms,
         warmup=run.warmup,
@@ -160,6 +171,8 @@ def latency_stats(run: RunResult) -> LatencyStats:
         init_ms=run.init_ms,
         peak_memory_mb=run.peak_rss_mb,
         runtime=f"{run.runtime} {run.runtime_version}",
+        model_init_mb=init,
+        model_overall_mb=overall,
     )
 
 
@@ -171,7 +184,10 @@ def pool_latency(runs: list[RunResult]) -> LatencyStats:
     first = runs[0]
     stats = latency_stats(first)
     peaks = [r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]
+    footprints = [_footprint(r) for r in runs]
+    inits = [i for i, _ in footprints if i is not None]
+    overalls = [o for _, o in footprints if o is not None]
     return LatencyStats.from_samples(
         [t for r in runs for t in r.timings_ms], warmup=first.warmup, threads=first.threads,
         first_inference_ms=stats.first_inference_ms, init_ms=stats.init_ms, peak_memory_mb=max(peaks) if peaks else None,
-        runtime=stats.runtime)
+        runtime=stats.runtime, model_init_mb=max(inits) if inits else None, model_overall_mb=max(overalls) if overalls else None)

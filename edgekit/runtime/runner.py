@@ -36,18 +36,28 @@ def _fail(message: str) -> None:
     sys.exit(3)
 
 
-def _rss_mb() -> float | None:
+def _status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (Linux), in MB."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
-    except OSError:
+    except (OSError, ValueError, IndexError):
         return None
     return None
 
 
+def _rss_mb() -> float | None:
+    return _status_mb("VmRSS")
+
+
 def _peak_rss_mb() -> float:
+    """This process's own peak RSS: VmHWM, which exec resets (``ru_maxrss`` carries the parent's
+    high-water mark across fork+exec on Linux, so a child of a 500 MB parent would report 500 MB)."""
+    hwm = _status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         _fail("numpy is not installed where the runner runs; install numpy")
     Interpreter, runtime, version = _load_runtime(args.runtime)
+    np.random.default_rng(0)  # numpy.random's first use maps several MB: part of the baseline, not of the model
     baseline_rss = _rss_mb()  # after imports: what the model and its runs add comes on top
 
     started = time.perf_counter()
@@ -135,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as exc:
         _fail(f"{runtime} could not load the model: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}")
     init_ms = (time.perf_counter() - started) * 1000.0
+    init_peak = _peak_rss_mb()  # the high-water mark of loading and allocating the model
     in_details = interp.get_input_details()
     out_details = interp.get_output_details()
 
@@ -195,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         "first_inference_ms": first_ms,
         "timings_ms": timings,
         "baseline_rss_mb": baseline_rss,
+        "init_peak_rss_mb": init_peak,
         "peak_rss_mb": peak_rss,
+        "memory_source": "VmHWM" if _status_mb("VmHWM") is not None else "ru_maxrss",
         "samples": 0 if samples is None else int(samples.shape[0]),
         "machine": platform.machine(),
         "python": platform.python_version(),
