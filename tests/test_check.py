@@ -134,6 +134,17 @@ def test_check_table_output_names_the_ops(gpu_hostile):
     assert "2/7" in result.stdout
 
 
+def test_require_full_fails_when_nodes_fall_off_the_delegate(gpu_hostile, mobilenet_fp16):
+    result = CliRunner().invoke(cli, ["check", str(gpu_hostile), "--target", "gpu", "--require-full"])
+    assert result.exit_code == 8, result.output
+    assert "TOPK_V2" in result.stdout  # the report is still shown
+    assert "5 of 7 nodes stay off the gpu delegate" in result.output and "full delegation was required" in result.output
+    as_json = CliRunner().invoke(cli, ["check", str(gpu_hostile), "--target", "gpu", "--require-full", "--json"])
+    assert as_json.exit_code == 8
+    full = CliRunner().invoke(cli, ["check", str(mobilenet_fp16), "--target", "gpu", "--require-full"])
+    assert full.exit_code == 0, full.output
+
+
 def test_mobilenetv2_float16_has_full_gpu_coverage(mobilenet_fp16):
     result = CliRunner().invoke(cli, ["check", str(mobilenet_fp16), "--target", "gpu", "--json"])
     assert result.exit_code == 0, result.output

@@ -13,8 +13,10 @@ from edgekit.cli.render import console, kv_table, print_json
 @click.option("--target", required=True, help="gpu, nnapi, npu or cpu (XNNPACK).")
 @click.option("--api-level", type=int, default=None, help="Android API level for --target nnapi [default: 34]; 35+ warns (NNAPI deprecated).")
 @click.option("--all", "show_all", is_flag=True, help="List every node, not only those that stay off the delegate.")
+@click.option("--require-full", is_flag=True,
+              help="Fail (exit 8) unless every node runs on the delegate, like benchmark_model's --require_full_delegation.")
 @json_option
-def check(artifact, target, api_level, show_all, as_json):
+def check(artifact, target, api_level, show_all, require_full, as_json):
     """Check ARTIFACT (a .tflite file or an `edgekit export` directory) against edgekit's rule
     tables for the target's delegate, transcribed from LiteRT's own support checks
     (edgekit/export/rules/SOURCES.md). For each node that will not run on the delegate: the op, why,
@@ -28,6 +30,7 @@ def check(artifact, target, api_level, show_all, as_json):
         click.echo(f"warning: {warning}", err=True)
     if as_json:
         print_json(report.to_dict())
+        _require_full(report, require_full)
         return
     s = report.summary
     rows = [
@@ -45,6 +48,19 @@ def check(artifact, target, api_level, show_all, as_json):
         console.print(f"All {s.nodes} nodes run on the {report.delegate} delegate ({s.partitions} partition).")
     for note in report.notes:
         console.print(f"[dim]note: {note}[/dim]")
+    _require_full(report, require_full)
+
+
+def _require_full(report, required: bool) -> None:
+    """With --require-full, nodes off the delegate fail the command (after the report is shown)."""
+    if not required or not report.unsupported:
+        return
+    from edgekit.core.errors import GateFailed
+
+    ops = sorted({n.op for n in report.unsupported})
+    raise GateFailed(f"{len(report.unsupported)} of {report.summary.nodes} nodes stay off the {report.delegate} delegate "
+                     f"({', '.join(ops)}); full delegation was required",
+                     hint="rewrite the layers named above, or drop --require-full to accept a CPU fallback")
 
 
 def unsupported_table(report, show_all: bool = False):
