@@ -328,3 +328,34 @@ def test_result_is_frozen() -> None:
     r = _parse("tflite_cpu_xnnpack.txt")
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.avg_ms = 0.0  # type: ignore[misc]
+
+
+def test_op_profiling_table_of_the_timed_runs():
+    """`--enable_op_profiling=true`: the per-node table of the regular runs, not of initialisation."""
+    from edgekit.devices.benchmark_ops import parse_op_profiling
+
+    text = (FIXTURES / "tflite_cpu_op_profiling.txt").read_text()
+    rows = parse_op_profiling(text)
+    assert len(rows) == 10
+    assert [r.node_type for r in rows[:2]] == ["Convert (NC, F32, QS8)", "Convolution (NHWC, QC8)"]
+    assert rows[1].avg_ms == 0.055 and rows[1].percent == 50.459 and rows[1].delegate == "XNNPACK"
+    assert rows[-1].node_type == "DEQUANTIZE" and rows[-1].delegate is None and not rows[-1].overhead
+    assert sum(r.percent for r in rows) == pytest.approx(100.0, abs=0.01)
+    # the whole fixture still parses as a benchmark run
+    assert parse_benchmark_output(text).avg_ms == pytest.approx(0.11962)
+
+
+def test_op_profiling_litert_overhead_rows_are_marked():
+    from edgekit.devices.benchmark_ops import parse_op_profiling
+
+    text = "\n".join([
+        "============================== Run Order ==============================",
+        "\t[node type]\t[first]\t[avg ms]\t[%]\t[cdf%]\t[mem KB]\t[times called]\t[Name]",
+        "\tLiteRT::Run[Buffer sync]\t0.013\t0.012\t2.982%\t2.982%\t0.000\t1\tLiteRT::Run[Buffer sync]/0",
+        "\tAllocateTensors\t0.291\t0.291\t0.022%\t3.004%\t452.000\t0\tAllocateTensors/0",
+        "\tFully Connected (NC, PF32) GEMM\t0.538\t0.382\t96.996%\t100.000%\t0.000\t1\tDelegate/Fully Connected (NC, PF32) GEMM:1",
+        "",
+    ])
+    rows = parse_op_profiling(text)
+    assert [r.overhead for r in rows] == [True, True, False]
+    assert parse_op_profiling("no profile here") == ()

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -32,6 +33,7 @@ import numpy as np
 from edgekit.core.datatypes import LatencyStats
 from edgekit.core.errors import DeviceError, InputError, RuntimeFailure
 from edgekit.core.fsutil import sha256_file
+from edgekit.devices.benchmark_ops import parse_op_profiling
 from edgekit.devices.benchmark_output import NativeBenchmarkResult, parse_benchmark_output
 from edgekit.devices.connect import open_transport
 from edgekit.devices.probe import (
@@ -236,6 +238,8 @@ def _run_android(transport: Transport, model: Path, inputs: np.ndarray | None, *
         "latency_measured_by": f"{binary.name} ({native.flavour} flavour) on the device, target {target_name}; "
                                "it prints aggregate statistics only (no p90/p99)",
         "native_benchmark": {k: v for k, v in native.__dict__.items()},
+        # --enable_op_profiling=true in the target's or profile's args: the tool's per-node table
+        "op_profile": [dataclasses.asdict(r) for r in parse_op_profiling(output)],
         "command": argv,
         "thermal": thermal,
         "work_dir": work,

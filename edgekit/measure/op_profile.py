@@ -32,13 +32,15 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.datatypes import Serializable
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import DeviceError, EdgekitError
 from edgekit.core.fsutil import write_bytes_atomic
 from edgekit.core.tflite_file import OperatorInfo, TfliteInfo, parse_tflite_bytes
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.run import run_model
 
 MEASURED = "measured (cumulative truncation: T(first k ops) - T(first k-1 ops), same device, same runs)"
+NATIVE = "measured by benchmark_model --enable_op_profiling on the device (its per-node averages)"
+OP_PROFILING_FLAG = "--enable_op_profiling=true"
 ESTIMATED = "estimate (each op's share of the model's arithmetic and bytes moved, applied to the measured total)"
 
 
@@ -164,6 +166,8 @@ def profile_ops(path: str | os.PathLike[str], device: DeviceProfile, *, threads:
     """Per-operator times of the ``.tflite`` at ``path`` on ``device`` (see the module docstring)."""
     data = Path(path).read_bytes()
     info = parse_tflite_bytes(data, str(path))
+    if device.transport == "adb":
+        return _native_profile(path, device, threads=threads, runs=runs, warmup=warmup, info=info)
     main = [o for o in info.operators if o.subgraph == 0]
     threads = threads if threads is not None else device.threads
     times: list[float] = []
@@ -197,3 +201,20 @@ def profile_ops(path: str | os.PathLike[str], device: DeviceProfile, *, threads:
                 for o, t in zip(main, per_op, strict=True))
     return OpProfile(ops=ops, total_ms=whole, method=MEASURED if measured else ESTIMATED, measured=measured, runtime=runtime,
                      threads=threads)
+
+
+def _native_profile(path: str | os.PathLike[str], device: DeviceProfile, *, threads: int | None, runs: int, warmup: int,
+                    info: TfliteInfo) -> OpProfile:
+    """Android: the phone's own profiler (``benchmark_model --enable_op_profiling=true``)."""
+    settings = device.benchmark_settings
+    profiled = device.model_copy(update={"benchmark": settings.model_copy(update={"extra_args": [*settings.extra_args, OP_PROFILING_FLAG]})})
+    done = run_model(profiled, Path(path), None, threads=threads, runs=runs, warmup=warmup)
+    rows = [r for r in done.report.get("op_profile", []) if r["times_called"] > 0 and not str(r["node_type"]).startswith("LiteRT::")]
+    if not rows:
+        raise DeviceError(f"{device.name}: {settings.binary} printed no per-node table for {OP_PROFILING_FLAG}",
+                           hint="use a benchmark_model build with op profiling (the stock TFLite/LiteRT builds have it)")
+    total = sum(r["avg_ms"] for r in rows) or 1.0
+    ops = tuple(OpTime(index=i, op=r["node_type"], output=r["name"], time_ms=float(r["avg_ms"]), share=float(r["avg_ms"]) / total,
+                       flops=0, bytes=0) for i, r in enumerate(rows))
+    return OpProfile(ops=ops, total_ms=float(done.latency.mean_ms), method=NATIVE, measured=True, runtime=done.latency.runtime,
+                     threads=done.latency.threads)
