@@ -19,10 +19,12 @@ from edgekit.cli.render import console, err_console, kv_table, memory_text, prin
 @click.option("--runtime", type=click.Choice(["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"]), default=None,
               help="Runtime on a Linux device [default: the profile's runner.runtime, auto picks one that runs].")
 @click.option("--target", default=None, help="Android: a target of the profile (cpu, gpu, nnapi, npu...) [default: benchmark.default_target].")
+@click.option("--accelerator", type=click.Choice(["cpu", "gpu"]), default=None,
+              help="Run through LiteRT's CompiledModel on this accelerator (this machine) and compare with the CPU Interpreter.")
 @click.option("--profile-ops", is_flag=True, help="Also time every operator (cumulative truncation; an estimate where timing fails).")
 @devices_dir_option
 @json_option
-def benchmark(artifact, device, runs, warmup, threads, runtime, target, profile_ops, devices_dir, as_json):
+def benchmark(artifact, device, runs, warmup, threads, runtime, target, accelerator, profile_ops, devices_dir, as_json):
     """Run ARTIFACT (.tflite) on --device and report latency (p50/p90/p99, first inference, init,
     peak memory), the runtime that ran it, and the device's thermal state before and after
     (a throttled run is flagged). Linux devices run edgekit's runner; Android devices run the
@@ -35,7 +37,7 @@ def benchmark(artifact, device, runs, warmup, threads, runtime, target, profile_
     profile = load_profile(device, devices_dir=devices_dir)
     with err_console.status(f"Benchmarking on {profile.name}...", spinner="dots") if not as_json else contextlib.nullcontext():
         report = run_benchmark(artifact, device=profile, runs=runs, warmup=warmup, threads=counts[0] if counts else None, runtime=runtime,
-                               target=target, profile_operators=profile_ops, thread_counts=counts)
+                               target=target, profile_operators=profile_ops, thread_counts=counts, accelerator=accelerator)
     if as_json:
         print_json(report.to_dict())
         return
@@ -51,6 +53,11 @@ def benchmark(artifact, device, runs, warmup, threads, runtime, target, profile_
         ("memory", memory_text(lat)),
     ]))
     render_device_run(report.device)
+    if report.accelerator is not None:
+        acc = report.accelerator
+        console.print(f"accelerator {acc['name']}: fully accelerated: {acc['fully_accelerated']}; {acc['verdict']}")
+        if acc.get("warning"):
+            err_console.print(f"warning: {acc['warning']}")
     if report.thread_sweep:
         render_thread_sweep(report.thread_sweep)
     if report.op_profile is not None:

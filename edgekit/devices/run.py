@@ -306,6 +306,7 @@ def run_model(
     runtime: str | None = None,
     target: str | None = None,
     with_probe: bool = False,
+    accelerator: str | None = None,
 ) -> DeviceRun:
     """Runs a (pre-checked) .tflite file on ``profile``: where every measurement in edgekit runs.
 
@@ -321,6 +322,16 @@ def run_model(
         (0.21, 'local')
     """
     threads = profile.threads if threads is None else threads
+    if accelerator is not None:
+        if profile.transport != "local":
+            raise InputError(f"accelerator runs LiteRT's CompiledModel on this machine; {profile.name} is reached over {profile.transport}",
+                             hint="on Android pick a target of the profile (gpu, npu...) instead", settings=("accelerator",))
+        run = run_local(Path(model_path), inputs, threads=threads, runs=runs, warmup=warmup, accelerator=accelerator)
+        report = {"name": profile.name, "transport": "local", "address": "this machine",
+                  "runtime": {"name": run.runtime, "version": run.runtime_version}, "accelerator": accelerator,
+                  "fully_accelerated": run.meta.get("fully_accelerated"),
+                  "accuracy_measured_on": "this machine" if inputs is not None else None}
+        return DeviceRun(run=run, latency=latency_stats(run), report=report)
     if runs_here(profile) and not with_probe:
         if target is not None:
             raise InputError(f"target is for Android devices; {profile.name} runs edgekit's runner", hint="drop the target")

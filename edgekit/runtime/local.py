@@ -100,6 +100,7 @@ def run_local(
     warmup: int = 5,
     runtime: str = "auto",
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    accelerator: str | None = None,
 ) -> RunResult:
     """Runs a (pre-checked) .tflite file in a child process and returns outputs and timings.
 
@@ -108,6 +109,8 @@ def run_local(
         inputs: preprocessed float32 samples (N, ...), or None for latency only.
         threads, runs, warmup: interpreter threads, timed runs and untimed warm-up runs.
         runtime: ``auto``, ``ai_edge_litert``, ``tflite_runtime`` or ``tensorflow``.
+        accelerator: ``cpu`` or ``gpu``: run through LiteRT's CompiledModel on that accelerator
+            (the result's ``meta`` says whether the model was fully accelerated); None: the Interpreter.
 
     Raises:
         RuntimeFailure: the runtime refused the model, failed, crashed or timed out.
@@ -121,6 +124,7 @@ def run_local(
             sys.executable, "-P", str(RUNNER_PATH), "--model", str(model_path.resolve()),
             "--result", str(work / "result.json"), "--threads", str(threads),
             "--runs", str(runs), "--warmup", str(warmup), "--runtime", runtime,
+            *(["--accelerator", accelerator] if accelerator else []),
         ]
         outputs_path = None
         if inputs is not None:

@@ -86,6 +86,61 @@ def _load_runtime(name: str):
     raise AssertionError  # unreachable
 
 
+class _Compiled:
+    """The Interpreter calls this runner makes, served by LiteRT's CompiledModel on a hardware accelerator.
+
+    ``gpu`` asks for GPU with CPU fallback (WebGPU/OpenCL); a host without a usable GPU raises,
+    which the runner reports as a failure rather than silently running on the CPU. Input and output
+    details (quantization included) come from the Interpreter, matched by tensor name.
+    """
+
+    def __init__(self, model_path, num_threads, accelerator):
+        import numpy as np
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.options import CpuOptions, Options
+
+        self._np = np
+        probe = Interpreter(model_path=model_path)
+        ins = {d["name"]: d for d in probe.get_input_details()}
+        outs = {d["name"]: d for d in probe.get_output_details()}
+        del probe
+        wanted = HardwareAccelerator.CPU if accelerator == "cpu" else HardwareAccelerator.GPU | HardwareAccelerator.CPU
+        self.model = CompiledModel.from_file(model_path, options=Options(hardware_accelerators=wanted,
+                                                                         cpu_options=CpuOptions(num_threads=num_threads)))
+        signature = next(iter(self.model.get_signature_list()))
+        self._in = [dict(ins[d["name"]], index=i) for i, d in enumerate(self.model.get_input_tensor_details(signature).values())]
+        self._out = [dict(outs[d["name"]], index=i) for i, d in enumerate(self.model.get_output_tensor_details(signature).values())]
+        self.inputs = self.model.create_input_buffers(0)
+        self.outputs = self.model.create_output_buffers(0)
+        self.fully_accelerated = bool(self.model.is_fully_accelerated())
+
+    def allocate_tensors(self):
+        return None
+
+    def get_input_details(self):
+        return self._in
+
+    def get_output_details(self):
+        return self._out
+
+    def resize_tensor_input(self, index, shape):
+        raise ValueError("the CompiledModel path runs the model's own static shapes (batch 1)")
+
+    def set_tensor(self, index, value):
+        self.inputs[index].write(self._np.ascontiguousarray(value))
+
+    def invoke(self):
+        self.model.run_by_index(0, self.inputs, self.outputs)
+
+    def get_tensor(self, index):
+        detail = self._out[index]
+        shape = [int(d) for d in detail["shape"]]
+        count = int(self._np.prod(shape)) if shape else 1
+        return self.outputs[index].read(count, detail["dtype"]).reshape(shape)
+
+
 def _quantize(np, x, detail):
     dtype = detail["dtype"]
     if np.issubdtype(dtype, np.floating):
@@ -129,13 +184,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default=None,
+                        help="run through LiteRT's CompiledModel on this accelerator (ai_edge_litert only)")
     args = parser.parse_args(argv)
 
     try:
         import numpy as np
     except ImportError:
         _fail("numpy is not installed where the runner runs; install numpy")
-    Interpreter, runtime, version = _load_runtime(args.runtime)
+    Interpreter, runtime, version = _load_runtime("ai_edge_litert" if args.accelerator else args.runtime)
+    if args.accelerator:
+        accelerator = args.accelerator
+
+        def Interpreter(model_path, num_threads):  # noqa: N802 - stands in for the Interpreter class
+            return _Compiled(model_path, num_threads, accelerator)
+
+        runtime = f"ai_edge_litert CompiledModel ({args.accelerator})"
     np.random.default_rng(0)  # numpy.random's first use maps several MB: part of the baseline, not of the model
     baseline_rss = _rss_mb()  # after imports: what the model and its runs add comes on top
 
@@ -144,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         interp = Interpreter(model_path=args.model, num_threads=args.threads)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
+        if args.accelerator == "gpu":
+            _fail("LiteRT's GPU accelerator could not start here (no GPU adapter with working drivers: WebGPU/Vulkan or OpenCL); "
+                  "it does not fall back to the CPU silently")
         _fail(f"{runtime} could not load the model: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}")
     init_ms = (time.perf_counter() - started) * 1000.0
     init_peak = _peak_rss_mb()  # the high-water mark of loading and allocating the model
@@ -210,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         "init_peak_rss_mb": init_peak,
         "peak_rss_mb": peak_rss,
         "memory_source": "VmHWM" if _status_mb("VmHWM") is not None else "ru_maxrss",
+        "accelerator": args.accelerator,
+        "fully_accelerated": getattr(interp, "fully_accelerated", None),
         "samples": 0 if samples is None else int(samples.shape[0]),
         "machine": platform.machine(),
         "python": platform.python_version(),

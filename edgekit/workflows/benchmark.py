@@ -18,7 +18,8 @@ from edgekit.core.manifest import versions
 from edgekit.core.tflite_file import read_tflite
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.run import run_model
-from edgekit.measure.noise import LatencySpread, spread_of
+from edgekit.export.delegates import check_compatibility
+from edgekit.measure.noise import LatencySpread, compare_speed, spread_of
 from edgekit.measure.op_profile import OpProfile, profile_ops
 from edgekit.runtime.local import check_run_options
 
@@ -50,6 +51,7 @@ class BenchmarkReport:
     versions: dict[str, Any] = field(default_factory=dict)
     op_profile: OpProfile | None = None
     thread_sweep: tuple[ThreadRow, ...] = ()
+    accelerator: dict[str, Any] | None = None  # the CompiledModel run: fully accelerated?, offline check, vs the CPU
 
     @property
     def throttled(self) -> bool:
@@ -59,6 +61,7 @@ class BenchmarkReport:
         return {"artifact": self.artifact, "sha256": self.sha256, "size": self.size.to_dict(),
                 "latency": self.latency.to_dict(), "device": self.device, "versions": self.versions,
                 "op_profile": self.op_profile.to_dict() if self.op_profile else None,
+                "accelerator": self.accelerator,
                 "thread_sweep": [row.to_dict() for row in self.thread_sweep]}
 
 
@@ -88,6 +91,7 @@ def benchmark(
     devices_dir: str | os.PathLike[str] | None = None,
     profile_operators: bool = False,
     thread_counts: tuple[int, ...] = (),
+    accelerator: str | None = None,
 ) -> BenchmarkReport:
     """Measures the latency of ``artifact`` on ``device`` (synthetic input, no accuracy).
 
@@ -104,6 +108,9 @@ def benchmark(
         devices_dir: a folder of the user's own device profiles.
         profile_operators: also time every operator (:func:`edgekit.measure.op_profile.profile_ops`).
         thread_counts: two or more thread counts: also a thread sweep in interleaved rounds.
+        accelerator: ``cpu`` or ``gpu``: run through LiteRT's CompiledModel on that accelerator (this
+            machine); the report says whether the model was fully accelerated, what ``check --target
+            gpu`` predicted, and how the run compares with the CPU Interpreter (interleaved rounds).
 
     Raises:
         InputError: a bad option or an unknown device (before anything runs).
@@ -115,6 +122,8 @@ def benchmark(
     read_tflite(path)  # parse and bounds-check before any runtime sees the file
     for t in thread_counts:
         check_run_options(runs, warmup, t)
+    if accelerator is not None:
+        return _accelerated(path, profile, accelerator, threads=threads, runs=runs, warmup=warmup)
     result = run_model(profile, path, None, threads=threads, runs=runs, warmup=warmup, runtime=runtime, target=target, with_probe=True)
     ops = None
     if profile_operators:
@@ -122,3 +131,31 @@ def benchmark(
     sweep = sweep_threads(profile, path, thread_counts, runs=runs, warmup=warmup, runtime=runtime) if len(thread_counts) > 1 else ()
     return BenchmarkReport(artifact=str(path), sha256=sha256_file(path), size=size_info(path), latency=result.latency,
                            device=result.report, versions=versions(), op_profile=ops, thread_sweep=sweep)
+
+
+def _accelerated(path: Any, profile: DeviceProfile, accelerator: str, *, threads: int | None, runs: int, warmup: int,
+                 rounds: int = 3) -> BenchmarkReport:
+    """The CompiledModel run on ``accelerator``, timed in interleaved rounds with the CPU Interpreter."""
+    acc_runs, cpu_runs = [], []
+    done = None
+    for _ in range(rounds):
+        done = run_model(profile, path, None, threads=threads, runs=runs, warmup=warmup, accelerator=accelerator)
+        acc_runs.append(list(done.run.timings_ms))
+        cpu_runs.append(list(run_model(profile, path, None, threads=threads, runs=runs, warmup=warmup).run.timings_ms))
+    assert done is not None
+    speed = compare_speed(spread_of(acc_runs), spread_of(cpu_runs))
+    fully = done.report.get("fully_accelerated")
+    details: dict[str, Any] = {"name": accelerator, "fully_accelerated": fully, "vs_cpu_interpreter": speed.to_dict(),
+                               "verdict": speed.sentence(f"CompiledModel ({accelerator})", "the CPU Interpreter")}
+    if accelerator == "gpu":
+        predicted = check_compatibility(read_tflite(path), "gpu").full_coverage
+        details["check_target_gpu_predicted_full"] = predicted
+        if fully is not None and predicted != fully:
+            details["warning"] = (f"check --target gpu predicted {'full' if predicted else 'partial'} coverage but the accelerator reports "
+                                  f"{'full' if fully else 'partial'} acceleration: trust the accelerator, and report the op")
+    latency = LatencyStats.from_samples([t for r in acc_runs for t in r], warmup=warmup, threads=done.latency.threads,
+                                        first_inference_ms=done.latency.first_inference_ms, init_ms=done.latency.init_ms,
+                                        peak_memory_mb=done.latency.peak_memory_mb, runtime=done.latency.runtime,
+                                        model_init_mb=done.latency.model_init_mb, model_overall_mb=done.latency.model_overall_mb)
+    return BenchmarkReport(artifact=str(path), sha256=sha256_file(path), size=size_info(path), latency=latency, device=done.report,
+                           versions=versions(), accelerator=details)
