@@ -6,6 +6,9 @@
    2 threads, median over ``--repeats`` alternating rounds.
 3. Noise-aware verdicts: the same artifact compared with itself (must be "same speed"), float32 vs
    int8 of the bundled example.
+4. Memory footprint: the bundled int8 model's footprint from ``validate --reference``, ``validate``
+   and ``benchmark`` (must agree within 20%, under 50 MB); MobileNetV2 float32's footprint against
+   its weights plus an activation-arena estimate (the LiteRT Python tool prints no memory figure).
 
 Usage::
 
@@ -30,10 +33,13 @@ import numpy as np  # noqa: E402
 from bench_quantize import compare_tools, table  # noqa: E402
 
 from edgekit.core.datatypes import Preprocessing  # noqa: E402
+from edgekit.core.tflite_file import read_tflite  # noqa: E402
 from edgekit.devices.profiles import load_profile  # noqa: E402
 from edgekit.measure.op_profile import profile_ops  # noqa: E402
+from edgekit.workflows.benchmark import benchmark  # noqa: E402
 from edgekit.workflows.compare import compare  # noqa: E402
 from edgekit.workflows.quantize import quantize  # noqa: E402
+from edgekit.workflows.validate import validate  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
 
@@ -50,6 +56,28 @@ def mobilenet(work: Path) -> dict[str, Path]:
         quantize(work / "mnv2.keras", work / f"mnv2_{mode}.tflite", mode=mode, data=work / "calib.npy", force=True)
         out[mode] = work / f"mnv2_{mode}.tflite"
     return out
+
+
+def arena_estimate_mb(path: Path) -> tuple[float, float]:
+    """(weights MB, peak MB of activations alive at once in execution order): a lower bound of the arena."""
+    info = read_tflite(path)
+    weights = sum(t.constant_bytes for t in info.tensors)
+    size = {t.index: t.elements * (1 if "int8" in t.dtype else 2 if "16" in t.dtype else 4) for t in info.tensors if not t.is_constant}
+    last_use: dict[int, int] = {}
+    for k, op in enumerate(o for o in info.operators if o.subgraph == 0):
+        for i in op.inputs:
+            if i in size:
+                last_use[i] = k
+    live: dict[int, int] = {}
+    peak = 0
+    for k, op in enumerate(o for o in info.operators if o.subgraph == 0):
+        for i in op.outputs:
+            if i in size:
+                live[i] = size[i]
+        peak = max(peak, sum(live.values()))
+        for i in [i for i in live if last_use.get(i, -1) <= k]:
+            del live[i]
+    return weights / 2**20, peak / 2**20
 
 
 def main() -> None:
@@ -89,6 +117,23 @@ def main() -> None:
         print(f"- int8 vs itself: {same.speed.sentence('B', 'A')}")
         print(f"- bundled float32 (A) vs int8 (B): {pair.speed.sentence('int8', 'float32')}; "
               f"size x{pair.size_ratio:.2f}; accuracy {pair.accuracy_change():+.2f} points")
+        print()
+        ex = work / "ex_int8.tflite"
+        figures = {
+            "validate --reference": validate(ex, EXAMPLE / "val.npz", reference=EXAMPLE / "model.keras", runs=50, write_report=False).latency,
+            "validate": validate(ex, EXAMPLE / "val.npz", runs=50, write_report=False).latency,
+            "benchmark": benchmark(ex, runs=50).latency,
+        }
+        print("## memory footprint (the model's, over the runner's baseline; VmHWM)\n")
+        rows = [[k, f"{v.model_init_mb:.1f}", f"{v.model_overall_mb:.1f}", f"{v.peak_memory_mb:.1f}"] for k, v in figures.items()]
+        overall = [v.model_overall_mb for v in figures.values()]
+        print(table(["bundled int8 via", "model init MB", "model overall MB", "process peak MB"], rows))
+        print(f"\nspread of the three overall figures: {100 * (max(overall) - min(overall)) / max(overall):.1f}% (must be <= 20%)\n")
+        mnv2 = benchmark(models["float32"], runs=20).latency
+        weights, arena = arena_estimate_mb(models["float32"])
+        print(f"MobileNetV2 224 float32: model footprint {mnv2.model_overall_mb:.1f} MB overall ({mnv2.model_init_mb:.1f} at init); "
+              f"weights {weights:.1f} MB + activation arena estimate {arena:.1f} MB = {weights + arena:.1f} MB "
+              f"({100 * (mnv2.model_overall_mb - weights - arena) / (weights + arena):+.1f}%)")
 
 
 if __name__ == "__main__":
