@@ -167,3 +167,13 @@ def test_benchmark_thread_sweep(artifacts):
     assert rows[0]["speedup"] == 1.0 and rows[1]["p50_low_ms"] <= rows[1]["p50_ms"] <= rows[1]["p50_high_ms"]
     bad = CliRunner().invoke(cli, ["benchmark", str(artifacts / "m_float32.tflite"), "--threads", "1,x"])
     assert bad.exit_code == 2 and "thread count" in bad.output
+
+
+def test_isotonic_fit_is_monotone_and_keeps_the_mean():
+    from edgekit.measure.op_profile import isotonic
+
+    noisy = [1.0, 3.0, 2.0, 4.0, 3.5, 5.0]
+    fit = isotonic(noisy)
+    assert list(fit) == [1.0, 2.5, 2.5, 3.75, 3.75, 5.0]
+    assert all(b >= a for a, b in zip(fit, fit[1:]))
+    assert fit.sum() == pytest.approx(sum(noisy))

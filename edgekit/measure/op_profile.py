@@ -4,9 +4,11 @@ The LiteRT Python wheel exposes no op profiler (``benchmark_model --enable_op_pr
 tool, run on Android by :mod:`edgekit.devices.adb`), so on this machine and over SSH edgekit
 measures per-operator time by **cumulative truncation**: the model cut after its first *k*
 operators (the execution plan's order; the cut's output is operator *k*'s output) is timed for
-every *k* on the same device, and operator *k*'s time is ``T(k) - T(k-1)``. The timings are made
-monotone first (a running maximum), so no operator gets a negative time and the per-op times add up
-to the time of the whole graph. XNNPACK partitions a truncated graph like the full one up to the
+every *k* on the same device, and operator *k*'s time is ``T(k) - T(k-1)``. Each cut is timed in
+``rounds`` interleaved rounds (cut 1, 2, ..., N, 1, 2, ...) and its median taken; the medians are
+then fitted with an isotonic (non-decreasing) regression, so no operator gets a negative time, noise
+does not pile up at the end (a running maximum would bias the total upward), and the per-op times
+add up to the fitted time of the whole graph. XNNPACK partitions a truncated graph like the full one up to the
 cut, so fused kernels are split at the cut: treat single-op figures as an attribution, and the
 per-type summary as the answer to "where does the time go".
 
@@ -161,8 +163,19 @@ def _estimate(info: TfliteInfo, main: list[OperatorInfo], total_ms: float) -> li
     return list(weight * total_ms)
 
 
+def isotonic(values: list[float]) -> np.ndarray:
+    """The non-decreasing sequence closest to ``values`` in squared error (pool-adjacent-violators)."""
+    blocks: list[list[float]] = []  # [mean, weight]
+    for v in values:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, w2), (m1, w1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2])
+    return np.concatenate([np.full(int(w), m) for m, w in blocks]) if blocks else np.zeros(0)
+
+
 def profile_ops(path: str | os.PathLike[str], device: DeviceProfile, *, threads: int | None = None, runs: int = 30,
-                warmup: int = 3, measure: bool = True, total_ms: float | None = None) -> OpProfile:
+                warmup: int = 3, measure: bool = True, total_ms: float | None = None, rounds: int = 3) -> OpProfile:
     """Per-operator times of the ``.tflite`` at ``path`` on ``device`` (see the module docstring)."""
     data = Path(path).read_bytes()
     info = parse_tflite_bytes(data, str(path))
@@ -176,18 +189,23 @@ def profile_ops(path: str | os.PathLike[str], device: DeviceProfile, *, threads:
     if measured:
         try:
             with tempfile.TemporaryDirectory(prefix="edgekit-ops-") as tmp:
+                cuts = []
                 for k in range(1, len(main) + 1):
                     cut = Path(tmp) / f"cut-{k:04d}.tflite"
                     write_bytes_atomic(cut, data if k == len(main) else truncated(data, k))
-                    done = run_model(device, cut, None, threads=threads, runs=runs, warmup=warmup)
-                    times.append(done.latency.p50_ms)
-                    runtime = done.latency.runtime
-                    cut.unlink()
+                    cuts.append(cut)
+                samples: list[list[float]] = [[] for _ in cuts]
+                for _ in range(max(1, rounds)):
+                    for k, cut in enumerate(cuts):
+                        done = run_model(device, cut, None, threads=threads, runs=runs, warmup=warmup)
+                        samples[k].append(done.latency.p50_ms)
+                        runtime = done.latency.runtime
+                times = [float(np.median(s)) for s in samples]
         except EdgekitError:
             measured, times = False, []
     if measured:
-        cumulative = np.maximum.accumulate(np.asarray(times, dtype=np.float64))
-        per_op = list(np.diff(np.concatenate([[0.0], cumulative])))
+        fitted = isotonic(times)
+        per_op = list(np.diff(np.concatenate([[0.0], fitted])))
         whole = float(times[-1])
     else:
         if total_ms is None:
