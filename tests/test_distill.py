@@ -62,7 +62,7 @@ def test_loss_goes_down_on_a_fixed_batch(teacher, blobs):
     packed, conv = teacher_targets(teacher, x, y)
     loss = distillation_loss(4.0, 0.9, student_kind="softmax")
     before = float(loss(packed, student(x, training=False)))
-    result = fit_with_teacher(student, teacher, (x, y), epochs=20, batch_size=64, learning_rate=2e-2, seed=0)
+    result = fit_with_teacher(student, teacher, (x, y), epochs=20, batch_size=64, learning_rate=2e-2, seed=0, temperature=4.0, alpha=0.9)
     after = float(loss(packed, student(x, training=False)))
     assert conv.kind.value == "softmax"
     assert np.isfinite(before) and before > 0
@@ -384,6 +384,28 @@ def test_cli_distills_with_baseline_and_writes_the_report(tiny, runner, cli, tmp
     # the written student is a plain Keras model edgekit loads safely (no custom loss in its config)
     loaded = load_model(out)
     assert loaded.parameter_count == models["distilled"]["parameters"]
+
+
+def test_distillation_worse_than_labels_is_reported(tiny, runner, cli, tmp_path):
+    """An untrained teacher at alpha 0.9 drags the student down: the report must say so, not hide it."""
+    import keras
+
+    from conftest import build_tiny_cnn as build
+
+    keras.utils.set_random_seed(3)
+    bad = build()
+    bad.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    bad.save(tmp_path / "untrained.keras")
+    out = tmp_path / "student.keras"
+    result = runner.invoke(cli, [
+        "distill", "--teacher", str(tmp_path / "untrained.keras"), "--width", "0.5", "--data", str(tiny["train"]), "--val", str(tiny["val"]),
+        "--scale", "1/255", "--epochs", "3", "--batch-size", "32", "--alpha", "0.9", "--baseline", "--no-export", "-o", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "student.report.json").read_text())
+    assert report["models"]["distilled"]["top1"] < report["models"]["baseline"]["top1"]
+    assert any(n.startswith("distillation did worse than the labels alone") for n in report["notes"])
+    assert "distillation did worse than the labels alone" in result.output
 
 
 def _student_file(tmp_path, name, **kwargs):

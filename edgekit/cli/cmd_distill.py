@@ -23,8 +23,8 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @click.option("--data", required=True, type=click.Path(), help="Training data: .npz (x, y), .npy or an image folder.")
 @click.option("--val", type=click.Path(), default=None, help="Labelled validation data: accuracy of teacher, baseline and student.")
 @click.option("--epochs", required=True, type=int, help="Training epochs.")
-@click.option("--temperature", default=4.0, show_default=True, type=float, help="Softening temperature T of the teacher's outputs.")
-@click.option("--alpha", default=0.9, show_default=True, type=float, help="Weight of the teacher term (1 - alpha: hard labels).")
+@click.option("--temperature", default=1.0, show_default=True, type=float, help="Softening temperature T of the teacher's outputs.")
+@click.option("--alpha", default=0.3, show_default=True, type=float, help="Weight of the teacher term (1 - alpha: hard labels).")
 @click.option("--hint", "hints", multiple=True, metavar="TEACHER_LAYER:STUDENT_LAYER",
               help="Feature distillation between two layers (repeatable); a 1x1/linear adapter maps channels.")
 @click.option("--hint-weight", default=1.0, show_default=True, type=float, help="Weight of the hint (relative MSE) loss.")

@@ -299,6 +299,12 @@ def distill(
         size, int8_acc, latency = measured.get(key, (None, None, None))
         rows[key] = ModelRow(name=key, parameters=int(model.count_params()), top1=acc, int8_top1=int8_acc, int8_size=size, latency=latency,
                              keras_bytes=out.stat().st_size if key == "distilled" else None)
+    base_row, dist_row = rows.get("baseline"), rows.get("distilled")
+    if base_row is not None and dist_row is not None and base_row.top1 is not None and dist_row.top1 is not None \
+            and dist_row.top1 < base_row.top1:
+        notes.append(f"distillation did worse than the labels alone here: {dist_row.top1:.2f}% vs {base_row.top1:.2f}% top-1 for the "
+                     f"same student, start, epochs and data; keep the labels-only student, or try a lower alpha or temperature, "
+                     f"more epochs, or a stronger teacher")
     report_settings = {
         "teacher": str(teacher_src), "student": str(step["student"]), "width": cfg.width, "epochs": cfg.epochs,
         "temperature": cfg.temperature, "alpha": cfg.alpha, "hints": [asdict(h) for h in cfg.parsed_hints()], "hint_weight": cfg.hint_weight,
