@@ -178,3 +178,65 @@ def test_reader_reads_metadata_written_by_mediapipe(artifacts, tmp_path):
     assert image.content == "image" and image.color_space == "rgb"
     assert image.normalization.mean == (127.5,) and image.normalization.std == (127.5,)
     assert check_mediapipe_file(out).ok
+
+
+# --- through the CLI: export --target mediapipe and check --target mediapipe --------------------
+
+
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    out = tmp_path_factory.mktemp("mp-cli") / "mediapipe"
+    r = CliRunner().invoke(cli, ["export", str(EXAMPLE / "model.keras"), "--target", "mediapipe", "--data", str(EXAMPLE / "calib.npz"),
+                                 "--scale", "1/255", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_cli_export_for_mediapipe_passes_the_check(cli_export):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    model = cli_export / "model.tflite"
+    std = read_standard_metadata(model)
+    assert std is not None and len(std.labels()) == 10
+    info = parse_tflite_bytes(model.read_bytes())
+    assert info.inputs[0].shape[-1] == 3 and info.inputs[0].dtype == "float32" and info.outputs[0].dtype == "float32"
+    r = CliRunner().invoke(cli, ["check", str(cli_export), "--target", "mediapipe", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["ok"] is True
+    # the plain quantized gray model is refused, with the reason, exit 8
+    plain = cli_export.parent / "gray.tflite"
+    r = CliRunner().invoke(cli, ["quantize", str(EXAMPLE / "model.keras"), "--mode", "float32", "-o", str(plain), "--scale", "1/255"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["check", str(plain), "--target", "mediapipe"])
+    assert r.exit_code == 8 and "MediaPipe REFUSES it" in r.output and "3 (RGB)" in r.output
+
+
+@pytest.mark.slow
+def test_cli_mediapipe_export_matches_edgekit_on_validation_images(cli_export, example, tmp_path):
+    """Must hold (issue 16): MediaPipe's ImageClassifier on the exported bundled model gives the same
+    label names and top-1 classes as edgekit's run of the same file, on 50 validation images."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+    from edgekit.runtime.local import run_local
+
+    model = cli_export / "model.tflite"
+    per_image = _run_mediapipe([model], example["x"], tmp_path)[str(model)]["results"]
+    assert len(per_image) == IMAGES >= 20
+    rgb = np.repeat(example["x"].astype(np.float32) / 255.0, 3, axis=-1)
+    edgekit_top1 = np.argmax(run_local(model, rgb, runs=1, warmup=0).outputs[0], axis=1)
+    mp_top1 = np.array([c[0]["index"] for c in per_image])
+    assert np.array_equal(mp_top1, edgekit_top1)
+    assert [c[0]["name"] for c in per_image] == [example["labels"][i] for i in edgekit_top1]
+    # and edgekit validate on the same images scores what MediaPipe's answers score
+    np.savez(tmp_path / "rgb.npz", x=np.repeat(example["x"], 3, axis=-1), y=example["y"])
+    r = CliRunner().invoke(cli, ["validate", str(model), "--data", str(tmp_path / "rgb.npz"), "--runs", "1", "--json",
+                                 "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["accuracy"]["top1"] == pytest.approx(100.0 * np.mean(mp_top1 == example["y"]))

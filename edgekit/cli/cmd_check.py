@@ -10,7 +10,7 @@ from edgekit.cli.render import console, kv_table, print_json
 
 @click.command(short_help="Which nodes of a .tflite model run on the GPU/NNAPI/NPU/XNNPACK delegate, and why not.")
 @click.argument("artifact", type=click.Path())
-@click.option("--target", required=True, help="gpu, nnapi, npu or cpu (XNNPACK).")
+@click.option("--target", required=True, help="gpu, nnapi, npu or cpu (XNNPACK); or mediapipe (would MediaPipe Tasks accept the file?).")
 @click.option("--api-level", type=int, default=None, help="Android API level for --target nnapi [default: 34]; 35+ warns (NNAPI deprecated).")
 @click.option("--all", "show_all", is_flag=True, help="List every node, not only those that stay off the delegate.")
 @click.option("--require-full", is_flag=True,
@@ -23,6 +23,9 @@ def check(artifact, target, api_level, show_all, require_full, as_json):
     the Keras layer it came from (when the names tell) and a suggested rewrite. Summary: share of
     nodes and of FLOPs on the delegate and the number of partitions TFLite will make.
     """
+    if str(target).lower() == "mediapipe":
+        _check_mediapipe(artifact, as_json)
+        return
     from edgekit.workflows.check import check_artifact
 
     report = check_artifact(artifact, target, api_level=api_level)
@@ -75,3 +78,20 @@ def unsupported_table(report, show_all: bool = False):
         table.add_row(str(node.index), f"{node.op} v{node.version}", "yes" if node.supported else "no",
                       "; ".join(node.reasons) or (node.note or "-"), node.layer or "-", node.suggestion or "-")
     return table
+
+
+def _check_mediapipe(artifact, as_json: bool) -> None:
+    """Why MediaPipe Tasks' ImageClassifier would refuse the file (exit 8), or that it accepts it."""
+    from edgekit.core.errors import GateFailed
+    from edgekit.workflows.check import check_mediapipe_artifact
+
+    check = check_mediapipe_artifact(artifact)
+    if as_json:
+        print_json(check.to_dict())
+    else:
+        rows = [("verdict", "MediaPipe accepts it" if check.ok else "MediaPipe REFUSES it"), ("labels", str(check.labels or 0))]
+        rows += [(f"error {p.code}", f"{p.message} ({p.hint})") for p in check.errors]
+        rows += [(f"warning {p.code}", f"{p.message} ({p.hint})") for p in check.warnings]
+        console.print(kv_table(f"{artifact} for MediaPipe Tasks ({check.task})", rows))
+    if check.errors:
+        raise GateFailed(f"MediaPipe would refuse {artifact}: {check.errors[0].message}", hint=check.errors[0].hint)

@@ -56,6 +56,29 @@ def _render_tflite(info):
     console.print(size)
     if info["metadata"]:
         console.print("metadata: " + ", ".join(info["metadata"]))
+    if info.get("standard_metadata"):
+        _render_standard(info["standard_metadata"])
+
+
+def _render_standard(std):
+    """The standard TFLite metadata (what MediaPipe and Android Studio read)."""
+    rows = [("name", std.get("name") or "-"), ("version", std.get("version") or "-"), ("description", std.get("description") or "-")]
+    for kind in ("inputs", "outputs"):
+        for t in std.get(kind, []):
+            parts = [t.get("content") or "feature"]
+            norm = t.get("normalization")
+            if norm:
+                parts.append("normalization (x - mean) / std: mean " + ", ".join(f"{v:g}" for v in norm["mean"])
+                             + "; std " + ", ".join(f"{v:g}" for v in norm["std"]))
+            if t.get("range_min") is not None and t.get("range_max") is not None:
+                parts.append("range " + ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(t["range_min"], t["range_max"])))
+            files = [f["name"] for f in t.get("associated_files", [])]
+            if files:
+                parts.append("files " + ", ".join(files))
+            rows.append((f"{kind[:-1]} {t.get('name')}", "; ".join(parts)))
+    if std.get("files"):
+        rows.append(("associated files", ", ".join(f"{name} ({size:,} B)" for name, size in std["files"].items())))
+    console.print(kv_table("Standard metadata (TFLITE_METADATA: MediaPipe, Android Studio, LiteRT support library)", rows))
 
 
 def _render_keras(info):

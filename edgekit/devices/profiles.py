@@ -204,7 +204,7 @@ class DeviceProfile(_Strict):
     schema_version: int
     name: str
     description: str = ""
-    transport: Literal["local", "ssh", "adb"]
+    transport: Literal["local", "ssh", "adb", "mcu"]
     ssh: SshSettings | None = None
     adb: AdbSettings | None = None
     runner: RunnerSettings | None = None
@@ -213,6 +213,9 @@ class DeviceProfile(_Strict):
     cpu_affinity: list[int] | str | None = Field(None, description="CPUs to pin the run to: [4, 5] or '4-7' (taskset).")
     hardware: HardwareInfo = Field(default_factory=HardwareInfo)
     thermal: ThermalSettings = Field(default_factory=ThermalSettings)
+    # microcontroller boards (export --target mcu --device NAME): what the model may use of the board
+    max_arena_kb: float | None = Field(None, gt=0, description="Tensor arena limit (KiB of RAM left for the model's activations).")
+    max_flash_kb: float | None = Field(None, gt=0, description="Model size limit (KiB of flash left after the firmware).")
     _source: str | None = PrivateAttr(None)
 
     @field_validator("schema_version")
@@ -248,6 +251,8 @@ class DeviceProfile(_Strict):
             raise ValueError("benchmark: (a native benchmark_model) is for transport adb; Linux devices run edgekit's runner")
         if self.transport == "adb" and self.runner is not None:
             raise ValueError("runner: is for Linux devices (local, ssh); Android runs benchmark: (benchmark_model)")
+        if self.transport == "mcu" and (self.runner is not None or self.cpu_affinity is not None):
+            raise ValueError("transport mcu describes a microcontroller board (export budgets); it has no runner or CPU affinity")
         if self.runner is not None and self.runner.python is None and self.transport != "local":
             raise ValueError("runner.python: null (edgekit's own Python) only makes sense with transport local")
         return self
@@ -277,6 +282,8 @@ class DeviceProfile(_Strict):
             adb = self.adb or AdbSettings()
             where = f"adb serial {adb.serial}" if adb.serial else (f"adb connect {adb.connect}" if adb.connect else "the only adb device")
             return where + (f" (server port {adb.server_port})" if adb.server_port else "")
+        if self.transport == "mcu":
+            return "a microcontroller (export budgets only)"
         return "this machine"
 
     def affinity_list(self) -> str | None:

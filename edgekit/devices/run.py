@@ -322,6 +322,9 @@ def run_model(
         (0.21, 'local')
     """
     threads = profile.threads if threads is None else threads
+    if profile.transport == "mcu":
+        raise InputError(f"{profile.name} is a microcontroller board profile: edgekit exports for it but does not run there",
+                         hint=f"use export --target mcu --device {profile.name} (TFLite Micro on this machine checks ops, arena and accuracy)")
     if accelerator is not None:
         if profile.transport != "local":
             raise InputError(f"accelerator runs LiteRT's CompiledModel on this machine; {profile.name} is reached over {profile.transport}",

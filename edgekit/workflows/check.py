@@ -15,6 +15,7 @@ from pathlib import Path
 from edgekit.core.errors import InputError
 from edgekit.core.tflite_file import read_tflite
 from edgekit.export.delegates import CompatReport, check_compatibility
+from edgekit.export.mediapipe import MediaPipeCheck, check_mediapipe_file
 from edgekit.export.rules import check_target
 
 
@@ -53,3 +54,9 @@ def check_artifact(path: str | os.PathLike[str], target: str, *, api_level: int 
     info = read_tflite(p)
     return check_compatibility(info, target, api_level=api_level, layers=layers_from_manifest(p))
 
+
+def check_mediapipe_artifact(path: str | os.PathLike[str]) -> MediaPipeCheck:
+    """Whether MediaPipe Tasks' ImageClassifier would accept the file (or export directory), and why not."""
+    p = resolve_artifact(path)
+    read_tflite(p)  # parse and bounds-check first
+    return check_mediapipe_file(p)

@@ -43,6 +43,7 @@ from edgekit.export.convert import Conversion, convert_model
 from edgekit.export.delegates import CompatReport
 from edgekit.export.fp16_risk import Fp16Risk, fp16_risk_check
 from edgekit.export.npu import check_npu_ready
+from edgekit.export.standard import finalize
 from edgekit.export.target import (  # noqa: F401 - METADATA_*, embed_metadata, read_embedded_metadata: re-exported for callers
     FP16_FILE,
     METADATA_NAME,
@@ -99,7 +100,7 @@ class ExportResult:
         }
 
 
-def _read_labels(labels: str | os.PathLike[str] | list[str] | tuple[str, ...] | None) -> list[str] | None:
+def read_labels(labels: str | os.PathLike[str] | list[str] | tuple[str, ...] | None) -> list[str] | None:
     if labels is None:
         return None
     if isinstance(labels, (list, tuple)):
@@ -179,7 +180,7 @@ def export(
         raise InputError("--soc needs --npu VENDOR", hint="e.g. --npu qualcomm --soc SM8650")
     vendor = check_npu_ready(npu, soc)[0].name if npu is not None else None
     config = ExportConfig.model_validate({"target": target, "api_level": api_level, "npu": vendor, "soc": soc})
-    label_names = _read_labels(labels)
+    label_names = read_labels(labels)
     if isinstance(model, LoadedModel):
         src_path: str | None = model.path
     else:
@@ -241,6 +242,11 @@ def export(
     elif target == "gpu" and fp16_check:
         warnings.append("no --data: the float16 risk check was skipped")
 
+    finished = finalize(flatbuffer, name=Path(str(src_path or "model")).stem,
+                        description=f"{chosen_mode.value} for {target} of {Path(str(src_path or 'model')).name} (edgekit export)",
+                        preprocessing=pre, labels=label_names)
+    flatbuffer = finished.flatbuffer
+    warnings.extend(finished.notes)
     with staged_dir(out) as tmp:
         files = {**outputs[0].files, REPORT_FILE: json_bytes(report.to_dict())}  # the report names the file where it lies
         for name, data_bytes in files.items():
@@ -264,6 +270,7 @@ def export(
                 "settings": {"mode": chosen_mode.value, "io_type": chosen_io.value, "why": TARGET_PROFILES[target].why,
                              "weight_dtypes": info.weight_dtypes()},
                 "embedded_metadata": {"name": METADATA_NAME, "schema": METADATA_SCHEMA},
+                "standard_metadata": finished.manifest_entry(),
                 "compatibility": {"file": REPORT_FILE, "delegate": report.delegate, "full_coverage": report.full_coverage,
                                   **report.summary.to_dict()},
                 "fp16_risk": ({"file": FP16_FILE, **fp16.summary()} if fp16 is not None else None),

@@ -18,12 +18,16 @@ from typing import Any
 from edgekit.core.fsutil import sha256_file
 from edgekit.core.models import detect_format, load_model
 from edgekit.core.tflite_file import read_tflite
+from edgekit.export.tflite_metadata import METADATA_NAME, standard_metadata_of
 
 
 def _metadata_summary(metadata: dict[str, bytes]) -> dict[str, Any]:
     """Readable metadata: edgekit's own JSON metadata decoded, others by size."""
     out: dict[str, Any] = {}
     for key, value in metadata.items():
+        if key == METADATA_NAME:
+            out[key] = {"bytes": len(value), "standard": True}  # decoded in full under standard_metadata
+            continue
         if key.startswith("edgekit"):
             try:
                 out[key] = json.loads(value.decode("utf-8"))
@@ -49,9 +53,10 @@ def inspect_tflite(path: str | os.PathLike[str]) -> InspectReport:
     """Operators, I/O with quantization, parameters, size breakdown and metadata of a .tflite file."""
     info = read_tflite(path)
     meta = _metadata_summary(info.metadata)
-    labels = None
+    standard = standard_metadata_of(info, Path(path).read_bytes()) if METADATA_NAME in info.metadata else None
+    labels = standard.labels(0) if standard is not None else None
     for value in meta.values():
-        if isinstance(value, dict) and isinstance(value.get("labels"), list):
+        if labels is None and isinstance(value, dict) and isinstance(value.get("labels"), list):
             labels = value["labels"]
     return InspectReport(kind="tflite", fields={
         "path": str(path),
@@ -68,6 +73,7 @@ def inspect_tflite(path: str | os.PathLike[str]) -> InspectReport:
         "weight_dtypes": info.weight_dtypes(),
         "size_breakdown": info.size_breakdown(),
         "metadata": meta,
+        "standard_metadata": standard.to_dict() if standard is not None else None,
         "labels": labels,
         "signatures": list(info.signatures),
     })

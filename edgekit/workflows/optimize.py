@@ -49,6 +49,7 @@ from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.export.convert import Conversion, convert_model
 from edgekit.export.delegates import check_bytes
 from edgekit.export.sensitivity import MixedInt8
+from edgekit.export.standard import finalize
 from edgekit.measure.bench import Bench, Candidate, MeasureSettings
 from edgekit.passes.base import ModelState, PassContext
 from edgekit.passes.pipeline import run_passes
@@ -361,13 +362,16 @@ def optimize(
 
         recipe_text, compat, artifact = None, None, None
         if best is not None and best.measurement is not None:
-            flatbuffer = Path(best.measurement.path).read_bytes()
+            labels = list(train.labels) if train.labels else None
+            finished = finalize(Path(best.measurement.path).read_bytes(), name=Path(str(model)).stem,
+                                description=f"edgekit optimize: {best.name} of {Path(str(model)).name}", preprocessing=pre, labels=labels)
+            flatbuffer = finished.flatbuffer
             artifact = write_artifact(
-                tmp / MODEL_FILE, flatbuffer, preprocessing=pre, labels=list(train.labels) if train.labels else None,
+                tmp / MODEL_FILE, flatbuffer, preprocessing=pre, labels=labels,
                 source={"path": str(model), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
                 data={"path": str(data), "sha256": train.sha256, "calibration_samples": int(len(calibration))},
                 options={"optimize": best.name, "passes": [dict(p) for p in best.passes]},
-                extra={"recipe": RECIPE_FILE, "report": REPORT_JSON})
+                extra={"recipe": RECIPE_FILE, "report": REPORT_JSON, "standard_metadata": finished.manifest_entry()})
             recipe_text = write_recipe(tmp / RECIPE_FILE, best, budget, pre, device if isinstance(device, str) else None, model, data, val)
             compat = check_bytes(flatbuffer, "cpu").to_dict()
         ref = ref.with_(measurement=ref.measurement.moved(out / Path(ref.measurement.path).relative_to(tmp)))  # type: ignore[union-attr]

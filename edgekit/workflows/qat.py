@@ -35,6 +35,7 @@ from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.core.tfshim import native_stderr_captured
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.export.convert import Conversion
+from edgekit.export.standard import finalize
 from edgekit.measure.bench import Bench, Candidate, Measurement
 from edgekit.measure.metrics import accuracy
 from edgekit.passes.base import EpochCallback, ModelState, PassContext, PassOutput
@@ -286,8 +287,12 @@ def qat(
                                   compare_ptq=compare_ptq, seed=seed, device=profile, notes=notes)
     unsupported = tuple(LayerPlan.from_dict(p) for p in step.details["unsupported_layers"])
     # evaluated above, before writing any output; the model and its manifest are written together
+    labels = list(full.labels) if full.labels else None
+    finished = finalize(flatbuffer, name=Path(str(src_path)).stem, description=f"qat-int8 of {Path(str(src_path)).name} (edgekit qat)",
+                        preprocessing=full.preprocessing, labels=labels)
+    notes.extend(finished.notes)
     artifact = write_artifact(
-        out, flatbuffer, preprocessing=full.preprocessing, labels=list(full.labels) if full.labels else None,
+        out, finished.flatbuffer, preprocessing=full.preprocessing, labels=labels,
         source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
         data={"path": str(full.source), "sha256": full.sha256, "samples": len(full), "training_samples": len(train),
               "validation": validation.source},
@@ -295,7 +300,8 @@ def qat(
                  "seed": seed, "preserve": step.details["preserve"], "loss": step.details["loss"], "distill": cfg.distill},
         extra={"qat": {"unsupported_layers": [p.to_dict() for p in unsupported], "float_ops": details["float_ops"],
                        "preserved": captured["qat_model"].preserved, "report": report_path_for_qat(out).name,
-                       "keras_model": str(keras_out) if keras_out else None}},
+                       "keras_model": str(keras_out) if keras_out else None},
+               "standard_metadata": finished.manifest_entry()},
     )
     written: list[Path] = [out, manifest_path_for(out)]
     try:

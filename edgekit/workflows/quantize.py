@@ -25,6 +25,7 @@ from edgekit.core.manifest import manifest_path_for, write_artifact
 from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.export.convert import check_mode_options, check_weights_option
+from edgekit.export.standard import finalize
 from edgekit.passes.base import ModelState, PassContext
 from edgekit.passes.pipeline import run_passes
 from edgekit.passes.quantize import QuantizeConfig, QuantizePass
@@ -130,8 +131,11 @@ def quantize(
     assert flatbuffer is not None
     granularity, granularity_reason = step.details["weights"], step.details["weights_reason"]
     calibrated = int(step.details["calibration_samples"])
+    final = finalize(flatbuffer, name=Path(str(src_path)).stem, description=f"{chosen_mode.value} of {Path(str(src_path)).name} (edgekit quantize)",
+                     preprocessing=pre, labels=labels)
+    flatbuffer = final.flatbuffer
     artifact = write_artifact(
-        out, flatbuffer, preprocessing=pre, labels=labels,
+        out, flatbuffer, preprocessing=pre, labels=labels, extra={"standard_metadata": final.manifest_entry()},
         source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
         data=({"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset), "calibration_samples": calibrated}
               if dataset is not None else None),
@@ -141,5 +145,5 @@ def quantize(
     info = parse_tflite_bytes(flatbuffer, str(out))
     return QuantizeResult(
         artifact=artifact, info=info, mode=chosen_mode, io_type=chosen_io, conversion_seconds=step.seconds,
-        calibration_samples=calibrated, warnings=list(done.warnings), weights=granularity, weights_reason=granularity_reason,
+        calibration_samples=calibrated, warnings=[*done.warnings, *final.notes], weights=granularity, weights_reason=granularity_reason,
     )

@@ -42,6 +42,7 @@ from edgekit.core.models import load_model
 from edgekit.devices.profiles import load_profile
 from edgekit.export.convert import Conversion, convert_model
 from edgekit.export.delegates import check_bytes
+from edgekit.export.standard import finalize
 from edgekit.measure.bench import Bench, Candidate, Measurement, MeasureSettings
 from edgekit.measure.gates import GateResult, check_gates, row
 from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput
@@ -232,12 +233,15 @@ def run_recipe(
         if final_state.tflite is None:
             raise ModelError(f"recipe {rec.name} produced no TFLite model", hint="add a quantize, qat or export pass")
         final_path = tmp / MODEL_FILE
+        labels = list(ctx.labels) if ctx.labels else None
+        finished = finalize(final_state.tflite, name=Path(str(model)).stem, description=f"edgekit recipe {rec.name} of {Path(str(model)).name}",
+                            preprocessing=pre, labels=labels)
         artifact = write_artifact(
-            final_path, final_state.tflite, preprocessing=pre, labels=list(ctx.labels) if ctx.labels else None,
+            final_path, finished.flatbuffer, preprocessing=pre, labels=labels,
             source={"path": str(model), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
             data={"path": str(data), "sha256": train.sha256 if train is not None else None} if data is not None else None,
             options={"recipe": rec.name, "passes": rec.pass_names(), "mode": final_state.kind},
-            extra={"recipe": RECIPE_FILE, "report": REPORT_JSON})
+            extra={"recipe": RECIPE_FILE, "report": REPORT_JSON, "standard_metadata": finished.manifest_entry()})
 
         bench = Bench(tmp / STEPS_DIR, val=val_ds, calibration=None, device=profile, settings=settings, progress=say)
         say("measuring accuracy")

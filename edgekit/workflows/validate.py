@@ -26,6 +26,7 @@ from edgekit.core.models import load_model
 from edgekit.core.tflite_file import TfliteInfo, read_tflite
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.run import run_model
+from edgekit.export.tflite_metadata import METADATA_NAME, preprocessing_from_normalization, standard_metadata_of
 from edgekit.measure.metrics import accuracy, compare_outputs, is_classifier_output
 from edgekit.runtime.local import check_run_options
 
@@ -121,6 +122,16 @@ def _manifest_for(path: Path, explicit_preprocessing: bool) -> dict[str, Any] | 
     return manifest
 
 
+def _standard_preprocessing(path: Path, info: TfliteInfo) -> Preprocessing | None:
+    """The preprocessing a file's standard metadata declares for its (float) input 0, if any."""
+    if METADATA_NAME not in info.metadata or not info.inputs or info.inputs[0].dtype not in ("float32", "float16"):
+        return None
+    standard = standard_metadata_of(info, path.read_bytes())
+    if standard is None or not standard.metadata.inputs or standard.metadata.inputs[0].normalization is None:
+        return None
+    return preprocessing_from_normalization(standard.metadata.inputs[0].normalization)
+
+
 def _report_path(path: Path, data: Any, reference: Any, report: Any) -> Path:
     """Where the report goes; checked before any work so a bad path fails early."""
     out = Path(report) if report is not None else report_path_for(path)
@@ -179,6 +190,8 @@ def validate(
         raise InputError(f"{path} has {len(info.inputs)} inputs; validate handles single-input models", hint="validate multi-input models from Python")
     manifest = _manifest_for(path, preprocessing is not None)
     pre = preprocessing if preprocessing is not None else preprocessing_from_manifest(manifest)
+    if preprocessing is None and manifest is None:
+        pre = _standard_preprocessing(path, info) or pre  # anyone's file: its standard metadata's normalization
     ref_model = None
     if reference is not None:
         ref_model = load_model(reference, unsafe=unsafe, custom_objects=custom_objects)
