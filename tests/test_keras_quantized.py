@@ -59,3 +59,18 @@ def test_policy_strings_and_policy_maps_are_read():
     mapped = {"class_name": "Functional", "config": {"name": "m", "dtype": {"class_name": "DTypePolicyMap", "config": {
         "policy_map": {"m/d": {"class_name": "QuantizedDTypePolicy", "config": {"mode": "int8", "source_name": "float32"}}}}}}}
     assert quantized_layers_in_config(mapped) == {"m": "int8"}
+
+
+def test_quantize_refuses_a_keras_quantized_model_with_what_to_do(tmp_path):
+    """Issue 16: before converting, a model quantized by Keras itself is refused (exit 3), nothing written."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    model = _dense_model()
+    model.quantize("int8")
+    model.save(tmp_path / "kq.keras")
+    r = CliRunner().invoke(cli, ["quantize", str(tmp_path / "kq.keras"), "--mode", "float32", "-o", str(tmp_path / "out.tflite")])
+    assert r.exit_code == 3, r.output
+    assert "quantized by Keras itself" in r.output and "give edgekit the float model" in r.output
+    assert not (tmp_path / "out.tflite").exists()

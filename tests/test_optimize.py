@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from recipe_fixtures import write_fixture
 
 from edgekit.cli import cli
+from edgekit.core.extras import has_extra
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,8 @@ def test_outlier_model_int8_rejected_mixed_found(outlier_run):
     report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["candidates"]}
     assert {"float32", "float16", "dynamic", "int8", "int8 per-tensor", "int8 int8-I/O", "int16x8"} <= set(rows)
+    if has_extra("quantizer"):  # issue 16: int4 weights (litert-quantizer) are a candidate when the extra is installed
+        assert rows["int4"]["passes"] == [{"pass": "litert_quantize", "mode": "int4"}] and rows["int4"]["bytes"] < rows["int8"]["bytes"]
     int8 = rows["int8"]
     assert int8["status"] == "rejected"
     assert int8["drop"] > 1.0

@@ -95,7 +95,7 @@ def test_every_check_runs_before_any_apply_and_inputs_stay_untouched():
 
 
 def test_built_in_passes_are_registered_in_order():
-    assert registry.names() == ("prune", "cluster", "quantize", "qat", "distill", "export")
+    assert registry.names() == ("prune", "cluster", "quantize", "litert_quantize", "qat", "distill", "export")
     for name in registry.names():
         cls = registry.pass_class(name)
         assert cls.config_type.model_fields["pass_"].default == name

@@ -115,3 +115,55 @@ def test_int4_on_the_bundled_example_is_over_6x_smaller_with_a_small_drop():
     baseline = _accuracy(float_model, x, y)
     for result in (channel, block):
         assert _accuracy(result.flatbuffer, x, y) >= baseline - 2.0
+
+
+# --- through the CLI and recipes (issue 16 wiring) -----------------------------------------------
+
+
+@needs_quantizer
+def test_cli_int4_and_selective_are_artifacts_like_any_other(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import EXAMPLE
+    from edgekit.cli import cli
+    from edgekit.export.tflite_metadata import read_standard_metadata
+
+    runner = CliRunner()
+    base = ["--data", str(EXAMPLE / "calib.npz"), "--scale", "1/255"]
+    r = runner.invoke(cli, ["quantize", str(EXAMPLE / "model.keras"), "--mode", "float32", *base, "-o", str(tmp_path / "f32.tflite")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["quantize", str(EXAMPLE / "model.keras"), "--mode", "int4", *base, "-o", str(tmp_path / "int4.tflite"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["weights"].get("INT4", 0) > 200_000
+    assert (tmp_path / "f32.tflite").stat().st_size / (tmp_path / "int4.tflite").stat().st_size >= 6.0  # must hold: >= 6x smaller
+    assert read_standard_metadata(tmp_path / "int4.tflite").labels()[0] == "T-shirt/top"
+    v = runner.invoke(cli, ["validate", str(tmp_path / "int4.tflite"), "--data", str(EXAMPLE / "val.npz"), "--reference",
+                            str(EXAMPLE / "model.keras"), "--runs", "2", "--json"])
+    assert v.exit_code == 0, v.output
+    assert abs(json.loads(v.output)["accuracy_drop"]) < 2.0
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("default: int8\nio: float\nrules:\n  - layer: probs\n    precision: float\n")
+    r = runner.invoke(cli, ["quantize", str(EXAMPLE / "model.keras"), "--mode", "int8-selective", "--rules", str(rules), *base,
+                            "-o", str(tmp_path / "sel.tflite"), "--json"])
+    assert r.exit_code == 0, r.output
+    layers = json.loads(r.output)["quantizer"]["layers"]
+    assert any(layer["output"].startswith("StatefulPartitionedCall") or "probs" in layer["output"] for layer in layers)
+    bad = runner.invoke(cli, ["quantize", str(EXAMPLE / "model.keras"), "--mode", "int8-selective", *base, "-o", str(tmp_path / "x.tflite")])
+    assert bad.exit_code == 2 and "needs a rule file" in bad.output and not (tmp_path / "x.tflite").exists()
+
+
+@needs_quantizer
+def test_a_recipe_with_litert_quantize(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    recipe = tmp_path / "int4.yaml"
+    recipe.write_text("schema_version: 1\nname: int4-cpu\ndata:\n  preprocessing: {scale: 1/255}\npasses:\n"
+                      "  - pass: litert_quantize\n    mode: int4\n  - pass: export\n    target: cpu\n")
+    r = CliRunner().invoke(cli, ["run", str(recipe), "--model", str(tiny["model"]), "--data", str(tiny["train"]), "-o", str(tmp_path / "out"),
+                                 "--quiet"])
+    assert r.exit_code in (0, 8), r.output
+    assert (tmp_path / "out" / "model.tflite").is_file()

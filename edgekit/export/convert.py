@@ -27,6 +27,7 @@ import numpy as np
 from edgekit.core.datatypes import IOType, QuantMode
 from edgekit.core.errors import ConversionError, InputError
 from edgekit.core.keras_graph import codebook_per_layer
+from edgekit.core.keras_quantized import check_not_keras_quantized
 from edgekit.core.models import LoadedModel
 from edgekit.core.tfshim import disable_per_channel, keras, native_output_captured, tensorflow
 
@@ -304,6 +305,8 @@ def convert_model(model: Any, conversion: Conversion, *, calibration: np.ndarray
     modes that need it (int8, int16x8).
     """
     loaded = as_loaded(model)
+    if loaded.keras_model is not None:  # before the converter: it cannot use layers Keras quantized itself
+        check_not_keras_quantized(loaded.keras_model, str(loaded.path))
     weights, reason = choose_weights(loaded, conversion.mode, conversion.weights)
     flatbuffer = convert(loaded, conversion.mode, calibration=calibration if conversion.mode.needs_data else None,
                          io_type=conversion.io_type, allow_select_tf_ops=conversion.allow_select_tf_ops,

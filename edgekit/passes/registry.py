@@ -19,6 +19,7 @@ from edgekit.passes.base import Pass, PassConfig
 from edgekit.passes.cluster import ClusterPass
 from edgekit.passes.distill import DistillPass
 from edgekit.passes.export import ExportPass
+from edgekit.passes.litert_quantize import LitertQuantizePass
 from edgekit.passes.prune import PrunePass
 from edgekit.passes.qat import QatPass
 from edgekit.passes.quantize import QuantizePass
@@ -79,6 +80,7 @@ def build(config: PassConfig) -> Pass:
 register(PrunePass)
 register(ClusterPass)
 register(QuantizePass)
+register(LitertQuantizePass)
 register(QatPass)
 register(DistillPass)
 register(ExportPass)

@@ -42,6 +42,7 @@ from typing import Any
 from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, sample_rows
 from edgekit.core.datatypes import Preprocessing, QuantMode, Serializable
 from edgekit.core.errors import DataError, EdgekitError, GateFailed
+from edgekit.core.extras import EXTRAS, has_extra
 from edgekit.core.fsutil import write_bytes_atomic
 from edgekit.core.manifest import command_line, versions, write_artifact
 from edgekit.core.models import LoadedModel, load_model
@@ -159,6 +160,12 @@ def _ptq_and_mixed(search: _Search, ref: Trial, loaded: LoadedModel, calibration
     for name, spec in PTQ:
         details = {"note": INT8_IO_NOTE} if name == "int8 int8-I/O" else {}
         search.add(Trial(name, "ptq", [_quantize(**spec)], details=details))
+    if has_extra("quantizer"):  # int4 weights (litert-quantizer): a candidate when the extra is installed
+        search.planned += 1
+        search.add(Trial("int4", "ptq", [{"pass": "litert_quantize", "mode": "int4"}],
+                         details={"note": "int4 weights, float activations (litert-quantizer)"}))
+    else:
+        notes.append(f"int4 candidate not tried: {EXTRAS['quantizer'].purpose} needs {EXTRAS['quantizer'].install}")
     layer_errors: list[dict[str, Any]] = []
     ranked: list[str] = []
     mixed = None

@@ -131,14 +131,16 @@ class Recipe(_Strict):
         def fail(index: int, message: str) -> None:
             raise PydanticCustomError("recipe_rule", "{message}", {"message": message, "path": ("passes", index)})
 
-        for name in ("quantize", "qat", "export", "distill"):
+        for name in ("quantize", "qat", "litert_quantize", "export", "distill"):
             where = [i for i, n in enumerate(names_) if n == name]
             if len(where) > 1:
                 fail(where[1], f"pass {name} appears {len(where)} times (passes {', '.join(str(i + 1) for i in where)}); keep one")
-        quant = [i for i, n in enumerate(names_) if n in ("quantize", "qat")]
+        quant = [i for i, n in enumerate(names_) if n in ("quantize", "qat", "litert_quantize")]
         if "quantize" in names_ and "qat" in names_:
             fail(max(names_.index("quantize"), names_.index("qat")),
                  "qat and quantize are exclusive: QAT already produces the int8 model; remove one of them")
+        if len(quant) > 1:
+            fail(quant[1], f"{names_[quant[0]]} and {names_[quant[1]]} both convert the model; keep one")
         if quant:
             q = quant[0]
             later = [i for i in range(q + 1, len(names_)) if pass_class(names_[i]).trains]
