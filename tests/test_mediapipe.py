@@ -240,3 +240,25 @@ def test_cli_mediapipe_export_matches_edgekit_on_validation_images(cli_export, e
                                  "--report", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["accuracy"]["top1"] == pytest.approx(100.0 * np.mean(mp_top1 == example["y"]))
+
+
+def test_a_recipe_exports_for_mediapipe(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    recipe = tmp_path / "mp.yaml"
+    recipe.write_text("schema_version: 1\nname: mediapipe-int8\ndata:\n  preprocessing: {scale: 1/255}\npasses:\n"
+                      "  - pass: export\n    target: mediapipe\n")
+    r = CliRunner().invoke(cli, ["run", str(recipe), "--model", str(EXAMPLE / "model.keras"), "--data", str(EXAMPLE / "calib.npz"),
+                                 "--val", str(EXAMPLE / "val.npz"), "-o", str(tmp_path / "out"), "--quiet"])
+    assert r.exit_code in (0, 8), r.output
+    check = check_mediapipe_file(tmp_path / "out" / "model.tflite")
+    assert check.ok and check.labels == 10
+    # an int8-I/O quantize step before it is refused before any work, with the fix
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\nname: bad\ndata:\n  preprocessing: {scale: 1/255}\npasses:\n"
+                   "  - pass: quantize\n    mode: int8\n    io_type: int8\n  - pass: export\n    target: mediapipe\n")
+    r = CliRunner().invoke(cli, ["run", str(bad), "--model", str(EXAMPLE / "model.keras"), "--data", str(EXAMPLE / "calib.npz"),
+                                 "-o", str(tmp_path / "out2")])
+    assert r.exit_code == 2 and "mediapipe" in r.output and not (tmp_path / "out2").exists()

@@ -61,6 +61,7 @@ TARGET_PROFILES: dict[str, TargetProfile] = {
 }
 #: the modes each target takes, its default first (what recipes validate against)
 TARGET_MODES: dict[str, tuple[str, ...]] = {name: tuple(m.value for m in p.modes) for name, p in TARGET_PROFILES.items()}
+TARGET_MODES["mediapipe"] = ("int8", "float32", "float16", "dynamic")  # the export pass's mediapipe target (float/uint8 I/O)
 
 
 def resolve_settings(target: str, mode: QuantMode | str | None, io_type: IOType | str | None, has_data: bool) -> tuple[str, QuantMode, IOType]:

@@ -34,6 +34,7 @@ import numpy as np
 from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, Serializable, SizeInfo
 from edgekit.core.errors import InputError
 from edgekit.core.fsutil import sha256_file, size_info, write_bytes_atomic
+from edgekit.core.tflite_file import parse_tflite_bytes
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.run import run_model
 from edgekit.export.convert import Conversion, convert_model
@@ -126,6 +127,17 @@ class Measurement(Serializable):
         return data
 
 
+def _fit_channels(x: np.ndarray, path: Path) -> np.ndarray:
+    """Gray images for a model with an RGB front end (``export --target mediapipe``): three equal channels."""
+    info = parse_tflite_bytes(path.read_bytes(), str(path))
+    if not info.inputs or x.ndim != 4:
+        return x
+    want = tuple(info.inputs[0].shape)
+    if len(want) == 4 and want[-1] == 3 and x.shape[-1] == 1 and tuple(x.shape[1:3]) == want[1:3]:
+        return np.repeat(x, 3, axis=-1)
+    return x
+
+
 def _slug(name: str) -> str:
     return re.sub(r"-+", "-", "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)).strip("-") or "model"
 
@@ -193,7 +205,8 @@ class Bench:
         if self.val is None:
             return measurement
         self.progress(f"accuracy of {measurement.name}")
-        done = run_model(self.device, Path(measurement.path), self.val.x, threads=self.threads, runs=1, warmup=0)
+        done = run_model(self.device, Path(measurement.path), _fit_channels(self.val.x, Path(measurement.path)), threads=self.threads,
+                         runs=1, warmup=0)
         out = done.run.outputs[0].reshape(len(self.val), -1)
         self.outputs[measurement.name] = out
         acc = accuracy(out, self.val.y) if self.val.y is not None and out.shape[1] > 1 else None

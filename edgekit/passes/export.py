@@ -17,15 +17,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES
-from edgekit.core.datatypes import IOType
+from edgekit.core.datatypes import IOType, QuantMode
+from edgekit.core.errors import InputError
 from edgekit.core.fsutil import json_bytes
 from edgekit.core.models import keras_layer_names
 from edgekit.core.tflite_file import parse_tflite_bytes
 from edgekit.export.convert import Conversion, convert_model
 from edgekit.export.delegates import CompatReport, check_compatibility
+from edgekit.export.mediapipe import MEDIAPIPE_INPUT_TYPES, MEDIAPIPE_OUTPUT_TYPES, mediapipe_io, needs_rgb_adapter, rgb_input_adapter
 from edgekit.export.npu import check_npu_ready, npu_compile_bytes
 from edgekit.export.target import METADATA_NAME, METADATA_SCHEMA, MODEL_FILE, REPORT_FILE, embed_metadata, resolve_settings
 from edgekit.passes.base import ModelState, Pass, PassConfig, PassContext, PassOutput
@@ -38,7 +41,7 @@ class ExportConfig(PassConfig):
     """Package the artifact for a target: metadata, delegate compatibility report, optional NPU compilation."""
 
     pass_: Literal["export"] = Field("export", alias="pass")
-    target: Literal["cpu", "gpu", "nnapi", "npu"] = "cpu"
+    target: Literal["cpu", "gpu", "nnapi", "npu", "mediapipe"] = "cpu"
     api_level: int | None = Field(None, ge=21, le=60, description="Android API level of the device (nnapi).")
     npu: Literal["qualcomm", "mediatek", "google_tensor"] | None = Field(None, description="AOT-compile for this NPU vendor (npu).")
     soc: str | None = Field(None, description="The vendor's SoC to compile for (default: all).")
@@ -87,6 +90,9 @@ class ExportPass(Pass[ExportConfig]):
 
     def check(self, state: ModelState, ctx: PassContext) -> None:
         cfg = self.config
+        if cfg.target == "mediapipe":
+            _check_mediapipe_state(state)
+            return
         if not state.converted:
             resolve_settings(cfg.target, None, None, ctx.calibration is not None)
         if cfg.npu is not None:
@@ -95,7 +101,10 @@ class ExportPass(Pass[ExportConfig]):
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
         cfg = self.config
         details: dict[str, Any] = {"target": cfg.target}
-        if not state.converted:
+        if not state.converted and cfg.target == "mediapipe":
+            state, converted_details = _convert_for_mediapipe(state, ctx)
+            details.update(converted_details)
+        elif not state.converted:
             target, mode, io_type = resolve_settings(cfg.target, None, None, ctx.calibration is not None)
             ctx.progress(f"export: converting for {target} ({mode.value})")
             converted = convert_model(source_model(state), Conversion(mode=mode, io_type=io_type), calibration=ctx.calibration_for(DEFAULT_CALIBRATION_SAMPLES))
@@ -103,7 +112,9 @@ class ExportPass(Pass[ExportConfig]):
             details.update({"converted": mode.value, "io_type": IOType(io_type).value, "weights": converted.weights})
         assert state.tflite is not None
         flatbuffer = embed_metadata(state.tflite, metadata_payload(state.tflite, cfg.target, state.kind, ctx))
-        report = compatibility(flatbuffer, cfg.target, api_level=cfg.api_level, keras_model=keras_of(state))
+        # MediaPipe Tasks run on LiteRT's CPU path (XNNPACK): its coverage is what the report shows
+        report = compatibility(flatbuffer, "cpu" if cfg.target == "mediapipe" else cfg.target, api_level=cfg.api_level,
+                               keras_model=keras_of(state))
         files: dict[str, bytes] = {REPORT_FILE: json_bytes(report.to_dict())}
         details.update({"metadata": METADATA_NAME, "compatibility": REPORT_FILE,
                         "delegated_node_share": report.summary.delegated_node_share, "full_coverage": report.full_coverage})
@@ -119,3 +130,36 @@ class ExportPass(Pass[ExportConfig]):
                               details={**state.details, "export_target": cfg.target})
         return PassOutput(state=exported, details=details, warnings=tuple(warnings), files=files)
 
+
+def _check_mediapipe_state(state: ModelState) -> None:
+    """A model already converted by an earlier pass must have I/O MediaPipe takes (float32/uint8, RGB)."""
+    if not state.converted or state.tflite is None:
+        return
+    info = parse_tflite_bytes(state.tflite, "converted model")
+    spec = info.inputs[0] if info.inputs else None
+    if spec is None or spec.dtype not in MEDIAPIPE_INPUT_TYPES or any(o.dtype not in MEDIAPIPE_OUTPUT_TYPES for o in info.outputs):
+        raise InputError("target mediapipe takes float32 or uint8 inputs and float32/uint8 outputs, not int8",
+                         hint="set io_type float (or uint8) on the quantize pass", settings=("io_type",))
+    if needs_rgb_adapter(tuple(spec.shape)):
+        raise InputError("target mediapipe needs an RGB input; this model was converted with its grayscale input",
+                         hint="drop the quantize pass before export: the export pass converts with an RGB front end", settings=("target",))
+
+
+def _convert_for_mediapipe(state: ModelState, ctx: PassContext) -> tuple[ModelState, dict[str, Any]]:
+    """int8 with float I/O when there is calibration data (float32 otherwise), an RGB front end for a gray model."""
+    source: Any = source_model(state)
+    calibration = ctx.calibration_for(DEFAULT_CALIBRATION_SAMPLES)
+    details: dict[str, Any] = {}
+    if needs_rgb_adapter(tuple(source.input_shape)):
+        keras_model = keras_of(state)
+        if keras_model is None:
+            raise InputError("target mediapipe needs the Keras model to put an RGB front end on a grayscale model",
+                             hint="give the .keras file", settings=("target",))
+        source = rgb_input_adapter(keras_model)
+        calibration = np.repeat(calibration, 3, axis=-1) if calibration is not None else None
+        details["rgb_adapter"] = True
+    mode = QuantMode.INT8 if calibration is not None else QuantMode.FLOAT32
+    ctx.progress(f"export: converting for mediapipe ({mode.value}, float I/O)")
+    converted = convert_model(source, Conversion(mode=mode, io_type=mediapipe_io(mode)), calibration=calibration)
+    details.update({"converted": mode.value, "io_type": IOType.FLOAT.value, "weights": converted.weights})
+    return state.with_tflite(converted.flatbuffer, mode.value, weights=converted.weights, weights_reason=converted.weights_reason), details

@@ -42,6 +42,7 @@ from edgekit.core.models import load_model
 from edgekit.devices.profiles import load_profile
 from edgekit.export.convert import Conversion, convert_model
 from edgekit.export.delegates import check_bytes
+from edgekit.export.mediapipe import check_mediapipe_file
 from edgekit.export.standard import finalize
 from edgekit.measure.bench import Bench, Candidate, Measurement, MeasureSettings
 from edgekit.measure.gates import GateResult, check_gates, row
@@ -242,6 +243,10 @@ def run_recipe(
             data={"path": str(data), "sha256": train.sha256 if train is not None else None} if data is not None else None,
             options={"recipe": rec.name, "passes": rec.pass_names(), "mode": final_state.kind},
             extra={"recipe": RECIPE_FILE, "report": REPORT_JSON, "standard_metadata": finished.manifest_entry()})
+        if final_state.details.get("export_target") == "mediapipe":  # checked as MediaPipe checks it, with its metadata
+            check = check_mediapipe_file(finished.flatbuffer)
+            if check.errors:
+                raise ModelError(f"MediaPipe would refuse the recipe's model: {check.errors[0].message}", hint=check.errors[0].hint)
 
         bench = Bench(tmp / STEPS_DIR, val=val_ds, calibration=None, device=profile, settings=settings, progress=say)
         say("measuring accuracy")
