@@ -108,7 +108,6 @@ def test_commands_survive_every_case(command_outcomes):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs read_verified_tflite in inspect/check/validate/benchmark (lead, after issue 13)")
 def test_every_defect_is_rejected_by_every_command_naming_the_place(command_outcomes):
     wrong = {}
     for (_, what, command), outcome in command_outcomes.items():

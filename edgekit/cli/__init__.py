@@ -102,6 +102,8 @@ class EdgekitGroup(click.Group):
             if verbose:
                 traceback.print_exc()
             _fail(ctx, with_flags(exc, self._invoked(ctx)), exc.exit_code)
+        except Terminated:
+            _fail(ctx, "terminated (SIGTERM); no partial output was kept", 143)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted; no partial output was kept", 130)
         except MemoryError:
@@ -137,8 +139,12 @@ def cli(verbose: bool) -> None:
         os.environ["EDGEKIT_VERBOSE"] = "1"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is: it unwinds like Ctrl-C (exit 143 instead of 130)."""
+
+
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt  # unwinds through atomic writes, so their temporary files are removed
+    raise Terminated  # unwinds through atomic writes, so their temporary files are removed
 
 
 def main() -> None:

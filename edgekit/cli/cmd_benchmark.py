@@ -6,7 +6,7 @@ import contextlib
 
 import click
 
-from edgekit.cli.options import devices_dir_option, json_option
+from edgekit.cli.options import devices_dir_option, ignore_manifest_option, json_option, timeout_option
 from edgekit.cli.render import console, err_console, kv_table, memory_text, print_json
 
 
@@ -23,8 +23,11 @@ from edgekit.cli.render import console, err_console, kv_table, memory_text, prin
               help="Run through LiteRT's CompiledModel on this accelerator (this machine) and compare with the CPU Interpreter.")
 @click.option("--profile-ops", is_flag=True, help="Also time every operator (cumulative truncation; an estimate where timing fails).")
 @devices_dir_option
+@timeout_option
+@ignore_manifest_option
 @json_option
-def benchmark(artifact, device, runs, warmup, threads, runtime, target, accelerator, profile_ops, devices_dir, as_json):
+def benchmark(artifact, device, runs, warmup, threads, runtime, target, accelerator, profile_ops, devices_dir, timeout, ignore_manifest,
+              as_json):
     """Run ARTIFACT (.tflite) on --device and report latency (p50/p90/p99, first inference, init,
     peak memory), the runtime that ran it, and the device's thermal state before and after
     (a throttled run is flagged). Linux devices run edgekit's runner; Android devices run the
@@ -37,7 +40,8 @@ def benchmark(artifact, device, runs, warmup, threads, runtime, target, accelera
     profile = load_profile(device, devices_dir=devices_dir)
     with err_console.status(f"Benchmarking on {profile.name}...", spinner="dots") if not as_json else contextlib.nullcontext():
         report = run_benchmark(artifact, device=profile, runs=runs, warmup=warmup, threads=counts[0] if counts else None, runtime=runtime,
-                               target=target, profile_operators=profile_ops, thread_counts=counts, accelerator=accelerator)
+                               target=target, profile_operators=profile_ops, thread_counts=counts, accelerator=accelerator,
+                               timeout=timeout, ignore_manifest=ignore_manifest)
     if as_json:
         print_json(report.to_dict())
         return

@@ -15,8 +15,9 @@ from edgekit.cli.render import console, kv_table, print_json
 @click.option("--all", "show_all", is_flag=True, help="List every node, not only those that stay off the delegate.")
 @click.option("--require-full", is_flag=True,
               help="Fail (exit 8) unless every node runs on the delegate, like benchmark_model's --require_full_delegation.")
+@click.option("--ignore-manifest", is_flag=True, help="Check an edgekit artifact whose sha256 no longer matches its manifest.")
 @json_option
-def check(artifact, target, api_level, show_all, require_full, as_json):
+def check(artifact, target, api_level, show_all, require_full, ignore_manifest, as_json):
     """Check ARTIFACT (a .tflite file or an `edgekit export` directory) against edgekit's rule
     tables for the target's delegate, transcribed from LiteRT's own support checks
     (edgekit/export/rules/SOURCES.md). For each node that will not run on the delegate: the op, why,
@@ -28,7 +29,7 @@ def check(artifact, target, api_level, show_all, require_full, as_json):
         return
     from edgekit.workflows.check import check_artifact
 
-    report = check_artifact(artifact, target, api_level=api_level)
+    report = check_artifact(artifact, target, api_level=api_level, ignore_manifest=ignore_manifest)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:

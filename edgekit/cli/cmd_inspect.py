@@ -5,20 +5,21 @@ from __future__ import annotations
 import click
 
 from edgekit.cli.options import json_option, model_loading_options
-from edgekit.cli.render import console, human_bytes, kv_table, print_json, tensor_rows
+from edgekit.cli.render import console, err_console, human_bytes, kv_table, print_json, tensor_rows
 
 
 @click.command(short_help="Show operators, I/O, quantization and size of a model.")
 @click.argument("artifact", type=click.Path())
+@click.option("--lenient", is_flag=True, help="Show what can be read of a .tflite file that fails the structural checks, with every violation.")
 @model_loading_options
 @json_option
-def inspect(artifact, unsafe, custom_objects, as_json):
+def inspect(artifact, lenient, unsafe, custom_objects, as_json):
     """Describe ARTIFACT: a .tflite file (operator histogram, inputs/outputs with quantization
     parameters, parameter count, size breakdown, metadata) or a Keras model (layers, parameters).
     """
     from edgekit.workflows.inspect import inspect_artifact
 
-    info = inspect_artifact(artifact, unsafe=unsafe, custom_objects=custom_objects).to_dict()
+    info = inspect_artifact(artifact, lenient=lenient, unsafe=unsafe, custom_objects=custom_objects).to_dict()
     if as_json:
         print_json(info)
         return
@@ -58,6 +59,8 @@ def _render_tflite(info):
         console.print("metadata: " + ", ".join(info["metadata"]))
     if info.get("standard_metadata"):
         _render_standard(info["standard_metadata"])
+    for v in info.get("violations") or []:
+        err_console.print(f"violation ({v['check']}) at {v['where']}: {v['message']}")
 
 
 def _render_standard(std):

@@ -9,11 +9,13 @@ import click
 from edgekit.cli.options import (
     data_key_options,
     devices_dir_option,
+    ignore_manifest_option,
     json_option,
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
     run_options,
+    timeout_option,
 )
 from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, memory_text, print_json
 
@@ -32,9 +34,11 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @model_loading_options
 @click.option("--device", default=None, help="Run on this device profile (name or .yaml path; edgekit devices list) instead of this machine.")
 @devices_dir_option
+@timeout_option
+@ignore_manifest_option
 @json_option
 def validate(artifact, data, reference, runs, warmup, threads, samples, seed, report, runtime, scale, mean, std,
-             x_key, y_key, unsafe, custom_objects, device, devices_dir, as_json):
+             x_key, y_key, unsafe, custom_objects, device, devices_dir, timeout, ignore_manifest, as_json):
     """Run ARTIFACT (.tflite) with LiteRT on this machine and report accuracy against labels,
     agreement with --reference, latency (p50/p90/p99, first inference, init, peak memory) and size.
 
@@ -55,7 +59,7 @@ def validate(artifact, data, reference, runs, warmup, threads, samples, seed, re
             artifact, data, reference=reference, preprocessing=preprocessing_from_options(scale, mean, std),
             runs=runs, warmup=warmup, threads=threads, samples=samples, seed=seed, x_key=x_key, y_key=y_key,
             report=report, unsafe=unsafe, custom_objects=custom_objects, runtime=runtime,
-            device=profile,
+            device=profile, timeout=timeout, ignore_manifest=ignore_manifest,
         )
     if as_json:
         print_json(result.to_dict())

@@ -46,6 +46,10 @@ run_options = _stack(
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+ignore_manifest_option = click.option("--ignore-manifest", is_flag=True,
+                                      help="Run an edgekit artifact whose sha256 no longer matches its manifest (the manifest is then ignored).")
+timeout_option = click.option("--timeout", type=float, default=None,
+                              help="Time limit (s) of each run; past it the run is stopped, exit 10 [default: scaled by model size and work].")
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
 
 

@@ -118,6 +118,9 @@ def _labels(y: np.ndarray | None, n: int, source: str) -> np.ndarray | None:
         raise DataError(f"labels in {source} have dtype {y.dtype}, expected integer class ids", hint="convert them with y.astype(int)")
     if y.size and y.min() < 0:
         raise DataError(f"labels in {source} contain negative class ids ({int(y.min())})", hint="class ids must be 0..classes-1")
+    if y.size and int(y.max()) > np.iinfo(np.int32).max:  # uint64 ids would wrap to negative as int64
+        raise DataError(f"labels in {source} go up to {int(y.max())}, beyond any class id (dtype {y.dtype})",
+                        hint="class ids must be 0..classes-1; store them as int32 or int64")
     return y.astype(np.int64)
 
 

@@ -77,3 +77,9 @@ class RecipeError(EdgekitError):
     """A recipe or device profile is invalid."""
 
     exit_code = 9
+
+
+class TimeLimit(EdgekitError):
+    """A child process (the runner, a remote command) ran past its time limit and was killed."""
+
+    exit_code = 10

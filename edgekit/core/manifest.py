@@ -111,7 +111,44 @@ def read_manifest(artifact: str | Path) -> dict[str, Any] | None:
         raise ModelError(f"manifest {path} is not valid JSON ({type(exc).__name__})", hint="delete it or re-create the artifact") from None
     if not isinstance(data, dict) or "artifact" not in data:
         return None  # some other JSON file that happens to share the name
+    _check_fields(data, path)
     return data
+
+
+def _check_fields(data: dict[str, Any], path: Path) -> None:
+    """Wrong-typed fields of an edgekit manifest are reported as such (not an AttributeError later)."""
+    expected: dict[str, tuple[type, ...]] = {"artifact": (dict,), "preprocessing": (dict, type(None)), "labels": (list, type(None)),
+                                             "inputs": (list,), "outputs": (list,), "options": (dict, type(None))}
+    for key, types in expected.items():
+        if key in data and not isinstance(data[key], types):
+            raise ModelError(f"manifest {path} is malformed: field {key!r} is a {type(data[key]).__name__}",
+                             hint="delete the manifest or re-create the artifact")
+    sha = data["artifact"].get("sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+        raise ModelError(f"manifest {path} is malformed: artifact.sha256 is not a sha256", hint="delete the manifest or re-create the artifact")
+    labels = data.get("labels")
+    if labels is not None and not all(isinstance(x, str) for x in labels):
+        raise ModelError(f"manifest {path} is malformed: labels must be strings", hint="delete the manifest or re-create the artifact")
+
+
+def check_integrity(artifact: str | Path, *, ignore: bool = False) -> dict[str, Any] | None:
+    """The artifact's manifest, after checking the file is what edgekit wrote (its sha256 matches).
+
+    An edgekit artifact modified after it was written (a flipped byte, another build copied over it)
+    is refused whatever the command's options, unless ``ignore`` (``--ignore-manifest``), which also
+    drops the manifest.
+
+    Raises:
+        ModelError: the sha256 differs, or the manifest is malformed.
+    """
+    if ignore:
+        return None
+    manifest = read_manifest(artifact)
+    recorded = (manifest or {}).get("artifact", {}).get("sha256")
+    if manifest is not None and recorded and recorded != sha256_file(artifact):
+        raise ModelError(f"{Path(artifact).name} was modified after edgekit wrote it: its sha256 differs from {manifest_path_for(artifact).name}",
+                         hint="re-create the artifact, or pass --ignore-manifest to run this file anyway (its manifest is then ignored)")
+    return manifest
 
 
 def preprocessing_from_manifest(manifest: dict[str, Any] | None) -> Preprocessing:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from edgekit.core.errors import DeviceError
+from edgekit.core.errors import DeviceError, TimeLimit
 from edgekit.devices.profiles import AdbSettings, DeviceProfile
 from edgekit.devices.transport import Completed, check_remote_path, env_argv, split_exit_marker, with_exit_marker
 
@@ -114,7 +114,7 @@ class AdbTransport:
             return subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout_s,
                                   stdin=subprocess.DEVNULL, check=False)
         except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.profile.name}: {what} did not finish within {timeout_s:.0f} s",
+            raise TimeLimit(f"{self.profile.name}: {what} did not finish within {timeout_s:.0f} s",
                               hint="check the cable or the network, or raise benchmark.timeout_s") from None
 
     def attached(self) -> dict[str, str]:

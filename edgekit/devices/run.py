@@ -307,6 +307,7 @@ def run_model(
     target: str | None = None,
     with_probe: bool = False,
     accelerator: str | None = None,
+    timeout_s: float | None = None,
 ) -> DeviceRun:
     """Runs a (pre-checked) .tflite file on ``profile``: where every measurement in edgekit runs.
 
@@ -329,7 +330,7 @@ def run_model(
         if profile.transport != "local":
             raise InputError(f"accelerator runs LiteRT's CompiledModel on this machine; {profile.name} is reached over {profile.transport}",
                              hint="on Android pick a target of the profile (gpu, npu...) instead", settings=("accelerator",))
-        run = run_local(Path(model_path), inputs, threads=threads, runs=runs, warmup=warmup, accelerator=accelerator)
+        run = run_local(Path(model_path), inputs, threads=threads, runs=runs, warmup=warmup, accelerator=accelerator, timeout_s=timeout_s)
         report = {"name": profile.name, "transport": "local", "address": "this machine",
                   "runtime": {"name": run.runtime, "version": run.runtime_version}, "accelerator": accelerator,
                   "fully_accelerated": run.meta.get("fully_accelerated"),
@@ -338,9 +339,11 @@ def run_model(
     if runs_here(profile) and not with_probe:
         if target is not None:
             raise InputError(f"target is for Android devices; {profile.name} runs edgekit's runner", hint="drop the target")
-        run = run_local(Path(model_path), inputs, threads=threads, runs=runs, warmup=warmup, runtime=runtime or "auto")
+        run = run_local(Path(model_path), inputs, threads=threads, runs=runs, warmup=warmup, runtime=runtime or "auto", timeout_s=timeout_s)
         report = {"name": profile.name, "transport": "local", "address": "this machine",
                   "runtime": {"name": run.runtime, "version": run.runtime_version},
                   "accuracy_measured_on": "this machine" if inputs is not None else None}
         return DeviceRun(run=run, latency=latency_stats(run), report=report)
+    if timeout_s is not None and profile.transport != "adb":  # the limit of the runner on the device
+        profile = profile.model_copy(update={"runner": profile.runner_settings.model_copy(update={"timeout_s": max(1, int(timeout_s))})})
     return run_on_device(profile, model_path, inputs, threads=threads, runs=runs, warmup=warmup, runtime=runtime, target=target)

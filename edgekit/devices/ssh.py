@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 
-from edgekit.core.errors import DeviceError
+from edgekit.core.errors import DeviceError, TimeLimit
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transport import Completed, check_remote_path, env_argv, split_exit_marker, with_exit_marker
 
@@ -135,7 +135,7 @@ class SshTransport:
             return subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout_s,
                                   stdin=subprocess.DEVNULL, check=False)
         except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.profile.name} ({self.profile.address}): {what} did not finish within {timeout_s:.0f} s",
+            raise TimeLimit(f"{self.profile.name} ({self.profile.address}): {what} did not finish within {timeout_s:.0f} s",
                               hint="check the connection, or raise runner.timeout_s / use fewer --runs") from None
 
     # -- Transport -----------------------------------------------------------------------------

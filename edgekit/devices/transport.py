@@ -25,7 +25,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from typing import Protocol, runtime_checkable
 
 from edgekit.core.errors import DeviceError
 from edgekit.devices.profiles import DeviceProfile
+from edgekit.runtime.local import run_bounded
 
 # Appended to remote shell commands: the exit status survives transports that lose it (old adb)
 # and a death by signal shows as 128+N (ssh itself exits 255 for a remote signal).
@@ -150,16 +150,12 @@ class LocalTransport:
 
     def run(self, argv: Sequence[str], *, timeout_s: float, env: dict[str, str] | None = None) -> Completed:
         merged = {**os.environ, **(env or {})}
-        try:
-            proc = subprocess.run(list(argv), capture_output=True, text=True, errors="replace", timeout=timeout_s,
-                                  env=merged, stdin=subprocess.DEVNULL, check=False)
+        try:  # its own process group, killed whole past the limit (TimeLimit, exit 10)
+            proc = run_bounded(list(argv), timeout_s, env=merged, what=f"{shlex.join(argv[:3])} ... on this machine")
         except FileNotFoundError:
             return Completed(127, "", f"{argv[0]}: command not found")
         except PermissionError:
             return Completed(126, "", f"{argv[0]}: permission denied")
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"{shlex.join(argv[:3])} ... did not finish within {timeout_s:.0f} s on this machine",
-                              hint="use fewer --runs or samples, or raise runner.timeout_s") from None
         return Completed(proc.returncode, proc.stdout, proc.stderr)
 
     def push(self, local_paths: Sequence[str | os.PathLike[str]], remote_dir: str) -> None:

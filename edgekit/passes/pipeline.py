@@ -99,7 +99,7 @@ def run_passes(passes: Sequence[Pass], state: ModelState, ctx: PassContext, *, o
         started = time.perf_counter()
         before = _weights(state.keras)
         output = p.apply(state, step_ctx)
-        if before is not None and any(not np.array_equal(a, np.asarray(b)) for a, b in
+        if before is not None and any(not np.array_equal(a, np.asarray(b), equal_nan=a.dtype.kind in "fc") for a, b in
                                       zip(before, state.keras.get_weights(), strict=True)):
             raise ModelError(f"internal error: the {p.name} pass changed its input model's weights", hint="report this to edgekit")
         final = p.finalize(output.state)

@@ -8,6 +8,7 @@ keeps running. The same runner file is what device transports copy to a Raspberr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.datatypes import LatencyStats
-from edgekit.core.errors import InputError, RuntimeFailure
+from edgekit.core.errors import InputError, RuntimeFailure, TimeLimit
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 DEFAULT_TIMEOUT_S = 1800
@@ -99,7 +100,7 @@ def run_local(
     runs: int = 50,
     warmup: int = 5,
     runtime: str = "auto",
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     accelerator: str | None = None,
 ) -> RunResult:
     """Runs a (pre-checked) .tflite file in a child process and returns outputs and timings.
@@ -111,9 +112,13 @@ def run_local(
         runtime: ``auto``, ``ai_edge_litert``, ``tflite_runtime`` or ``tensorflow``.
         accelerator: ``cpu`` or ``gpu``: run through LiteRT's CompiledModel on that accelerator
             (the result's ``meta`` says whether the model was fully accelerated); None: the Interpreter.
+        timeout_s: the time limit of the child (None: :func:`default_timeout`, scaled by model size
+            and work); past it the child's whole process group is killed.
 
     Raises:
-        RuntimeFailure: the runtime refused the model, failed, crashed or timed out.
+        RuntimeFailure: the runtime refused the model, failed or crashed.
+        TimeLimit: the child ran past ``timeout_s`` (a model that never finishes, such as a WHILE
+            loop whose condition stays true); it was killed and its temporary folder removed.
     """
     check_run_options(runs, warmup, threads)
     model_path = Path(model_path)
@@ -133,13 +138,8 @@ def run_local(
             cmd += ["--inputs", str(work / "inputs.npy"), "--outputs", str(outputs_path)]
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
-        except subprocess.TimeoutExpired:
-            raise RuntimeFailure(
-                f"running {model_path.name} did not finish within {timeout_s:.0f} s",
-                hint="use fewer --runs or fewer samples",
-            ) from None
+        limit = timeout_s if timeout_s is not None else default_timeout(model_path, runs + warmup + (len(inputs) if inputs is not None else 0))
+        proc = run_bounded(cmd, limit, env=env, what=f"running {model_path.name}")
         if proc.returncode < 0:
             raise RuntimeFailure(
                 f"the LiteRT runtime crashed ({_signal_name(proc.returncode)}) while running {model_path}",
@@ -152,6 +152,45 @@ def run_local(
                 message = f"the runner exited with code {proc.returncode}: {tail[0][:300]}"
             raise RuntimeFailure(f"{model_path.name}: {message}", hint="rerun with -v for the runtime log")
         return load_run_result(work / "result.json", outputs_path)
+
+
+def default_timeout(model_path: str | os.PathLike[str], invocations: int) -> float:
+    """A generous time limit for a runner child: 120 s, plus 0.5 s per inference, plus 10 s per MB of model."""
+    try:
+        size_mb = Path(model_path).stat().st_size / 2**20
+    except OSError:
+        size_mb = 0.0
+    return min(DEFAULT_TIMEOUT_S * 4, 120.0 + 0.5 * invocations + 10.0 * size_mb)
+
+
+def run_bounded(cmd: list[str], timeout_s: float, *, env: dict[str, str] | None = None, what: str = "the child process",
+                cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs ``cmd`` in its own process group; past ``timeout_s`` the whole group is killed (:class:`TimeLimit`).
+
+    An interrupt (Ctrl-C, SIGTERM) while waiting kills the group too before it propagates.
+    """
+    if not timeout_s > 0:
+        raise InputError(f"timeout must be positive, got {timeout_s}", hint="e.g. timeout 60", settings=("timeout",))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, errors="replace",
+                            env=env, cwd=cwd, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise TimeLimit(f"{what} did not finish within {timeout_s:.0f} s and was stopped",
+                        hint="a model that never finishes (a WHILE loop whose condition stays true?), or give more time with --timeout",
+                        settings=("timeout",)) from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.communicate(timeout=10)
 
 
 def _footprint(run: RunResult) -> tuple[float | None, float | None]:

@@ -14,8 +14,8 @@ from typing import Any
 
 from edgekit.core.datatypes import LatencyStats, SizeInfo
 from edgekit.core.fsutil import require_file, sha256_file, size_info
-from edgekit.core.manifest import versions
-from edgekit.core.tflite_file import read_tflite
+from edgekit.core.manifest import check_integrity, versions
+from edgekit.core.tflite_verify import read_verified_tflite
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.run import run_model
 from edgekit.export.delegates import check_compatibility
@@ -92,6 +92,8 @@ def benchmark(
     profile_operators: bool = False,
     thread_counts: tuple[int, ...] = (),
     accelerator: str | None = None,
+    timeout: float | None = None,
+    ignore_manifest: bool = False,
 ) -> BenchmarkReport:
     """Measures the latency of ``artifact`` on ``device`` (synthetic input, no accuracy).
 
@@ -119,12 +121,14 @@ def benchmark(
     profile = load_profile(device, devices_dir=devices_dir)
     check_run_options(runs, warmup, threads if threads is not None else 1)
     path = require_file(artifact, "artifact")
-    read_tflite(path)  # parse and bounds-check before any runtime sees the file
+    read_verified_tflite(path)  # parse and bounds-check before any runtime sees the file
+    check_integrity(path, ignore=ignore_manifest)  # a modified edgekit artifact is refused
     for t in thread_counts:
         check_run_options(runs, warmup, t)
     if accelerator is not None:
         return _accelerated(path, profile, accelerator, threads=threads, runs=runs, warmup=warmup)
-    result = run_model(profile, path, None, threads=threads, runs=runs, warmup=warmup, runtime=runtime, target=target, with_probe=True)
+    result = run_model(profile, path, None, threads=threads, runs=runs, warmup=warmup, runtime=runtime, target=target, with_probe=True,
+                       timeout_s=timeout)
     ops = None
     if profile_operators:
         ops = profile_ops(path, profile, threads=result.latency.threads, runs=max(10, min(runs, 50)), warmup=warmup)
@@ -148,7 +152,7 @@ def _accelerated(path: Any, profile: DeviceProfile, accelerator: str, *, threads
     details: dict[str, Any] = {"name": accelerator, "fully_accelerated": fully, "vs_cpu_interpreter": speed.to_dict(),
                                "verdict": speed.sentence(f"CompiledModel ({accelerator})", "the CPU Interpreter")}
     if accelerator == "gpu":
-        predicted = check_compatibility(read_tflite(path), "gpu").full_coverage
+        predicted = check_compatibility(read_verified_tflite(path), "gpu").full_coverage
         details["check_target_gpu_predicted_full"] = predicted
         if fully is not None and predicted != fully:
             details["warning"] = (f"check --target gpu predicted {'full' if predicted else 'partial'} coverage but the accelerator reports "

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from edgekit.core.errors import InputError
-from edgekit.core.tflite_file import read_tflite
+from edgekit.core.manifest import check_integrity
+from edgekit.core.tflite_verify import read_verified_tflite
 from edgekit.export.delegates import CompatReport, check_compatibility
 from edgekit.export.mediapipe import MediaPipeCheck, check_mediapipe_file
 from edgekit.export.rules import check_target
@@ -47,16 +48,18 @@ def resolve_artifact(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def check_artifact(path: str | os.PathLike[str], target: str, *, api_level: int | None = None) -> CompatReport:
+def check_artifact(path: str | os.PathLike[str], target: str, *, api_level: int | None = None,
+                   ignore_manifest: bool = False) -> CompatReport:
     """:func:`check_compatibility` for a file (or export directory); layer names come from its manifest."""
     target = check_target(target)
     p = resolve_artifact(path)
-    info = read_tflite(p)
+    info = read_verified_tflite(p)
+    check_integrity(p, ignore=ignore_manifest)  # a modified edgekit artifact is refused
     return check_compatibility(info, target, api_level=api_level, layers=layers_from_manifest(p))
 
 
 def check_mediapipe_artifact(path: str | os.PathLike[str]) -> MediaPipeCheck:
     """Whether MediaPipe Tasks' ImageClassifier would accept the file (or export directory), and why not."""
     p = resolve_artifact(path)
-    read_tflite(p)  # parse and bounds-check first
+    read_verified_tflite(p)  # parse and bounds-check first
     return check_mediapipe_file(p)

@@ -23,7 +23,7 @@ from edgekit.core.datatypes import OutputComparison, Preprocessing
 from edgekit.core.errors import InputError
 from edgekit.core.fsutil import require_file
 from edgekit.core.manifest import preprocessing_from_manifest, read_manifest
-from edgekit.core.tflite_file import read_tflite
+from edgekit.core.tflite_verify import read_verified_tflite
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.measure.bench import Bench, Candidate, Measurement, MeasureSettings
 from edgekit.measure.metrics import compare_outputs
@@ -94,7 +94,7 @@ def compare(
     if samples is not None and samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}", hint="omit it to use all samples", settings=("samples",))
     paths = [require_file(p, "artifact") for p in (a, b)]
-    infos = [read_tflite(p) for p in paths]
+    infos = [read_verified_tflite(p) for p in paths]
     shapes = [tuple(t.shape[1:]) for t in (infos[0].inputs[0], infos[1].inputs[0])]
     if data is not None and shapes[0] != shapes[1]:
         raise InputError(f"the artifacts take different inputs ({shapes[0]} vs {shapes[1]}); they cannot run on the same data",

@@ -18,6 +18,7 @@ from typing import Any
 from edgekit.core.fsutil import sha256_file
 from edgekit.core.models import detect_format, load_model
 from edgekit.core.tflite_file import read_tflite
+from edgekit.core.tflite_verify import verify_tflite
 from edgekit.export.tflite_metadata import METADATA_NAME, standard_metadata_of
 
 
@@ -49,8 +50,16 @@ class InspectReport:
         return {"kind": self.kind, **self.fields}
 
 
-def inspect_tflite(path: str | os.PathLike[str]) -> InspectReport:
-    """Operators, I/O with quantization, parameters, size breakdown and metadata of a .tflite file."""
+def inspect_tflite(path: str | os.PathLike[str], *, lenient: bool = False) -> InspectReport:
+    """Operators, I/O with quantization, parameters, size breakdown and metadata of a .tflite file.
+
+    The structure is verified first (:mod:`edgekit.core.tflite_verify`): a file with violations is
+    refused (exit 3) naming them, unless ``lenient``, which shows what can be read and lists every
+    violation under ``violations``.
+    """
+    verified = verify_tflite(path)
+    if not lenient:
+        verified.raise_if_invalid()
     info = read_tflite(path)
     meta = _metadata_summary(info.metadata)
     standard = standard_metadata_of(info, Path(path).read_bytes()) if METADATA_NAME in info.metadata else None
@@ -76,6 +85,7 @@ def inspect_tflite(path: str | os.PathLike[str]) -> InspectReport:
         "standard_metadata": standard.to_dict() if standard is not None else None,
         "labels": labels,
         "signatures": list(info.signatures),
+        "violations": [{**v.to_dict(), "where": v.where()} for v in verified.violations],
     })
 
 
@@ -105,9 +115,9 @@ def inspect_keras(path: str | os.PathLike[str], *, unsafe: bool = False, custom_
     })
 
 
-def inspect_artifact(path: str | os.PathLike[str], **kwargs: Any) -> InspectReport:
+def inspect_artifact(path: str | os.PathLike[str], *, lenient: bool = False, **kwargs: Any) -> InspectReport:
     """Dispatches on the file's content: .tflite -> :func:`inspect_tflite`, else :func:`inspect_keras`."""
     fmt = detect_format(Path(path))
     if fmt == "tflite":
-        return inspect_tflite(path)
+        return inspect_tflite(path, lenient=lenient)
     return inspect_keras(path, **kwargs)

@@ -302,6 +302,7 @@ def qat(
                        "preserved": captured["qat_model"].preserved, "report": report_path_for_qat(out).name,
                        "keras_model": str(keras_out) if keras_out else None},
                "standard_metadata": finished.manifest_entry()},
+        overwrite=force,
     )
     written: list[Path] = [out, manifest_path_for(out)]
     try:

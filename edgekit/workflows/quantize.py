@@ -141,6 +141,7 @@ def quantize(
               if dataset is not None else None),
         options={"mode": chosen_mode.value, "io_type": chosen_io.value, "samples": samples, "seed": seed,
                  "allow_select_tf_ops": config.allow_select_tf_ops, "weights": granularity, "weights_reason": granularity_reason},
+        overwrite=force,  # without --force, "exists" is decided in one step with the final link: one racing writer wins
     )
     info = parse_tflite_bytes(flatbuffer, str(out))
     return QuantizeResult(

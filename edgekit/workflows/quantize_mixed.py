@@ -118,6 +118,7 @@ def quantize_mixed(
         options={"mode": mode, "granularity": granularity if mode == "int4" else None, "rules": str(rules) if rules else None,
                  "samples": samples, "seed": seed},
         extra={"quantizer": {"recipe": details["recipe"], "layers": details["layers"]}, "standard_metadata": finished.manifest_entry()},
+        overwrite=force,
     )
     return MixedQuantizeResult(artifact=artifact, info=parse_tflite_bytes(finished.flatbuffer, str(out)), mode=mode,
                                details={k: v for k, v in details.items() if k not in ("recipe",)}, warnings=list(finished.notes))

@@ -21,9 +21,10 @@ from edgekit.core.data import load_dataset
 from edgekit.core.datatypes import AccuracyResult, LatencyStats, OutputComparison, Preprocessing, SizeInfo
 from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file, size_info, write_json_atomic
-from edgekit.core.manifest import manifest_path_for, preprocessing_from_manifest, read_manifest, report_path_for, versions
+from edgekit.core.manifest import check_integrity, manifest_path_for, preprocessing_from_manifest, report_path_for, versions
 from edgekit.core.models import load_model
-from edgekit.core.tflite_file import TfliteInfo, read_tflite
+from edgekit.core.tflite_file import TfliteInfo
+from edgekit.core.tflite_verify import read_verified_tflite
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.run import run_model
 from edgekit.export.tflite_metadata import METADATA_NAME, preprocessing_from_normalization, standard_metadata_of
@@ -79,6 +80,13 @@ class ValidationReport:
 
 
 def _check_outputs(info: TfliteInfo, outputs: list[np.ndarray], labels: np.ndarray | None) -> None:
+    for spec, out in zip(info.outputs, outputs, strict=False):
+        bad = ~np.isfinite(out.reshape(out.shape[0], -1)) if out.size and np.issubdtype(out.dtype, np.floating) else None
+        if bad is not None and bad.any():
+            sample = int(np.argmax(bad.any(axis=1)))
+            raise ModelError(f"the artifact's output {spec.name} is NaN or infinite ({int(bad.any(axis=1).sum())} of {len(out)} samples, "
+                             f"first at sample {sample}): its numbers mean nothing",
+                             hint="check the model's weights (NaN weights?) and the preprocessing; validate the float model with --reference")
     if labels is None:
         return
     first = outputs[0]
@@ -97,29 +105,6 @@ def _is_report(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(data, dict) and "latency" in data and "sha256" in data
-
-
-def _manifest_for(path: Path, explicit_preprocessing: bool) -> dict[str, Any] | None:
-    """The artifact's manifest when it really describes this file (same sha256).
-
-    A manifest of another build would silently apply the wrong preprocessing: that is an error,
-    unless the preprocessing is given explicitly, in which case the manifest is ignored.
-    """
-    try:
-        manifest = read_manifest(path)
-    except ModelError:
-        if explicit_preprocessing:
-            return None
-        raise
-    recorded = ((manifest or {}).get("artifact") or {}).get("sha256")
-    if manifest is not None and recorded and recorded != sha256_file(path):
-        if explicit_preprocessing:
-            return None
-        raise InputError(
-            f"manifest {manifest_path_for(path)} does not describe {path.name} (its sha256 differs; another build?)",
-            hint="re-create the artifact, delete the stale manifest, or give the preprocessing with --scale/--mean/--std",
-        )
-    return manifest
 
 
 def _standard_preprocessing(path: Path, info: TfliteInfo) -> Preprocessing | None:
@@ -165,6 +150,8 @@ def validate(
     runtime: str = "auto",
     device: str | os.PathLike[str] | DeviceProfile | None = None,
     devices_dir: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+    ignore_manifest: bool = False,
 ) -> ValidationReport:
     """Runs ``artifact`` on ``data`` (this machine, or ``device``) and measures it.
 
@@ -185,10 +172,10 @@ def validate(
         raise InputError(f"--samples must be at least 1, got {samples}", hint="omit it to use all samples")
     path = require_file(artifact, "artifact")
     report_path = _report_path(path, data, reference, report) if write_report else None
-    info = read_tflite(path)  # parse and check before native code sees the file
+    info = read_verified_tflite(path)  # parse and check before native code sees the file
     if len(info.inputs) != 1:
         raise InputError(f"{path} has {len(info.inputs)} inputs; validate handles single-input models", hint="validate multi-input models from Python")
-    manifest = _manifest_for(path, preprocessing is not None)
+    manifest = check_integrity(path, ignore=ignore_manifest)  # a modified artifact is refused whatever the options
     pre = preprocessing if preprocessing is not None else preprocessing_from_manifest(manifest)
     if preprocessing is None and manifest is None:
         pre = _standard_preprocessing(path, info) or pre  # anyone's file: its standard metadata's normalization
@@ -209,7 +196,8 @@ def validate(
     # one code path: the profile decides where the run happens; a device asked for by name records
     # the conditions of the run (probe, thermal state, where accuracy was measured)
     named = device is not None
-    on_device = run_model(profile, path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime, with_probe=named)
+    on_device = run_model(profile, path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime, with_probe=named,
+                          timeout_s=timeout)
     run, latency = on_device.run, on_device.latency
     device_report = on_device.report if named else {"name": profile.name, "transport": profile.transport}
     _check_outputs(info, run.outputs, dataset.y)
