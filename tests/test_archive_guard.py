@@ -172,3 +172,31 @@ def test_non_regular_and_missing(tmp_path):
         scan_npz("/dev/zero")
     with pytest.raises(InputError, match="does not exist"):
         scan_keras_archive(tmp_path / "nope.keras")
+
+
+# --- through the commands (issue 18 wiring): refused fast, documented exit codes, never 1 ----------
+
+
+def test_commands_refuse_bombs_before_inflating(tmp_path, tiny):
+    import resource
+    import subprocess
+    import sys
+
+    keras_bomb = tmp_path / "bomb.keras"
+    keras_bomb.write_bytes(build_zip(keras_like((deflate(b"\0" * 4 * MiB), zipfile.ZIP_DEFLATED, 12 * GiB))))
+    # a small .npz whose x inflates to 2 GiB: a deflate run of zeros (ratio ~1000) behind a true header
+    header = b"\x93NUMPY\x01\x00" + b"{'descr': '<f4', 'fortran_order': False, 'shape': (2048, 512, 512), }".ljust(118) + b"\n"
+    npz_bomb = tmp_path / "bomb.npz"
+    npz_bomb.write_bytes(build_zip([("x.npy", deflate(header + b"\0" * (64 * MiB)), zipfile.ZIP_DEFLATED, len(header) + 2 * GiB)]))
+    assert npz_bomb.stat().st_size < 1 * MiB
+    out = tmp_path / "out.tflite"
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"  # bounded memory: a bomb that inflated would die here
+            "from edgekit.cli import main\nsys.argv = ['edgekit'] + sys.argv[1:]\nmain()\n")
+    for args, expected in ((["inspect", str(keras_bomb)], 3),
+                           (["quantize", str(keras_bomb), "-o", str(out), "--mode", "float32"], 3),
+                           (["quantize", str(tiny["model"]), "-o", str(out), "--data", str(npz_bomb)], 4)):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == expected, (args, proc.stderr[-500:])
+        assert "Traceback" not in proc.stderr and not out.exists()
+    del resource

@@ -270,7 +270,7 @@ def test_check_bad_input_through_the_cli(tmp_path, gpu_hostile):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     bad = runner.invoke(cli, ["check", str(junk), "--target", "gpu"])
-    assert bad.exit_code == 3 and "not a TFLite model" in bad.stderr
+    assert bad.exit_code == 3 and "not a valid TFLite model" in bad.stderr
     api = runner.invoke(cli, ["check", str(gpu_hostile), "--target", "nnapi", "--api-level", "7"])
     assert api.exit_code == 2 and "not an Android API level" in api.stderr
 

@@ -26,7 +26,7 @@ from edgekit.devices.transport import Completed, split_exit_marker
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "devices"
 PROBE_MODEL = REPO / "edgekit" / "devices" / "probe_model.tflite"
-BUNDLED = ["android-arm64", "linux-arm64-ssh", "local", "pixel-8", "raspberry-pi-4", "raspberry-pi-5"]
+BUNDLED = ["android-arm64", "arduino-nano-33-ble", "linux-arm64-ssh", "local", "pixel-8", "raspberry-pi-4", "raspberry-pi-5"]
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +196,7 @@ def test_devices_list_and_probe_local(runner, cli):
     result = runner.invoke(cli, ["devices", "list", "--json"])
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
-    assert [r["name"] for r in rows] == BUNDLED and rows[2]["transport"] == "local"
+    assert [r["name"] for r in rows] == BUNDLED and rows[BUNDLED.index("local")]["transport"] == "local" and rows[1]["transport"] == "mcu"
     result = runner.invoke(cli, ["devices", "probe", "local", "--json"])
     assert result.exit_code == 0, result.output
     probe = json.loads(result.stdout)

@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from edgekit.core.errors import InputError, ModelError
+from edgekit.core.errors import ModelError
 from edgekit.core.models import load_model
 
 FN_SRC = '''
@@ -82,17 +82,20 @@ def test_report_never_overwrites_manifest_or_foreign_files(runner, cli, tiny, bu
     assert json.loads(other.read_text()) == {"mine": True}
 
 
-def test_stale_manifest_is_refused_unless_preprocessing_given(tiny, built, tmp_path):
+def test_stale_manifest_is_refused_whatever_the_options(tiny, built, tmp_path):
+    """Issue 18: a modified artifact is refused even with the preprocessing given; --ignore-manifest runs it."""
+    from edgekit.core.datatypes import Preprocessing
+    from edgekit.core.errors import ModelError
     from edgekit.workflows.validate import validate
 
     copy = tmp_path / "m.tflite"
     copy.write_bytes(built.read_bytes() + b"\0")  # another build: different sha256
     (tmp_path / "m.json").write_text(built.with_suffix(".json").read_text())
-    with pytest.raises(InputError, match="does not describe m.tflite"):
-        validate(copy, tiny["val"], runs=1, warmup=0, write_report=False)
-    from edgekit.core.datatypes import Preprocessing
-
-    report = validate(copy, tiny["val"], runs=1, warmup=0, write_report=False, preprocessing=Preprocessing(scale=1 / 255))
+    for pre in (None, Preprocessing(scale=1 / 255)):
+        with pytest.raises(ModelError, match="was modified after edgekit wrote it"):
+            validate(copy, tiny["val"], runs=1, warmup=0, write_report=False, preprocessing=pre)
+    report = validate(copy, tiny["val"], runs=1, warmup=0, write_report=False, preprocessing=Preprocessing(scale=1 / 255),
+                      ignore_manifest=True)
     assert report.accuracy.top1 > 90
 
 

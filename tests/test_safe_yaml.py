@@ -114,3 +114,29 @@ def test_files(tmp_path):
     big.write_text("x: " + "a" * 2000)
     with pytest.raises(InputError, match="bytes allowed"):
         load_bounded_file(big, "recipe", YamlLimits(max_bytes=1000))
+
+
+# --- through the commands (issue 18 wiring) --------------------------------------------------------
+
+
+def test_commands_refuse_yaml_bombs_with_exit_9(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    laughs = ["schema_version: 1", "name: lol", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i, prev in zip("bcdefghij", "abcdefghi", strict=True):
+        laughs.append(f"{i}: &{i} [" + ",".join([f"*{prev}"] * 9) + "]")
+    laughs.append("passes: [{pass: quantize, mode: int8}]")
+    (tmp_path / "lol.yaml").write_text("\n".join(laughs) + "\n")
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    (devices / "deep.yaml").write_text("schema_version: 1\nname: deep\ntransport: local\nhardware: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    (devices / "digits.yaml").write_text("schema_version: 1\nname: digits\ntransport: local\nthreads: " + "9" * 100_000 + "\n")
+    for args in (["recipe", "check", str(tmp_path / "lol.yaml")],
+                 ["devices", "show", "deep", "--devices-dir", str(devices)],
+                 ["devices", "show", "digits", "--devices-dir", str(devices)]):
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 9, (args, proc.stderr[-400:])
+        assert "Traceback" not in proc.stderr and time.monotonic() - started < 30

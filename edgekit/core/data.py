@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.core.archive_guard import scan_npz
 from edgekit.core.datatypes import Dataset, Preprocessing
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.fsutil import require_file, sha256_file
@@ -224,6 +225,7 @@ def _npz_member_memmap(p: Path, key: str) -> np.ndarray | None:
 
 
 def _load_npz(p: Path, x_key: str, y_key: str):
+    scan_npz(p)  # declared sizes and array headers before numpy allocates anything (an .npz bomb is refused)
     try:
         with np.load(p, allow_pickle=False) as npz:
             keys = list(npz.files)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.archive_guard import KERAS_LIMITS, read_member, scan_keras_archive
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file
 from edgekit.core.keras_graph import CONTAINERS
@@ -126,14 +127,10 @@ def read_keras_config(path: str | os.PathLike[str], fmt: str) -> dict[str, Any]:
     p = Path(path)
     try:
         if fmt == "keras":
-            with zipfile.ZipFile(p) as zf:
-                names = zf.namelist()
-                if "config.json" not in names:
-                    raise ModelError(f"{p} has no config.json; it is not a Keras 3 model archive", hint="re-save it with model.save('model.keras')")
-                bad = zf.testzip()
-                if bad is not None:
-                    raise ModelError(f"{p} is corrupt: member {bad} fails its checksum", hint="re-save or re-download the model")
-                return json.loads(zf.read("config.json"))
+            # declared sizes first (a zip bomb is refused before anything inflates), then config.json
+            # read to at most its limit; Keras itself checks the weights' CRCs as it loads them
+            scan_keras_archive(p)
+            return json.loads(read_member(p, "config.json", KERAS_LIMITS.max_config_bytes))
         import h5py
 
         with h5py.File(p, "r") as f:

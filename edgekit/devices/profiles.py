@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from edgekit.core.datatypes import check_name
 from edgekit.core.errors import InputError, RecipeError
+from edgekit.core.safe_yaml import load_bounded
 
 SCHEMA_VERSION = 1
 ENV_VAR = "EDGEKIT_DEVICES"
@@ -368,12 +369,7 @@ def parse_profile(text: str, *, source: str = "<string>", base_dir: Path | None 
     Raises:
         RecipeError: the YAML is malformed or does not match the schema.
     """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"device profile {source} is not valid YAML{where}", hint="fix the syntax (indentation, quotes)") from None
+    data = load_bounded(text, f"device profile {source}", error=RecipeError)  # bounded: depth, size, aliases, scalars
     if not isinstance(data, dict):
         raise RecipeError(f"device profile {source} must be a mapping of keys (schema_version, name, transport, ...)", hint="see docs/devices.md")
     if "schema_version" not in data:

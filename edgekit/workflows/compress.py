@@ -34,6 +34,7 @@ from edgekit.core.fsutil import check_output_path, require_file, save_keras_atom
 from edgekit.core.keras_graph import unsupported_layers
 from edgekit.core.manifest import report_path_for, versions
 from edgekit.core.models import LoadedModel, load_model
+from edgekit.core.safe_yaml import load_bounded_file
 from edgekit.devices.profiles import load_profile
 from edgekit.export.convert import Conversion
 from edgekit.measure.bench import Bench, Candidate, Measurement, MeasureSettings
@@ -158,13 +159,8 @@ class CompressionResult:
 
 def load_targets(path: str | os.PathLike[str]) -> tuple[LayerTarget, ...]:
     """Reads per-layer targets from YAML: ``targets: [{layers: REGEX, sparsity: 0.9}, ...]``."""
-    import yaml
-
     p = require_file(path, "targets file")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"targets file {p} is not valid YAML ({str(exc).splitlines()[0]})", hint="fix the YAML syntax") from None
+    raw = load_bounded_file(p, "targets file")
     if not isinstance(raw, dict) or set(raw) != {"targets"} or not isinstance(raw["targets"], list):
         raise InputError(f"targets file {p} must hold exactly one key 'targets' with a list", hint="e.g. targets: [{layers: 'fc1', sparsity: 0.9}]")
     try:
