@@ -58,7 +58,7 @@ CASES = [
     ("zero samples", ["quantize", "{model}", "-o", "{out}/m.tflite", "--data", "{train}", "--samples", "0"], 2, "--samples must be at least 1"),
     ("bad scale", ["quantize", "{model}", "-o", "{out}/m.tflite", "--scale", "one/255", "--mode", "float32"], 2, "is not a number"),
     ("random bytes tflite", ["validate", "{bad}/random.tflite", "--data", "{val}"], 3, "not a valid TFLite model"),
-    ("inspect random bytes", ["inspect", "{bad}/random.tflite"], 3, "not a valid TFLite model"),
+    ("inspect random bytes", ["inspect", "{bad}/random.tflite"], 3, "not a TFLite model"),
     ("inspect missing", ["inspect", "{bad}/nope.tflite"], 2, "does not exist"),
     ("validate dir", ["validate", "{bad}/a_dir", "--data", "{val}"], 2, "is a directory"),
     ("validate wrong shape", ["validate", "{art}", "--data", "{bad}/wrong_shape.npz"], 4, "model expects 8x8x1"),

@@ -85,7 +85,7 @@ def test_user_profiles_shadow_bundled_ones(tmp_path, monkeypatch):
     ("schema_version: 1\nname: a\ntransport: local\nrunner:\n  work_root: 'tmp; rm -rf /'\n", "must be an absolute path"),
     ("schema_version: 1\nname: A B\ntransport: local\n", "must be lower-case letters"),
     ("schema_version: 1\nname: a\ntransport: local\ncpu_affinity: 'all'\n", "is not a CPU list"),
-    ("!!python/object/apply:os.system ['touch /tmp/pwned']\n", "is not valid YAML"),
+    ("!!python/object/apply:os.system ['touch /tmp/pwned']\n", "could not determine a constructor"),
     ("schema_version: 1\nname: a\ntransport: [local\n", "is not valid YAML at line"),
 ])
 def test_invalid_profiles_are_rejected_on_load(text, message):

@@ -111,6 +111,10 @@ class EdgekitGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as exc:  # a bug or an unexpected library failure: still one line
+            if isinstance(exc.__context__, KeyboardInterrupt):  # a signal that landed inside an import
+                terminated = isinstance(exc.__context__, Terminated)
+                _fail(ctx, ("terminated (SIGTERM)" if terminated else "interrupted") + "; no partial output was kept",
+                      143 if terminated else 130)
             if verbose:
                 traceback.print_exc()
             detail = " ".join(str(exc).split())[:300]

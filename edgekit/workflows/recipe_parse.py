@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edgekit.core.errors import RecipeError
-from edgekit.core.safe_yaml import check_bounds, construct_bounded
+from edgekit.core.safe_yaml import check_bounds
 from edgekit.workflows.recipe_schema import PASS_NAMES, PASS_SPECS, Recipe, pass_tag
 
 
@@ -50,13 +50,17 @@ def _load_yaml_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]
     Returns ``(data, lines)`` where ``lines`` maps a path such as ``("passes", 0, "sparsity")``
     to the line it is on. Duplicate keys are refused (plain ``safe_load`` silently keeps the last).
     """
-    check_bounds(text, source, error=RecipeError)  # depth, size, aliases, scalar length: before the parser builds anything
+    try:  # depth, size, aliases, scalar length: before the parser builds anything
+        check_bounds(text, source, error=RecipeError)
+    except RecipeError as exc:
+        if "not valid YAML" not in exc.message:
+            raise  # a syntax error is reported below, with its line, like every recipe problem
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             raise RecipeProblems([Problem(source, None, "the file is empty; a recipe needs schema_version, name and passes")])
-        data = construct_bounded(node, source, error=RecipeError)
+        data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
