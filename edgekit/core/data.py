@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +23,16 @@ import numpy as np
 from edgekit.core.datatypes import Dataset, Preprocessing
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.fsutil import require_file, sha256_file
+from edgekit.core.numexpr import eval_number
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def parse_number(text: str) -> float:
-    """Parses ``0.5``, ``1/255`` or ``1e-3``."""
+    """Parses ``0.5``, ``1/255``, ``1/127.5`` or ``1e-3`` (safely, see :mod:`edgekit.core.numexpr`)."""
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
+        return eval_number(text)
+    except (ValueError, ZeroDivisionError, SyntaxError, OverflowError):
         raise InputError(f"'{text}' is not a number", hint="write e.g. 0.00392 or 1/255") from None
 
 
