@@ -139,6 +139,7 @@ def load_dataset(
     y_key: str = "y",
     limit: int | None = None,
     seed: int = 0,
+    need_labels: bool = True,
 ) -> Dataset:
     """Loads inputs (and labels when present) and applies preprocessing.
 
@@ -149,6 +150,8 @@ def load_dataset(
             against it (and images resized to it).
         preprocessing: scale/mean/std applied to the raw values.
         limit: keep at most this many samples, drawn with ``seed`` (sorted, reproducible).
+        need_labels: False where labels are not used (calibration): they are then not checked
+            (float regression targets are fine) and dropped.
 
     Raises:
         InputError, DataError: one-line messages naming the file and what to fix.
@@ -174,7 +177,7 @@ def load_dataset(
             )
     if x.ndim == 0 or x.shape[0] == 0:
         raise DataError(f"data {p} is empty (0 samples)", hint="give at least one sample")
-    y_clean = _labels(y, x.shape[0], str(p))
+    y_clean = _labels(y, x.shape[0], str(p)) if need_labels else None
     if limit is not None and limit < x.shape[0]:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(x.shape[0], size=limit, replace=False))
