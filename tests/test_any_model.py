@@ -24,6 +24,7 @@ def test_int32_token_model_quantizes_to_int8_with_int32_input(runner, cli, tmp_p
     result = runner.invoke(cli, ["quantize", str(tmp_path / "text.keras"), "-o", str(out), "--mode", "int8",
                                  "--data", str(tmp_path / "tok.npz")])
     assert result.exit_code == 0, result.output
+    assert "I/O int32 -> float32" in result.output  # the header names the real I/O dtypes
     info = read_tflite(out)
     assert str(info.inputs[0].dtype).lower() == "int32"  # token ids stay int32
     ops = {op.name if hasattr(op, "name") else str(op) for op in getattr(info, "operators", ())}

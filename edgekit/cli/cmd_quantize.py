@@ -64,7 +64,7 @@ def quantize(model, output, mode, data, calibration_samples, seed, io_type, weig
         return
     art = result.artifact
     console.print(kv_table(f"Wrote {art.path}", [
-        ("mode", f"{result.mode.value} (I/O {result.io_type.value})"),
+        ("mode", f"{result.mode.value} (I/O {_io_dtypes(result)})"),
         *([("weights", f"{result.weights} ({result.weights_reason})")] if result.weights else []),
         ("size", f"{human_bytes(art.size.bytes)} ({art.size.gzip_bytes:,} B gzipped)"),
         ("sha256", art.sha256),
@@ -74,3 +74,11 @@ def quantize(model, output, mode, data, calibration_samples, seed, io_type, weig
         ("manifest", art.manifest_path),
     ]))
     console.print(tensor_rows([t.to_dict() for t in result.info.inputs + result.info.outputs]))
+
+
+def _io_dtypes(result) -> str:
+    """The artifact's actual input -> output dtypes (``int32 -> float32`` for a token model)."""
+    def names(tensors) -> str:
+        return ",".join(dict.fromkeys(str(t.dtype).lower() for t in tensors)) or "-"
+    ins, outs = names(result.info.inputs), names(result.info.outputs)
+    return ins if ins == outs else f"{ins} -> {outs}"
