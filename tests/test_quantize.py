@@ -131,3 +131,16 @@ def test_saved_model_directory_converts(tiny, tmp_path):
     loaded = load_model(export_dir)
     assert loaded.format == "savedmodel"
     np.testing.assert_allclose(loaded.predict(x.astype("float32"))[0], tiny["keras_model"].predict(x, verbose=0), atol=1e-5)
+
+
+def test_int8_calibration_ignores_float_regression_targets(runner, cli, tiny, tmp_path):
+    # calibration never needs labels: float targets (a regressor's) must not be refused
+    x = np.load(tiny["train"])["x"][:50]
+    data = tmp_path / "reg.npz"
+    np.savez(data, x=x, y=np.linspace(-1.5, 2.5, 50).astype("float32"))
+    out = tmp_path / "q.tflite"
+    result = _quantize(runner, cli, tiny, out, "--mode", "int8", "--data", str(data), "--scale", "1/127.5")
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["preprocessing"]["scale"] == pytest.approx(1 / 127.5)  # the later --scale, an expression

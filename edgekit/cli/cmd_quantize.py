@@ -78,7 +78,7 @@ def quantize(model, output, mode, rules, int4_granularity, data, calibration_sam
         return
     art = result.artifact
     console.print(kv_table(f"Wrote {art.path}", [
-        ("mode", f"{result.mode.value} (I/O {result.io_type.value})"),
+        ("mode", f"{result.mode.value} (I/O {_io_dtypes(result)})"),
         *([("weights", f"{result.weights} ({result.weights_reason})")] if result.weights else []),
         ("size", f"{human_bytes(art.size.bytes)} ({art.size.gzip_bytes:,} B gzipped)"),
         ("sha256", art.sha256),
@@ -111,3 +111,11 @@ def _quantize_mixed(model, output, *, as_json: bool, **kwargs) -> None:
         ("sha256", art.sha256),
         ("manifest", art.manifest_path),
     ]))
+
+
+def _io_dtypes(result) -> str:
+    """The artifact's actual input -> output dtypes (``int32 -> float32`` for a token model)."""
+    def names(tensors) -> str:
+        return ",".join(dict.fromkeys(str(t.dtype).lower() for t in tensors)) or "-"
+    ins, outs = names(result.info.inputs), names(result.info.outputs)
+    return ins if ins == outs else f"{ins} -> {outs}"

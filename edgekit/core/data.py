@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from edgekit.core.archive_guard import scan_npz
 from edgekit.core.datatypes import Dataset, Preprocessing
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.fsutil import require_file, sha256_file
+from edgekit.core.numexpr import eval_number
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -32,10 +32,10 @@ DEFAULT_CALIBRATION_SAMPLES = 100  # int8 calibration sample size, the same defa
 
 
 def parse_number(text: str) -> float:
-    """Parses ``0.5``, ``1/255`` or ``1e-3``."""
+    """Parses ``0.5``, ``1/255``, ``1/127.5`` or ``1e-3`` (safely, see :mod:`edgekit.core.numexpr`)."""
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
+        return eval_number(text)
+    except (ValueError, ZeroDivisionError, SyntaxError, OverflowError):
         raise InputError(f"'{text}' is not a number", hint="write e.g. 0.00392 or 1/255") from None
 
 
@@ -145,6 +145,7 @@ def load_dataset(
     y_key: str = "y",
     limit: int | None = None,
     seed: int = 0,
+    need_labels: bool = True,
 ) -> Dataset:
     """Loads inputs (and labels when present) and applies preprocessing.
 
@@ -155,6 +156,8 @@ def load_dataset(
             against it (and images resized to it).
         preprocessing: scale/mean/std applied to the raw values.
         limit: keep at most this many samples, drawn with ``seed`` (sorted, reproducible).
+        need_labels: False where labels are not used (calibration): they are then not checked
+            (float regression targets are fine) and dropped.
 
     Raises:
         InputError, DataError: one-line messages naming the file and what to fix.
@@ -180,7 +183,7 @@ def load_dataset(
             )
     if x.ndim == 0 or x.shape[0] == 0:
         raise DataError(f"data {p} is empty (0 samples)", hint="give at least one sample")
-    y_clean = _labels(y, x.shape[0], str(p))
+    y_clean = _labels(y, x.shape[0], str(p)) if need_labels else None
     if limit is not None and limit < x.shape[0]:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(x.shape[0], size=limit, replace=False))

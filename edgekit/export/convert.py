@@ -111,11 +111,18 @@ def as_loaded(model: Any) -> LoadedModel:
     """``model`` as a :class:`LoadedModel` (an in-memory Keras model is wrapped, a LoadedModel kept)."""
     if isinstance(model, LoadedModel):
         return model
-    return LoadedModel(path="<memory>", format="keras", sha256="", keras_model=model, input_shape=tuple(model.inputs[0].shape))
+    return LoadedModel(path="<memory>", format="keras", sha256="", keras_model=model, input_shape=tuple(model.inputs[0].shape),
+                       input_dtype=str(model.inputs[0].dtype))
 
 
-def _representative_dataset(calibration: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
-    samples = np.asarray(calibration, dtype=np.float32)
+def _representative_dataset(calibration: np.ndarray, input_dtype: str = "float32") -> Callable[[], Iterator[list[np.ndarray]]]:
+    """Yields one sample at a time in the model input's dtype (int32 token ids stay int32)."""
+    dtype = np.dtype(input_dtype) if np.dtype(input_dtype).kind in "iu" else np.dtype(np.float32)
+    samples = np.asarray(calibration)
+    if dtype.kind in "iu" and samples.dtype.kind == "f" and not np.all(samples == np.round(samples)):
+        raise InputError(f"the model's input is {dtype.name}, but the calibration data has fractional values",
+                         hint="give integer ids (and no --scale/--mean/--std) for integer inputs")
+    samples = samples.astype(dtype)
 
     def representative_dataset() -> Iterator[list[np.ndarray]]:
         for i in range(samples.shape[0]):
@@ -179,12 +186,13 @@ def make_converter(
         if mode.needs_data:
             if calibration is None or len(calibration) == 0:
                 raise InputError(f"--mode {mode.value} needs calibration data", hint="pass --data")
-            converter.representative_dataset = _representative_dataset(calibration)
+            converter.representative_dataset = _representative_dataset(calibration, loaded.input_dtype)
             if mode is QuantMode.INT8:
                 ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, *([tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else [])]
             else:
                 ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-            converter.inference_input_type = io_dtype
+            if np.dtype(loaded.input_dtype).kind == "f":  # integer inputs (token ids) keep their dtype
+                converter.inference_input_type = io_dtype
             converter.inference_output_type = io_dtype
         if not per_channel and mode in INT8_WEIGHT_MODES:
             disable_per_channel(converter)

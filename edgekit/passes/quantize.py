@@ -117,7 +117,7 @@ def source_model(state: ModelState) -> LoadedModel:
     if state.keras is None:
         raise ModelError("there is no model to convert", hint="give a Keras model or a SavedModel")
     return LoadedModel(path=state.source or "<memory>", format="keras", sha256="", keras_model=state.keras,
-                       input_shape=tuple(state.keras.inputs[0].shape))
+                       input_shape=tuple(state.keras.inputs[0].shape), input_dtype=str(state.keras.inputs[0].dtype))
 
 
 def keras_of(state: ModelState) -> Any:
@@ -166,7 +166,8 @@ class QuantizePass(Pass[QuantizeConfig]):
         source = source_model(state)
         if cfg.equalize and source.keras_model is not None:
             equalized, pairs = equalize(source.keras_model)
-            source = LoadedModel(path=source.path, format="keras", sha256="", keras_model=equalized, input_shape=source.input_shape)
+            source = LoadedModel(path=source.path, format="keras", sha256="", keras_model=equalized, input_shape=source.input_shape,
+                                     input_dtype=source.input_dtype)
             details["equalized"] = [p.to_dict() for p in pairs]
         calibration = ctx.calibration_for(cfg.calibration_samples) if mode.needs_data else None
         weights, weights_reason = choose_weights(source, mode, cfg.requested_weights)

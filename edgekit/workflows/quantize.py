@@ -116,7 +116,7 @@ def quantize(
         # than memory is never loaded whole (the same seeded draw as calibration_sample)
         dataset = data if isinstance(data, Dataset) else load_dataset(
             data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key,
-            limit=samples if chosen_mode.needs_data else None, seed=seed,
+            limit=samples if chosen_mode.needs_data else None, seed=seed, need_labels=False,
         )
         pre = dataset.preprocessing
         calibration = calibration_sample(dataset, samples, seed)

@@ -8,7 +8,6 @@ runs in a fraction of a second.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import yaml
@@ -17,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from edgekit.core.datatypes import Preprocessing as Pre
 from edgekit.core.datatypes import check_name
+from edgekit.core.numexpr import eval_number
 from edgekit.export.target import TARGET_MODES
 from edgekit.measure.gates import Gates
 from edgekit.passes.base import PassConfig
@@ -41,15 +41,15 @@ class Preprocessing(_Strict):
     def _scale(cls, value: float | str | None) -> float | str | None:
         if isinstance(value, str):
             try:
-                float(Fraction(value.strip()))
-            except (ValueError, ZeroDivisionError):
+                eval_number(value)
+            except (ValueError, ZeroDivisionError, SyntaxError, OverflowError):
                 raise ValueError(f"'{value}' is not a number (write e.g. 0.00392 or 1/255)") from None
         return value
 
     def scale_value(self) -> float | None:
         if self.scale is None:
             return None
-        return float(Fraction(self.scale.strip())) if isinstance(self.scale, str) else float(self.scale)
+        return eval_number(self.scale) if isinstance(self.scale, str) else float(self.scale)
 
     def resolved(self) -> Pre:
         """As edgekit's :class:`~edgekit.core.datatypes.Preprocessing`."""
