@@ -96,11 +96,18 @@ def test_npz_keys_npy_and_channel_expansion(tmp_path):
 
 
 def test_one_hot_labels_and_out_of_range(tmp_path):
+    from edgekit.core.tasks import OutputTask, Task, with_tasks
+
+    classifier = [OutputTask("probs", Task.CLASSIFICATION, "test", True, 3)]
     np.savez(tmp_path / "d.npz", x=np.zeros((3, 4), np.float32), y=np.eye(3))
-    assert list(load_dataset(tmp_path / "d.npz", input_shape=(None, 4)).y) == [0, 1, 2]
+    ds = load_dataset(tmp_path / "d.npz", input_shape=(None, 4))
+    assert list(with_tasks(ds, classifier, [(None, 3)]).y) == [0, 1, 2]  # one-hot rows -> class ids for a classifier
     np.savez(tmp_path / "neg.npz", x=np.zeros((2, 4), np.float32), y=np.array([0, -1]))
     with pytest.raises(DataError, match="negative"):
-        load_dataset(tmp_path / "neg.npz", input_shape=(None, 4))
+        with_tasks(load_dataset(tmp_path / "neg.npz", input_shape=(None, 4)), classifier, [(None, 3)])
+    np.savez(tmp_path / "big.npz", x=np.zeros((2, 4), np.float32), y=np.array([0, 3]))
+    with pytest.raises(DataError, match="3 classes"):
+        with_tasks(load_dataset(tmp_path / "big.npz", input_shape=(None, 4)), classifier, [(None, 3)])
 
 
 def test_image_folder_resized_to_model_input(tmp_path):

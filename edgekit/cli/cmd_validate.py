@@ -15,6 +15,7 @@ from edgekit.cli.options import (
     preprocessing_from_options,
     preprocessing_options,
     run_options,
+    task_option,
     timeout_option,
 )
 from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, memory_text, print_json
@@ -31,6 +32,7 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @click.option("--runtime", type=click.Choice(["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"]), default="auto", show_default=True, help="Which TFLite runtime runs the artifact.")
 @preprocessing_options
 @data_key_options
+@task_option
 @model_loading_options
 @click.option("--device", default=None, help="Run on this device profile (name or .yaml path; edgekit devices list) instead of this machine.")
 @devices_dir_option
@@ -38,7 +40,7 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @ignore_manifest_option
 @json_option
 def validate(artifact, data, reference, runs, warmup, threads, samples, seed, report, runtime, scale, mean, std,
-             x_key, y_key, unsafe, custom_objects, device, devices_dir, timeout, ignore_manifest, as_json):
+             x_key, y_key, tasks, unsafe, custom_objects, device, devices_dir, timeout, ignore_manifest, as_json):
     """Run ARTIFACT (.tflite) with LiteRT on this machine and report accuracy against labels,
     agreement with --reference, latency (p50/p90/p99, first inference, init, peak memory) and size.
 
@@ -58,7 +60,7 @@ def validate(artifact, data, reference, runs, warmup, threads, samples, seed, re
         result = run_validate(
             artifact, data, reference=reference, preprocessing=preprocessing_from_options(scale, mean, std),
             runs=runs, warmup=warmup, threads=threads, samples=samples, seed=seed, x_key=x_key, y_key=y_key,
-            report=report, unsafe=unsafe, custom_objects=custom_objects, runtime=runtime,
+            tasks=tasks, report=report, unsafe=unsafe, custom_objects=custom_objects, runtime=runtime,
             device=profile, timeout=timeout, ignore_manifest=ignore_manifest,
         )
     if as_json:
@@ -75,18 +77,12 @@ def render_validation(result) -> None:
     """Prints a ValidationReport as tables."""
     from rich.table import Table
 
-    rows = [("samples", result.samples)]
-    if result.accuracy:
-        rows.append(("top-1", f"{result.accuracy.top1:.2f}%"))
-        if result.accuracy.top5 is not None:
-            rows.append(("top-5", f"{result.accuracy.top5:.2f}%"))
-    if result.reference_accuracy:
-        delta = -result.accuracy_drop
-        rows.append(("reference top-1", f"{result.reference_accuracy.top1:.2f}%  (artifact {delta:+.2f} points)"))
-    console.print(kv_table(f"Accuracy of {result.artifact}", rows))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    console.print(kv_table(f"Accuracy of {result.artifact}", accuracy_rows(result)))
     if result.comparisons:
         table = Table(title="Against the reference model", title_justify="left", box=None, pad_edge=False)
-        for col in ("output", "top-1 agreement", "max abs err", "mean abs err", "cosine", "SQNR dB"):
+        for col in ("output", "top-1 agreement", "max abs err", "mean abs err", "cosine", "SQNR dB"):  # agreement: categorical outputs
             table.add_column(col, justify="right" if col != "output" else "left", overflow="fold")
         for c in result.comparisons:
             table.add_row(c.output, fmt(c.top1_agreement) + ("%" if c.top1_agreement is not None else ""),
@@ -105,3 +101,35 @@ def render_validation(result) -> None:
         ("gzip", f"{human_bytes(result.size.gzip_bytes)} ({result.size.gzip_bytes:,} B)"),
         ("report", result.report_path or "-"),
     ]))
+
+
+def accuracy_rows(result) -> list[tuple[str, str]]:
+    """samples, each output's task and metrics, and the reference's primary metric with the artifact's drop."""
+    from edgekit.core.datatypes import METRIC_LABELS, format_metric
+
+    rows: list[tuple[str, str]] = [("samples", str(result.samples))]
+    several = len(result.tasks) > 1
+    for task in result.tasks:
+        rows.append((f"task {task['output']}" if several else "task", f"{task['task']} ({task['reason']})"))
+    acc, ref = result.accuracy, result.reference_accuracy
+    per_output = list(acc.outputs) if acc is not None and acc.outputs else ([{"output": acc.output, "values": acc.values}] if acc else [])
+    ref_by = {o["output"]: o for o in (ref.outputs if ref is not None and ref.outputs else
+                                       ([{"output": ref.output, "values": ref.values, "primary": ref.metric}] if ref else []))}
+    for entry in per_output:
+        prefix = f"{entry['output']} " if several else ""
+        for metric, value in entry["values"].items():
+            rows.append((prefix + METRIC_LABELS.get(metric, metric), format_metric(metric, value)))
+        reference = ref_by.get(entry["output"])
+        primary = entry.get("primary") or (acc.metric if acc is not None else None)
+        if reference is not None and primary in reference["values"] and primary in entry["values"]:
+            r, a = reference["values"][primary], entry["values"][primary]
+            diff = a - r
+            if primary in ("top1", "top5", "accuracy", "pixel_accuracy", "mean_iou"):
+                text = f"{format_metric(primary, r)}  (artifact {diff:+.2f} points)"
+            else:
+                worse = diff > 0 if primary in ("mae", "rmse") else diff < 0
+                text = f"{format_metric(primary, r)}  (artifact {diff:+.4g}: {'worse' if worse else 'better' if diff else 'the same'})"
+            rows.append((f"{prefix}reference {METRIC_LABELS.get(primary, primary)}", text))
+    if acc is None and result.data.get("labelled") is False:
+        rows.append(("labels", "none in the data: agreement with the reference only"))
+    return rows

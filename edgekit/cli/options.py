@@ -29,9 +29,15 @@ model_loading_options = _stack(
 )
 
 data_key_options = _stack(
-    click.option("--x-key", default="x", show_default=True, help="Name of the input array in a .npz file."),
-    click.option("--y-key", default="y", show_default=True, help="Name of the label array in a .npz file."),
+    click.option("--x-key", default="x", show_default=True,
+                 help="Input array of a .npz file; name=array pairs (image=img,meta=m) for several inputs [arrays named after the inputs are found alone]."),
+    click.option("--y-key", default="y", show_default=True,
+                 help="Target array of a .npz file; output=array pairs for several outputs [default y, or y_<output>]."),
 )
+
+task_option = click.option("--task", "tasks", multiple=True, metavar="OUTPUT=TASK",
+                           help="The task of an output (classification, binary, multilabel, regression, segmentation, embedding, none) "
+                                "instead of the detected one; repeatable. TASK alone for a single-output model.")
 
 preprocessing_options = _stack(
     click.option("--scale", default=None, help="Multiply raw inputs by this, e.g. 1/255."),

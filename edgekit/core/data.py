@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core.archive_guard import scan_npz
-from edgekit.core.datatypes import Dataset, Preprocessing
+from edgekit.core.datatypes import Dataset, InputSpec, Preprocessing, Signature
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.fsutil import require_file, sha256_file
 from edgekit.core.numexpr import eval_number
@@ -102,27 +102,66 @@ def _check_values(x: np.ndarray, source: str) -> None:
             )
 
 
-def _labels(y: np.ndarray | None, n: int, source: str) -> np.ndarray | None:
+def _targets(y: np.ndarray | None, n: int, source: str, what: str = "labels") -> np.ndarray | None:
+    """Targets of one output: one row per sample, finite numbers; integer-valued 1-D floats become class ids.
+
+    What the targets mean (class ids, one-hot rows, real values, masks) is decided with the output's
+    task (:func:`edgekit.core.tasks.conform_targets`); here only what holds for every task is checked.
+    """
     if y is None:
         return None
     y = np.asarray(y)
+    if y.ndim == 0 or y.shape[0] != n:
+        raise DataError(f"{what} in {source} have shape {y.shape}, expected {n} rows to match the inputs",
+                        hint="give one target (class id, value or mask) per sample")
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{what} in {source} have dtype {y.dtype}, expected numbers", hint="convert them with y.astype(int) or y.astype(float)")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)):
+            raise DataError(f"{what} in {source} contain NaN or Inf", hint="clean the labels before validating or training")
+        if y.ndim == 1 and np.all(y == np.round(y)) and y.size and np.abs(y).max() < 2**31:
+            return y.astype(np.int64)
+        return y.astype(np.float32)
+    if y.dtype.kind == "u" and y.size and int(y.max()) > np.iinfo(np.int32).max:  # uint64 ids would wrap to negative as int64
+        raise DataError(f"{what} in {source} go up to {int(y.max())}, beyond any class id (dtype {y.dtype})",
+                        hint="class ids must be 0..classes-1; store them as int32 or int64")
+    return y.astype(np.int64) if y.dtype.kind in "iub" else y
+
+
+def _labels(y: np.ndarray | None, n: int, source: str) -> np.ndarray | None:
+    """Class ids (one-hot rows become ids): the single-output classifier's labels."""
+    y = _targets(y, n, source)
+    if y is None:
+        return None
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot
         y = y.argmax(axis=1)
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1 or y.shape[0] != n:
+    if y.ndim != 1:
         raise DataError(f"labels in {source} have shape {y.shape}, expected ({n},) to match the inputs", hint="give one integer class id per sample")
     if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise DataError(f"labels in {source} are not whole numbers", hint="give integer class ids (0..classes-1)")
-        y = y.astype(np.int64)
-    if y.dtype.kind not in "iu":
-        raise DataError(f"labels in {source} have dtype {y.dtype}, expected integer class ids", hint="convert them with y.astype(int)")
+        raise DataError(f"labels in {source} are not whole numbers", hint="give integer class ids (0..classes-1)")
     if y.size and y.min() < 0:
         raise DataError(f"labels in {source} contain negative class ids ({int(y.min())})", hint="class ids must be 0..classes-1")
-    if y.size and int(y.max()) > np.iinfo(np.int32).max:  # uint64 ids would wrap to negative as int64
-        raise DataError(f"labels in {source} go up to {int(y.max())}, beyond any class id (dtype {y.dtype})",
-                        hint="class ids must be 0..classes-1; store them as int32 or int64")
     return y.astype(np.int64)
+
+
+def parse_key_map(text: str | None, default: str, what: str) -> tuple[str | None, dict[str, str]]:
+    """``"x"`` -> ("x", {}); ``"image=img,meta=m"`` -> (None, {"image": "img", "meta": "m"}).
+
+    ``--x-key``/``--y-key`` take one array name (single-input/output models) or ``name=array``
+    pairs naming which array feeds which model input (or holds which output's targets).
+    """
+    text = default if text is None else text
+    if "=" not in text:
+        return text.strip() or default, {}
+    found: dict[str, str] = {}
+    for item in text.split(","):
+        name, sep, array = item.partition("=")
+        if not sep or not name.strip() or not array.strip():
+            raise InputError(f"--{what} '{text}' is not a list of name=array pairs", hint=f"e.g. --{what} image=img,meta=features",
+                             settings=(what.replace("-", "_"),))
+        found[name.strip()] = array.strip()
+    return None, found
 
 
 def _check_channels(pre: Preprocessing, x: np.ndarray, source: str) -> None:
@@ -141,31 +180,49 @@ def load_dataset(
     *,
     input_shape: tuple[int | None, ...] | None = None,
     preprocessing: Preprocessing | None = None,
-    x_key: str = "x",
-    y_key: str = "y",
+    x_key: str | None = None,
+    y_key: str | None = None,
     limit: int | None = None,
     seed: int = 0,
     need_labels: bool = True,
+    signature: Signature | None = None,
 ) -> Dataset:
-    """Loads inputs (and labels when present) and applies preprocessing.
+    """Loads inputs (and targets when present) for a model and applies preprocessing.
 
     Args:
-        path: ``.npz`` (arrays ``x_key``, ``y_key``, optional ``labels`` of class names),
-            ``.npy`` (inputs only) or a folder with one subfolder of images per class.
-        input_shape: the model's input shape including the batch dimension; samples are checked
-            against it (and images resized to it).
-        preprocessing: scale/mean/std applied to the raw values.
+        path: ``.npz`` (one array per model input, named after the input, or ``x`` for a
+            single-input model; targets ``y`` for one output or ``y_<output name>`` for several;
+            optional ``labels`` of class names), ``.npy`` (the one input only) or a folder with one
+            subfolder of images per class (single image input).
+        input_shape: the single input's shape including the batch dimension (shorthand for a
+            one-input ``signature``).
+        preprocessing: scale/mean/std applied to the model's float inputs; integer inputs (token
+            ids) keep their values and dtype.
+        x_key, y_key: an array name, or ``name=array`` pairs (``image=img,meta=m``) mapping model
+            inputs / outputs to arrays.
         limit: keep at most this many samples, drawn with ``seed`` (sorted, reproducible).
-        need_labels: False where labels are not used (calibration): they are then not checked
-            (float regression targets are fine) and dropped.
+        need_labels: False where targets are not used (calibration): they are then not read.
+        signature: the model's inputs and outputs (names, shapes, dtypes) the data is checked against.
 
     Raises:
         InputError, DataError: one-line messages naming the file and what to fix.
     """
     p = Path(path)
     pre = preprocessing or Preprocessing()
+    if signature is None:
+        signature = Signature.single(tuple(input_shape)) if input_shape is not None else None
+    specs = signature.inputs if signature is not None else ()
+    out_names = signature.output_names if signature is not None else ()
+    x_default, x_map = parse_key_map(x_key, "x", "x-key")
+    y_default, y_map = parse_key_map(y_key, "y", "y-key")
+    _check_map(x_map, [s.name for s in specs], "x-key", "input")
+    _check_map(y_map, list(out_names), "y-key", "output")
     if p.is_dir():
-        x, y, labels = _load_image_folder(p, input_shape, limit=limit, seed=seed)
+        if len(specs) > 1:
+            raise DataError(f"image folder {p} feeds one image input; the model has {len(specs)} inputs ({', '.join(s.name for s in specs)})",
+                            hint="give a .npz with one array per input, named after the inputs")
+        x, y, labels = _load_image_folder(p, specs[0].shape if specs else None, limit=limit, seed=seed)
+        xs, ys = [x], [y]
         digest = _hash_array(x)
         limit = None  # already applied while listing the files
     else:
@@ -173,29 +230,82 @@ def load_dataset(
         suffix = p.suffix.lower()
         digest = sha256_file(p)
         if suffix == ".npz":
-            x, y, labels = _load_npz(p, x_key, y_key)
+            xs, ys, labels = _load_npz(p, specs, out_names, x_default, x_map, y_default, y_map, need_labels)
         elif suffix == ".npy":
-            x, y, labels = _load_npy(p), None, None
+            if len(specs) > 1:
+                raise DataError(f"data {p} is one array; the model has {len(specs)} inputs ({', '.join(s.name for s in specs)})",
+                                hint="give a .npz with one array per input, named after the inputs")
+            xs, ys, labels = [_load_npy(p)], [None] * max(1, len(out_names)), None
         else:
             raise DataError(
                 f"data {p} has an unsupported type '{suffix or 'no suffix'}'",
                 hint="give a .npz (arrays x and y), a .npy (inputs) or a folder with one subfolder per class",
             )
-    if x.ndim == 0 or x.shape[0] == 0:
+    n = xs[0].shape[0] if xs[0].ndim else 0
+    if n == 0:
         raise DataError(f"data {p} is empty (0 samples)", hint="give at least one sample")
-    y_clean = _labels(y, x.shape[0], str(p)) if need_labels else None
-    if limit is not None and limit < x.shape[0]:
+    names = [s.name for s in specs] or ["x"]
+    for name, arr in zip(names[1:], xs[1:], strict=True):
+        if arr.ndim == 0 or arr.shape[0] != n:
+            raise DataError(f"data {p}: input '{name}' has {arr.shape[0] if arr.ndim else 0} samples, input '{names[0]}' has {n}",
+                            hint="give every input the same number of rows")
+    if not need_labels:
+        ys = [None] * len(ys)
+    several = len(ys) > 1
+    clean = [(_targets(t, n, str(p), f"targets of output '{out_names[k]}'" if several else "labels") if several else
+              (_targets(t, n, str(p)))) for k, t in enumerate(ys)]
+    if limit is not None and limit < n:
         rng = np.random.default_rng(seed)
-        idx = np.sort(rng.choice(x.shape[0], size=limit, replace=False))
-        x = x[idx]
-        y_clean = y_clean[idx] if y_clean is not None else None
-    x = np.asarray(x)  # materialize a memory-mapped selection
-    _check_values(x, str(p))
-    x = _fit_shape(x, input_shape, str(p))
-    _check_channels(pre, x, str(p))
-    xp = pre.apply(x)
-    _check_values(xp, str(p))
-    return Dataset(x=xp, y=y_clean, source=str(p), sha256=digest, preprocessing=pre, labels=labels)
+        idx = np.sort(rng.choice(n, size=limit, replace=False))
+        xs = [a[idx] for a in xs]
+        clean = [t[idx] if t is not None else None for t in clean]
+    out_x: list[np.ndarray] = []
+    for k, raw in enumerate(xs):
+        spec = specs[k] if specs else None
+        source = str(p) if len(xs) == 1 else f"{p} (input '{names[k]}')"
+        a = np.asarray(raw)  # materialize a memory-mapped selection
+        _check_values(a, source)
+        a = _fit_shape(a, spec.shape if spec is not None else None, source)
+        if spec is not None and spec.integer:
+            out_x.append(_as_integer(a, spec, source, pre))
+            continue
+        _check_channels(pre, a, source)
+        a = pre.apply(a)
+        _check_values(a, source)
+        out_x.append(a)
+    if specs and all(s.integer for s in specs) and not pre.is_identity:
+        raise InputError("--scale/--mean/--std apply to float inputs, but every input of the model is an integer (token ids)",
+                         hint="drop --scale/--mean/--std for this model")
+    return Dataset(x=out_x[0], y=clean[0] if clean else None, source=str(p), sha256=digest, preprocessing=pre, labels=labels,
+                   more_x=tuple(out_x[1:]), more_y=tuple(clean[1:]), input_names=tuple(names) if specs else (),
+                   output_names=tuple(out_names))
+
+
+def _as_integer(a: np.ndarray, spec: InputSpec, source: str, pre: Preprocessing) -> np.ndarray:
+    """Integer inputs (token ids, class indices) keep their values: whole numbers in the input's dtype."""
+    dtype = np.dtype(spec.dtype)
+    if a.dtype.kind == "f" and not np.all(a == np.round(a)):
+        raise DataError(f"data {source} has fractional values, but the model input '{spec.name}' is {dtype.name}",
+                        hint="give integer ids for integer inputs (and no --scale/--mean/--std for them)")
+    info = np.iinfo(dtype) if dtype.kind in "iu" else None
+    if info is not None and a.size and (a.min() < info.min or a.max() > info.max):
+        raise DataError(f"data {source} has values {a.min()}..{a.max()}, beyond the model input '{spec.name}' ({dtype.name})",
+                        hint=f"give values within {info.min}..{info.max}")
+    return a.astype(dtype)
+
+
+def _check_map(mapping: dict[str, str], names: list[str], option: str, what: str) -> None:
+    """Every name in a ``name=array`` mapping must be one of the model's inputs/outputs."""
+    import difflib
+
+    if not names:
+        return
+    for name in mapping:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+            raise InputError(f"--{option} names '{name}', which is no {what} of the model ({what}s: {', '.join(names)})"
+                             + (f"; did you mean '{close[0]}'?" if close else ""), hint=f"use the {what} names edgekit inspect shows",
+                             settings=(option.replace("-", "_"),))
 
 
 def _npz_member_memmap(p: Path, key: str) -> np.ndarray | None:
@@ -227,20 +337,56 @@ def _npz_member_memmap(p: Path, key: str) -> np.ndarray | None:
     return np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
-def _load_npz(p: Path, x_key: str, y_key: str):
+def _pick(keys: list[str], candidates: list[str]) -> str | None:
+    return next((c for c in candidates if c in keys), None)
+
+
+def _load_npz(p: Path, specs, out_names, x_default: str | None, x_map: dict[str, str], y_default: str | None,
+              y_map: dict[str, str], need_labels: bool):
+    """Arrays of an .npz matched to the model's inputs and outputs by name.
+
+    One input: ``x`` (or ``--x-key``), or the input's name. Several: each input's name (or its
+    ``--x-key name=array``). Targets: ``y`` (or ``--y-key``) or ``y_<output>`` for one output;
+    ``y_<output>`` (or ``--y-key output=array``) each for several. Returns (inputs, targets, labels).
+    """
     scan_npz(p)  # declared sizes and array headers before numpy allocates anything (an .npz bomb is refused)
     try:
         with np.load(p, allow_pickle=False) as npz:
             keys = list(npz.files)
-            if x_key not in keys:
-                raise DataError(
-                    f"data {p} has no array '{x_key}' (it has: {', '.join(keys) or 'none'})",
-                    hint="name the input array with --x-key",
-                )
-            x = _npz_member_memmap(p, x_key)
-            if x is None:
-                x = npz[x_key]
-            y = npz[y_key] if y_key in keys else None
+            have = ", ".join(keys) or "none"
+            names = [s.name for s in specs] if specs else [None]
+            x_arrays: list[str] = []
+            for name in names:
+                if len(names) == 1:
+                    cands = [x_map[name]] if name in x_map else [c for c in (x_default, name) if c]
+                else:
+                    cands = [x_map.get(name, name)]
+                found = _pick(keys, cands)
+                if found is None:
+                    if len(names) == 1:
+                        raise DataError(f"data {p} has no array '{cands[0]}' (it has: {have})",
+                                        hint="name the input array with --x-key" + (f" (or name it '{name}')" if name else ""))
+                    raise DataError(f"data {p} has no array for the model input '{name}' (it has: {have}); the model's inputs are "
+                                    f"{', '.join(str(n) for n in names)}",
+                                    hint=f"name one array per input after the input, or map them with --x-key {name}=ARRAY")
+                x_arrays.append(found)
+            outs = list(out_names) or [None]
+            y_arrays: list[str | None] = []
+            for name in outs:
+                if len(outs) == 1:
+                    cands = [y_map[name]] if name in y_map else [c for c in (y_default, f"y_{name}" if name else None) if c]
+                else:
+                    cands = [y_map.get(name, f"y_{name}")]
+                y_arrays.append(_pick(keys, cands) if need_labels else None)
+            if need_labels and len(outs) > 1 and all(a is None for a in y_arrays) and (y_default or "y") in keys:
+                raise DataError(f"data {p} has one target array '{y_default or 'y'}', but the model has {len(outs)} outputs "
+                                f"({', '.join(str(o) for o in outs)})",
+                                hint="name each output's targets y_<output name>, or map them with --y-key OUTPUT=ARRAY")
+            xs = []
+            for key in x_arrays:
+                arr = _npz_member_memmap(p, key)
+                xs.append(arr if arr is not None else npz[key])
+            ys = [npz[key] if key is not None else None for key in y_arrays]
             labels = tuple(str(v) for v in npz["labels"].tolist()) if "labels" in keys and npz["labels"].dtype.kind == "U" else None
     except DataError:
         raise
@@ -250,7 +396,7 @@ def _load_npz(p: Path, x_key: str, y_key: str):
         raise DataError(f"data {p} cannot be read as .npz: {exc}", hint="save it with numpy.savez") from None
     except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise DataError(f"data {p} cannot be read as .npz ({type(exc).__name__}: truncated or corrupt?)", hint="save it again with numpy.savez") from None
-    return x, y, labels
+    return xs, ys, labels
 
 
 def _load_npy(p: Path) -> np.ndarray:
@@ -299,7 +445,20 @@ def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, l
     return np.stack(xs), np.asarray(ys, dtype=np.int64), tuple(classes)
 
 
-def sample_rows(x: np.ndarray, samples: int, seed: int = 0) -> np.ndarray:
+Calibration = np.ndarray | tuple[np.ndarray, ...]  # one array per model input (a bare array for one input)
+
+
+def rows_of(x: Calibration) -> int:
+    """The number of samples of one input array or of a tuple of them."""
+    return int(len(x[0]) if isinstance(x, tuple) else len(x))
+
+
+def take_rows(x: Calibration, idx: np.ndarray) -> Calibration:
+    """The rows ``idx`` of one input array or of every array of a tuple."""
+    return tuple(a[idx] for a in x) if isinstance(x, tuple) else x[idx]
+
+
+def sample_rows(x: Calibration, samples: int, seed: int = 0) -> Calibration:
     """A seeded sample of ``samples`` rows of ``x`` (all of them if fewer), in their order.
 
     The one draw every int8 path calibrates with (quantize, export, a recipe's steps, qat's PTQ
@@ -309,13 +468,21 @@ def sample_rows(x: np.ndarray, samples: int, seed: int = 0) -> np.ndarray:
     """
     if samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}", hint="e.g. samples 100", settings=("samples",))
-    n = len(x)
+    n = rows_of(x)
     if samples >= n:
         return x
     rng = np.random.default_rng(seed)
-    return x[np.sort(rng.choice(n, size=samples, replace=False))]
+    return take_rows(x, np.sort(rng.choice(n, size=samples, replace=False)))
 
 
-def calibration_sample(dataset: Dataset, samples: int = DEFAULT_CALIBRATION_SAMPLES, seed: int = 0) -> np.ndarray:
-    """A seeded sample of ``samples`` inputs of ``dataset`` (all of them if fewer), in dataset order (:func:`sample_rows`)."""
-    return sample_rows(dataset.x, samples, seed)
+def calibration_sample(dataset: Dataset, samples: int = DEFAULT_CALIBRATION_SAMPLES, seed: int = 0) -> Calibration:
+    """A seeded sample of ``samples`` inputs of ``dataset`` (all of them if fewer), in dataset order (:func:`sample_rows`).
+
+    One array for a single-input model, a tuple (model input order) for several.
+    """
+    return sample_rows(calibration_inputs(dataset), samples, seed)
+
+
+def calibration_inputs(dataset: Dataset) -> Calibration:
+    """The dataset's inputs as calibration takes them: the array for one input, a tuple for several."""
+    return dataset.x if not dataset.more_x else dataset.inputs

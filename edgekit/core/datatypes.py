@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -122,10 +122,55 @@ class TensorSpec(Serializable):
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """Samples ready for a model: ``x`` already preprocessed (float32), ``y`` integer class ids.
+class InputSpec(Serializable):
+    """One model input as data must be given for it: name, shape (None = any, batch first), dtype."""
 
-    ``x_raw`` keeps the data as read, for runners that apply the preprocessing themselves.
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+    @property
+    def integer(self) -> bool:
+        return np.dtype(self.dtype).kind in "iub"
+
+
+@dataclass(frozen=True)
+class OutputSpec(Serializable):
+    """One model output: name and shape (None = any, batch first)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class Signature(Serializable):
+    """A model's inputs and outputs, in the model's order: what data is matched against."""
+
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...] = ()
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
+
+    @classmethod
+    def single(cls, shape: tuple[int | None, ...], dtype: str = "float32", name: str = "x") -> Signature:
+        return cls(inputs=(InputSpec(name, tuple(shape), dtype),))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Samples ready for a model: one array per model input, optional targets per model output.
+
+    ``x`` is the first (or only) input, ``more_x`` the model's other inputs in the model's input
+    order (``input_names``); float inputs are preprocessed float32, integer inputs (token ids) keep
+    their integer dtype. ``y`` holds the targets of the first (or only) output (integer class ids
+    for a classifier, real values for a regressor, masks for a segmenter...), ``more_y`` those of the
+    model's other outputs (``output_names``), None where an output has no labels.
     """
 
     x: np.ndarray
@@ -134,9 +179,42 @@ class Dataset:
     sha256: str
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     labels: tuple[str, ...] | None = None
+    more_x: tuple[np.ndarray, ...] = ()
+    more_y: tuple[np.ndarray | None, ...] = ()
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    @property
+    def inputs(self) -> tuple[np.ndarray, ...]:
+        """Every input array, in the model's input order."""
+        return (self.x, *self.more_x)
+
+    @property
+    def targets(self) -> tuple[np.ndarray | None, ...]:
+        """Every output's targets (None where unlabelled), in the model's output order."""
+        return (self.y, *self.more_y)
+
+    @property
+    def labelled(self) -> bool:
+        return any(t is not None for t in self.targets)
+
+    @property
+    def feed(self) -> Any:
+        """What ``keras_model.predict``/``fit`` take: the array for one input, a list for several."""
+        return self.x if not self.more_x else list(self.inputs)
+
+    @property
+    def fit_targets(self) -> Any:
+        """What ``fit`` takes as ``y``: the array for one output, a list for several (all must be labelled)."""
+        return self.y if not self.more_y else list(self.targets)
+
+    def take(self, idx: np.ndarray, source: str | None = None) -> Dataset:
+        """The samples at ``idx`` (every input and target), optionally under another source name."""
+        return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx], source=source or self.source,
+                       more_x=tuple(a[idx] for a in self.more_x), more_y=tuple(None if t is None else t[idx] for t in self.more_y))
 
 
 @dataclass(frozen=True)
@@ -201,13 +279,70 @@ class LatencyStats(Serializable):
         )
 
 
+LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+PERCENT_METRICS = frozenset({"top1", "top5", "accuracy", "pixel_accuracy", "mean_iou"})
+METRIC_LABELS = {"top1": "top-1", "top5": "top-5", "accuracy": "accuracy", "auc": "ROC AUC", "mae": "MAE", "rmse": "RMSE",
+                 "r2": "R²", "pixel_accuracy": "pixel accuracy", "mean_iou": "mean IoU"}
+
+
+def format_metric(metric: str, value: float | None) -> str:
+    """``89.60%`` for a percentage, ``0.1234`` otherwise, ``-`` for None."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}%" if metric in PERCENT_METRICS else f"{value:.4g}"
+
+
 @dataclass(frozen=True)
 class AccuracyResult(Serializable):
-    """Accuracy against labels."""
+    """How good a model's outputs are against labels: the primary metric of its task, and the others.
+
+    For a classifier ``metric`` is ``top1`` and ``value == top1``; a regressor's is ``mae`` (lower
+    is better), a segmenter's ``mean_iou``, a binary or multilabel model's ``accuracy`` (at 0.5).
+    ``outputs`` holds every labelled output's metrics for a model with several outputs; the primary
+    metric is the first labelled output's.
+    """
 
     samples: int
-    top1: float
+    top1: float | None = None
     top5: float | None = None
+    task: str = "classification"
+    metric: str = "top1"
+    value: float | None = None
+    values: dict[str, float] = field(default_factory=dict)
+    output: str | None = None
+    outputs: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.value is None and self.metric == "top1" and self.top1 is not None:
+            object.__setattr__(self, "value", self.top1)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric not in LOWER_IS_BETTER
+
+    @property
+    def label(self) -> str:
+        """The primary metric's display name (``top-1``, ``MAE``, ``mean IoU``...)."""
+        return METRIC_LABELS.get(self.metric, self.metric)
+
+    @property
+    def unit(self) -> str:
+        """``points`` for percentages, else the metric's own units."""
+        return "points" if self.metric in PERCENT_METRICS else self.label
+
+    def text(self) -> str:
+        """``top-1 89.60%`` / ``MAE 0.123``."""
+        return f"{self.label} {format_metric(self.metric, self.value)}"
+
+    def drop_from(self, reference: AccuracyResult | None, *, relative: bool = False) -> float | None:
+        """How much worse this result is than ``reference`` in the primary metric (positive = worse);
+        in the metric's units, or percent of the reference with ``relative``. None if not comparable."""
+        if reference is None or reference.metric != self.metric or reference.value is None or self.value is None:
+            return None
+        worse = (reference.value - self.value) if self.higher_is_better else (self.value - reference.value)
+        if relative:
+            return worse / abs(reference.value) * 100.0 if reference.value != 0 else (0.0 if worse == 0 else math.inf)
+        return worse
 
 
 @dataclass(frozen=True)

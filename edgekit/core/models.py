@@ -23,11 +23,13 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from edgekit.core.archive_guard import KERAS_LIMITS, read_member, scan_keras_archive
+from edgekit.core.datatypes import InputSpec, OutputSpec, Signature
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file
 from edgekit.core.keras_graph import CONTAINERS
@@ -67,10 +69,21 @@ class LoadedModel:
     output_names: list[str] = field(default_factory=list)
     parameter_count: int | None = None
     unsafe: bool = False
+    #: every input (name, shape, dtype) in the model's order; empty: the single ``input_shape``/``input_dtype``
+    inputs: tuple[InputSpec, ...] = ()
+    #: the loss each output was compiled with (a name or a loss description), where the file says
+    losses: tuple[Any, ...] = ()
     _serving: Any = None
 
-    def predict(self, x: np.ndarray, batch_size: int = 64) -> list[np.ndarray]:
-        """Runs the float model on ``x``; returns one array per output."""
+    @property
+    def signature(self) -> Signature:
+        """The model's inputs and outputs, in its own order."""
+        ins = self.inputs or (InputSpec(_input_name(self), tuple(self.input_shape), self.input_dtype),)
+        outs = tuple(OutputSpec(n, tuple(s)) for n, s in zip(self.output_names, self.output_shapes, strict=False))
+        return Signature(inputs=ins, outputs=outs)
+
+    def predict(self, x: Any, batch_size: int = 64) -> list[np.ndarray]:
+        """Runs the float model on ``x`` (an array, or a list in the model's input order); one array per output."""
         if self.keras_model is not None:
             out = self.keras_model.predict(x, batch_size=batch_size, verbose=0)
             return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
@@ -79,13 +92,46 @@ class LoadedModel:
             loaded = tf.saved_model.load(self.saved_model_dir)
             self._serving = (loaded, loaded.signatures["serving_default"])
         _, fn = self._serving
-        arg_name = next(iter(fn.structured_input_signature[1]))
+        arg_names = [i.name for i in self.signature.inputs]
+        arrays = list(x) if isinstance(x, (list, tuple)) else [x]
         outs: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(x), batch_size):
-            res = fn(**{arg_name: x[start: start + batch_size]})
+        for start in range(0, len(arrays[0]), batch_size):
+            res = fn(**{n: a[start: start + batch_size] for n, a in zip(arg_names, arrays, strict=True)})
             for k, v in res.items():
                 outs.setdefault(k, []).append(v.numpy())
         return [np.concatenate(outs[k]) for k in sorted(outs)]
+
+
+def _input_name(model: LoadedModel) -> str:
+    if model.keras_model is not None and getattr(model.keras_model, "inputs", None):
+        return str(model.keras_model.inputs[0].name)
+    return "x"
+
+
+def _loss_entry(value: Any) -> Any:
+    """A serialized Keras loss (a name or ``{"class_name":..., "config":{...}}``) as a name or a small description."""
+    if isinstance(value, str) or value is None:
+        return value
+    if isinstance(value, dict):
+        cfg = value.get("config") if isinstance(value.get("config"), dict) else {}
+        name = cfg.get("name") if isinstance(cfg.get("name"), str) else value.get("class_name")
+        if value.get("class_name") == "function":
+            name = value.get("config") if isinstance(value.get("config"), str) else name
+        return SimpleNamespace(name=str(name), from_logits=cfg.get("from_logits") if isinstance(cfg.get("from_logits"), bool) else None)
+    return None
+
+
+def compiled_losses(config: dict[str, Any], output_names: list[str]) -> tuple[Any, ...]:
+    """The loss of each output from a Keras config's ``compile_config`` (read as data, nothing deserialized)."""
+    compile_config = config.get("compile_config") if isinstance(config, dict) else None
+    loss = compile_config.get("loss") if isinstance(compile_config, dict) else None
+    if loss is None or not output_names:
+        return ()
+    if isinstance(loss, dict) and "class_name" not in loss:
+        return tuple(_loss_entry(loss.get(n)) for n in output_names)
+    if isinstance(loss, (list, tuple)):
+        return tuple(_loss_entry(v) for v in list(loss)[: len(output_names)])
+    return tuple(_loss_entry(loss) for _ in output_names)
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -310,7 +356,9 @@ def load_model(
             f"Keras could not load {p}: {first[:300]}",
             hint="check the file was saved by Keras 2.x/3.x with model.save() and is complete",
         ) from exc
-    return _describe_keras(model, p, fmt, digest, unsafe)
+    loaded = _describe_keras(model, p, fmt, digest, unsafe)
+    loaded.losses = compiled_losses(config, loaded.output_names)
+    return loaded
 
 
 def _describe_keras(model: Any, p: Path, fmt: str, digest: str, unsafe: bool) -> LoadedModel:
@@ -329,6 +377,7 @@ def _describe_keras(model: Any, p: Path, fmt: str, digest: str, unsafe: bool) ->
         output_names=list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(outputs))]),
         parameter_count=int(model.count_params()),
         unsafe=unsafe,
+        inputs=tuple(InputSpec(str(t.name), tuple(t.shape), str(t.dtype)) for t in inputs),
     )
 
 
@@ -343,9 +392,10 @@ def _load_saved_model(p: Path, digest: str) -> LoadedModel:
     sig = getattr(loaded, "signatures", {}).get("serving_default")
     if sig is None:
         raise ModelError(f"SavedModel {p} has no 'serving_default' signature", hint="export it with a serving signature (model.export())")
-    in_specs = list(sig.structured_input_signature[1].values())
-    if len(in_specs) != 1:
-        raise ModelError(f"SavedModel {p} has {len(in_specs)} inputs; edgekit handles single-input models", hint="export a single-input signature")
+    in_items = list(sig.structured_input_signature[1].items())
+    if not in_items:
+        raise ModelError(f"SavedModel {p} has a serving signature without inputs", hint="export it with its inputs (model.export())")
+    in_specs = [spec for _, spec in in_items]
     out_specs = sig.structured_outputs
     keys = sorted(out_specs)
     params = sum(int(np.prod(v.shape)) for v in getattr(loaded, "trainable_variables", []) + list(getattr(loaded, "non_trainable_variables", [])))
@@ -359,6 +409,7 @@ def _load_saved_model(p: Path, digest: str) -> LoadedModel:
         output_shapes=[tuple(out_specs[k].shape) for k in keys],
         output_names=keys,
         parameter_count=params or None,
+        inputs=tuple(InputSpec(str(name), tuple(spec.shape), spec.dtype.name) for name, spec in in_items),
     )
     model._serving = (loaded, sig)
     return model

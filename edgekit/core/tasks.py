@@ -204,3 +204,151 @@ def parse_task_overrides(items: list[str] | tuple[str, ...] | None, outputs: lis
                              + (f"; did you mean '{close[0]}'?" if close else ""), hint="e.g. --task box=regression", settings=("task",))
         found[name] = Task(value)
     return found
+
+
+_ACTIVATION_LAYERS = {"Softmax": "softmax"}
+
+
+def keras_output_activations(keras_model: Any) -> list[str | None]:
+    """The activation of the layer producing each output of a Keras model (``softmax``, ``sigmoid``, ``linear``...)."""
+    found: list[str | None] = []
+    for tensor in getattr(keras_model, "outputs", None) or []:
+        history = getattr(tensor, "_keras_history", None)
+        layer = getattr(history, "operation", None) or getattr(history, "layer", None)
+        name: str | None = None
+        if layer is not None:
+            cls = type(layer).__name__
+            if cls in _ACTIVATION_LAYERS:
+                name = _ACTIVATION_LAYERS[cls]
+            else:
+                act = getattr(layer, "activation", None)
+                name = getattr(act, "__name__", None) if act is not None else None
+        found.append(name)
+    return found
+
+
+_TFLITE_ACTIVATIONS = {"SOFTMAX": "softmax", "LOGISTIC": "sigmoid", "LOG_SOFTMAX": "log_softmax"}
+_PASS_THROUGH = {"DEQUANTIZE", "QUANTIZE", "RESHAPE", "SQUEEZE", "CAST"}
+
+
+def tflite_output_activations(info: Any, order: list[int]) -> list[str | None]:
+    """The activation ending each output of a .tflite file (its last op, through (de)quantize/reshape), model order."""
+    producer = {t: op for op in info.operators if op.subgraph == 0 for t in op.outputs}
+    by_name = {t.name: t.index for t in info.tensors}
+    found: list[str | None] = []
+    for i in order:
+        index = by_name.get(info.outputs[i].name)
+        name = None
+        for _ in range(8):
+            op = producer.get(index) if index is not None else None
+            if op is None:
+                break
+            if op.op in _PASS_THROUGH and op.inputs:
+                index = op.inputs[0]
+                continue
+            name = _TFLITE_ACTIVATIONS.get(op.op, op.fused_activation.lower() if op.fused_activation and op.fused_activation != "NONE" else "linear")
+            break
+        found.append(name)
+    return found
+
+
+def detect_tasks(outputs: list[tuple[str, tuple[int | None, ...]]], *, activations: list[str | None] | None = None,
+                 losses: tuple[Any, ...] | list[Any] = (), targets: tuple[np.ndarray | None, ...] | list[Any] = (),
+                 overrides: dict[str, Task] | None = None) -> list[OutputTask]:
+    """The task of every output (``(name, shape)`` pairs in the model's order)."""
+    found = []
+    for k, (name, shape) in enumerate(outputs):
+        found.append(detect_task(name, shape, activation=(activations or [None] * len(outputs))[k] if activations else None,
+                                 loss=losses[k] if k < len(losses) else None, labels=targets[k] if k < len(targets) else None,
+                                 override=(overrides or {}).get(name)))
+    return found
+
+
+def conform_targets(targets: tuple[np.ndarray | None, ...], tasks: list[OutputTask], shapes: list[tuple[int | None, ...]],
+                    source: str) -> tuple[np.ndarray | None, ...]:
+    """Each output's targets checked against its task and shape, in the form the metrics and losses take.
+
+    Classification: class ids (one-hot rows become ids), within the output's classes. Binary and
+    multilabel: 0/1 values shaped like the output. Regression: real values with the output's size
+    per sample. Segmentation: per-pixel class ids (one-hot masks become ids). Embedding/none:
+    targets are ignored.
+
+    Raises:
+        DataError: targets whose shape or values do not fit the output, naming both.
+    """
+    from edgekit.core.errors import DataError
+
+    out: list[np.ndarray | None] = []
+    for y, task, shape in zip(targets, tasks, shapes, strict=False):
+        if y is None or not task.task.labelled:
+            out.append(None)
+            continue
+        n = len(y)
+        tail = tuple(shape[1:])
+        where = f"targets of output '{task.output}' in {source}" if len(tasks) > 1 else f"labels in {source}"
+        size = int(np.prod([d for d in tail if d is not None])) if tail and all(d is not None for d in tail) else None
+        if task.task is Task.CLASSIFICATION:
+            ids = y
+            if ids.ndim == 2 and ids.shape[1] > 1:
+                ids = ids.argmax(axis=1)
+            ids = ids.reshape(n, -1)
+            if ids.shape[1] != 1 or np.asarray(ids).dtype.kind == "f":
+                raise DataError(f"{where} have shape {y.shape} ({y.dtype}); a classifier output {tail} takes one class id per sample",
+                                hint="give integer class ids (N,) or one-hot rows (N, classes)")
+            ids = ids.reshape(-1).astype(np.int64)
+            classes = task.classes
+            if ids.size and ids.min() < 0:
+                raise DataError(f"{where} contain negative class ids ({int(ids.min())})", hint="class ids must be 0..classes-1")
+            if classes and ids.size and int(ids.max()) >= classes:
+                raise DataError(f"{where} go up to {int(ids.max())}, but the model has {classes} classes (ids 0..{classes - 1})",
+                                hint="check the labels belong to this model's dataset")
+            out.append(ids)
+        elif task.task in (Task.BINARY, Task.MULTILABEL):
+            flat = y.reshape(n, -1).astype(np.float32)
+            if size is not None and flat.shape[1] != size:
+                raise DataError(f"{where} have {flat.shape[1]} value(s) per sample, the output {tail} has {size}",
+                                hint="give one 0/1 target per output unit")
+            if flat.size and (flat.min() < 0 or flat.max() > 1):
+                raise DataError(f"{where} go from {flat.min():g} to {flat.max():g}; {task.task.value} targets are 0 or 1",
+                                hint="give 0/1 targets (or probabilities) for sigmoid outputs")
+            out.append(flat.reshape((n, *[d for d in tail if d is not None])) if size is not None else flat)
+        elif task.task is Task.REGRESSION:
+            flat = y.reshape(n, -1).astype(np.float32)
+            if size is not None and flat.shape[1] != size:
+                raise DataError(f"{where} have {flat.shape[1]} value(s) per sample, the output {tail} has {size}",
+                                hint="give targets shaped like the output, one row per sample")
+            out.append(flat.reshape((n, *tail)) if size is not None else flat)
+        else:  # segmentation
+            classes = task.classes or 1
+            pixels = (size // classes) if size else None
+            ids = y
+            if ids.ndim == len(tail) + 1 and ids.shape[-1] == classes and classes > 1 and ids.size == n * (size or -1):
+                ids = ids.argmax(axis=-1)
+            ids = ids.reshape(n, -1)
+            if pixels is not None and ids.shape[1] != pixels:
+                raise DataError(f"{where} have {ids.shape[1]} values per sample; the output {tail} has {pixels} pixels",
+                                hint="give one class id per pixel (N, H, W) or one-hot masks (N, H, W, classes)")
+            if ids.dtype.kind == "f" and not np.all(ids == np.round(ids)):
+                raise DataError(f"{where} are not whole numbers", hint="give per-pixel integer class ids")
+            ids = ids.astype(np.int64)
+            if ids.size and (ids.min() < 0 or int(ids.max()) >= classes):
+                raise DataError(f"{where} hold class ids {int(ids.min())}..{int(ids.max())}, the output has {classes} classes",
+                                hint="class ids must be 0..classes-1")
+            out.append(ids.reshape((n, *tail[:-1])) if pixels is not None else ids)
+    return tuple(out)
+
+
+def with_tasks(dataset: Any, tasks: list[OutputTask], shapes: list[tuple[int | None, ...]]) -> Any:
+    """``dataset`` with its targets conformed to ``tasks`` (:func:`conform_targets`)."""
+    from dataclasses import replace
+
+    targets = conform_targets(dataset.targets, tasks, shapes, dataset.source)
+    return replace(dataset, y=targets[0] if targets else None, more_y=tuple(targets[1:]))
+
+
+def check_overrides(overrides: dict[str, Task] | None, outputs: list[str]) -> None:
+    """A ``--task`` for an output the model does not have is an error (parse_task_overrides checks names)."""
+    for name in overrides or {}:
+        if name not in outputs:
+            raise InputError(f"task for '{name}' names no output of the model (outputs: {', '.join(outputs)})",
+                             hint="use the output names edgekit inspect shows", settings=("task",))

@@ -94,6 +94,9 @@ class TfliteInfo:
     outputs: tuple[TensorSpec, ...]
     metadata: dict[str, bytes] = field(default_factory=dict)
     signatures: tuple[str, ...] = ()
+    #: the first signature's (name, tensor index) pairs: the model's own input/output names
+    signature_inputs: tuple[tuple[str, int], ...] = ()
+    signature_outputs: tuple[tuple[str, int], ...] = ()
 
     def op_histogram(self) -> dict[str, int]:
         """Operator name -> number of nodes, most frequent first."""
@@ -325,9 +328,18 @@ def _parse(buf: bytes, reader: _Reader) -> TfliteInfo:
         metadata[key] = data
 
     signatures = []
+    sig_inputs: list[tuple[str, int]] = []
+    sig_outputs: list[tuple[str, int]] = []
     for i in range(reader.length(model.SignatureDefsLength(), 4, "signature table")):
-        key = model.SignatureDefs(i).SignatureKey()
+        sdef = model.SignatureDefs(i)
+        key = sdef.SignatureKey()
         signatures.append(key.decode("utf-8", "replace") if key else f"signature_{i}")
+        if i == 0:  # the serving signature: names of the inputs/outputs as the model was written
+            for count, get, dest in ((sdef.InputsLength(), sdef.Inputs, sig_inputs), (sdef.OutputsLength(), sdef.Outputs, sig_outputs)):
+                for j in range(reader.length(count, 4, "signature tensor map")):
+                    tmap = get(j)
+                    name = tmap.Name().decode("utf-8", "replace") if tmap.Name() else f"tensor_{j}"
+                    dest.append((name, int(tmap.TensorIndex())))
 
     desc = model.Description()
     return TfliteInfo(
@@ -342,6 +354,8 @@ def _parse(buf: bytes, reader: _Reader) -> TfliteInfo:
         outputs=tuple(io_out),
         metadata=metadata,
         signatures=tuple(signatures),
+        signature_inputs=tuple(sig_inputs),
+        signature_outputs=tuple(sig_outputs),
     )
 
 

@@ -48,7 +48,7 @@ from edgekit.devices.probe import (
 )
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.transport import Transport, work_dir
-from edgekit.runtime.local import RunResult, check_run_options, latency_stats, load_run_result, run_local
+from edgekit.runtime.local import Inputs, RunResult, check_run_options, latency_stats, load_run_result, run_local, save_inputs
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def _warnings(probe: DeviceProbe, thermal: dict[str, Any]) -> list[str]:
     return warnings
 
 
-def _run_linux(transport: Transport, model: Path, inputs: np.ndarray | None, *, threads: int, runs: int, warmup: int,
+def _run_linux(transport: Transport, model: Path, inputs: Inputs | None, *, threads: int, runs: int, warmup: int,
                runtime: str | None) -> DeviceRun:
     profile = transport.profile
     with tempfile.TemporaryDirectory(prefix="edgekit-device-") as tmp:
@@ -107,9 +107,9 @@ def _run_linux(transport: Transport, model: Path, inputs: np.ndarray | None, *, 
                     "--model", f"{work}/model.tflite", "--result", f"{work}/result.json",
                     "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup), "--runtime", probe.runtime.runtime]
             if inputs is not None:
-                np.save(host / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
-                files.append(host / "inputs.npy")
-                argv += ["--inputs", f"{work}/inputs.npy", "--outputs", f"{work}/outputs.npz"]
+                saved = save_inputs(host, inputs)
+                files.append(saved)
+                argv += ["--inputs", f"{work}/{saved.name}", "--outputs", f"{work}/outputs.npz"]
             transport.push(files, work)
             before = probe.thermal
             done = transport.run(argv, timeout_s=profile.runner_settings.timeout_s, env=runner_env(profile))
@@ -177,7 +177,7 @@ def _check_binary(profile: DeviceProfile) -> Path:
     return path
 
 
-def _run_android(transport: Transport, model: Path, inputs: np.ndarray | None, *, threads: int, runs: int, warmup: int,
+def _run_android(transport: Transport, model: Path, inputs: Inputs | None, *, threads: int, runs: int, warmup: int,
                  target: str | None, runtime: str | None) -> DeviceRun:
     profile = transport.profile
     settings = profile.benchmark_settings
@@ -252,7 +252,7 @@ def _run_android(transport: Transport, model: Path, inputs: np.ndarray | None, *
 def run_on_device(
     device: str | DeviceProfile,
     model_path: str | os.PathLike[str],
-    inputs: np.ndarray | None = None,
+    inputs: Inputs | None = None,
     *,
     threads: int | None = None,
     runs: int = 50,
@@ -298,7 +298,7 @@ def runs_here(profile: DeviceProfile) -> bool:
 def run_model(
     profile: DeviceProfile,
     model_path: str | os.PathLike[str],
-    inputs: np.ndarray | None = None,
+    inputs: Inputs | None = None,
     *,
     threads: int | None = None,
     runs: int = 50,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.data import Calibration, rows_of
 from edgekit.core.datatypes import IOType, QuantMode
 from edgekit.core.errors import ConversionError, InputError
 from edgekit.core.keras_graph import codebook_per_layer
@@ -111,22 +112,44 @@ def as_loaded(model: Any) -> LoadedModel:
     """``model`` as a :class:`LoadedModel` (an in-memory Keras model is wrapped, a LoadedModel kept)."""
     if isinstance(model, LoadedModel):
         return model
+    from edgekit.core.datatypes import InputSpec
+
     return LoadedModel(path="<memory>", format="keras", sha256="", keras_model=model, input_shape=tuple(model.inputs[0].shape),
-                       input_dtype=str(model.inputs[0].dtype))
+                       input_dtype=str(model.inputs[0].dtype), output_names=list(getattr(model, "output_names", []) or []),
+                       output_shapes=[tuple(o.shape) for o in model.outputs],
+                       inputs=tuple(InputSpec(str(t.name), tuple(t.shape), str(t.dtype)) for t in model.inputs))
 
 
-def _representative_dataset(calibration: np.ndarray, input_dtype: str = "float32") -> Callable[[], Iterator[list[np.ndarray]]]:
-    """Yields one sample at a time in the model input's dtype (int32 token ids stay int32)."""
+def _as_input_dtype(samples: np.ndarray, input_dtype: str, name: str) -> np.ndarray:
     dtype = np.dtype(input_dtype) if np.dtype(input_dtype).kind in "iu" else np.dtype(np.float32)
-    samples = np.asarray(calibration)
+    samples = np.asarray(samples)
     if dtype.kind in "iu" and samples.dtype.kind == "f" and not np.all(samples == np.round(samples)):
-        raise InputError(f"the model's input is {dtype.name}, but the calibration data has fractional values",
+        raise InputError(f"the model's input {name} is {dtype.name}, but the calibration data has fractional values",
                          hint="give integer ids (and no --scale/--mean/--std) for integer inputs")
-    samples = samples.astype(dtype)
+    return samples.astype(dtype)
 
-    def representative_dataset() -> Iterator[list[np.ndarray]]:
-        for i in range(samples.shape[0]):
-            yield [samples[i: i + 1]]
+
+def _representative_dataset(calibration: Any, loaded: LoadedModel) -> Callable[[], Iterator[Any]]:
+    """Yields one sample at a time in each input's dtype (int32 token ids stay int32).
+
+    One input: ``[sample]``. Several (``calibration`` a tuple in the model's input order): a dict
+    keyed by the model's input names, which the converter matches to its signature by name (its
+    own input order is alphabetical, not the model's).
+    """
+    specs = loaded.signature.inputs
+    arrays = list(calibration) if isinstance(calibration, (tuple, list)) else [calibration]
+    if len(arrays) != len(specs):
+        raise InputError(f"the calibration data has {len(arrays)} input array(s), the model {len(specs)} inputs "
+                         f"({', '.join(s.name for s in specs)})", hint="give one array per model input, named after the input")
+    samples = [_as_input_dtype(a, spec.dtype, spec.name) for a, spec in zip(arrays, specs, strict=True)]
+    names = [spec.name for spec in specs]
+
+    def representative_dataset() -> Iterator[Any]:
+        for i in range(samples[0].shape[0]):
+            if len(samples) == 1:
+                yield [samples[0][i: i + 1]]
+            else:
+                yield {n: a[i: i + 1] for n, a in zip(names, samples, strict=True)}
 
     return representative_dataset
 
@@ -136,7 +159,7 @@ def make_converter(
     mode: QuantMode | str,
     *,
     io_type: IOType | str = IOType.FLOAT,
-    calibration: np.ndarray | None = None,
+    calibration: Calibration | None = None,
     allow_select_tf_ops: bool = False,
     per_channel: bool = True,
     float_fallback: bool = False,
@@ -166,7 +189,8 @@ def make_converter(
     loaded = as_loaded(model)
     try:
         if loaded.keras_model is not None:
-            converter = tf.lite.TFLiteConverter.from_keras_model(with_static_batch(loaded.keras_model))
+            prepared = loaded.keras_model if allow_select_tf_ops else unrolled(loaded.keras_model)[0]
+            converter = tf.lite.TFLiteConverter.from_keras_model(with_static_batch(prepared))
         else:
             converter = tf.lite.TFLiteConverter.from_saved_model(loaded.saved_model_dir)
     except Exception as exc:
@@ -184,14 +208,14 @@ def make_converter(
         if mode is QuantMode.FLOAT16:
             converter.target_spec.supported_types = [tf.float16]
         if mode.needs_data:
-            if calibration is None or len(calibration) == 0:
+            if calibration is None or rows_of(calibration) == 0:
                 raise InputError(f"--mode {mode.value} needs calibration data", hint="pass --data")
-            converter.representative_dataset = _representative_dataset(calibration, loaded.input_dtype)
+            converter.representative_dataset = _representative_dataset(calibration, loaded)
             if mode is QuantMode.INT8:
                 ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, *([tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else [])]
             else:
                 ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-            if np.dtype(loaded.input_dtype).kind == "f":  # integer inputs (token ids) keep their dtype
+            if all(np.dtype(i.dtype).kind == "f" for i in loaded.signature.inputs):  # integer inputs (token ids) keep their dtype
                 converter.inference_input_type = io_dtype
             converter.inference_output_type = io_dtype
         if not per_channel and mode in INT8_WEIGHT_MODES:
@@ -229,7 +253,7 @@ def convert(
     model: LoadedModel,
     mode: QuantMode,
     *,
-    calibration: np.ndarray | None = None,
+    calibration: Calibration | None = None,
     io_type: IOType = IOType.FLOAT,
     allow_select_tf_ops: bool = False,
     converter_hook: ConverterHook | None = None,
@@ -304,7 +328,7 @@ class Converted:
     weights_reason: str | None
 
 
-def convert_model(model: Any, conversion: Conversion, *, calibration: np.ndarray | None = None,
+def convert_model(model: Any, conversion: Conversion, *, calibration: Calibration | None = None,
                   converter_hook: ConverterHook | None = None) -> Converted:
     """Converts a Keras model (or a :class:`~edgekit.core.models.LoadedModel`) as ``conversion`` says.
 
@@ -339,6 +363,72 @@ def with_static_batch(keras_model: Any, batch_size: int = 1) -> Any:
     ]
     outputs = keras_model(new_inputs if len(new_inputs) > 1 else new_inputs[0], training=False)
     return k.Model(new_inputs if len(new_inputs) > 1 else new_inputs[0], outputs, name=keras_model.name)
+
+
+RECURRENT_LAYERS = ("LSTM", "GRU", "SimpleRNN")
+
+
+def _recurrent_layers(keras_model: Any) -> list[Any]:
+    found = []
+    for layer in getattr(keras_model, "layers", []):
+        inner = getattr(layer, "forward_layer", None)  # Bidirectional
+        if type(layer).__name__ in RECURRENT_LAYERS or (inner is not None and type(inner).__name__ in RECURRENT_LAYERS):
+            found.append(layer)
+    return found
+
+
+def unrolled(keras_model: Any) -> tuple[Any, list[str]]:
+    """The model with its LSTM/GRU/SimpleRNN layers (also inside Bidirectional) unrolled over their
+    static number of steps, weights copied; unchanged if it has none (or they are unrolled already).
+
+    Keras 3 recurrent layers convert to TensorList ops the TFLite builtins lack (they need
+    SELECT_TF_OPS even in float, and int8 calibration of them can crash the converter); unrolled,
+    each step becomes FULLY_CONNECTED/LOGISTIC/TANH/MUL/ADD builtins that quantize to int8. The
+    numbers are the same (the same weights, the same steps); the file grows with the step count.
+    Returns the model and one note per unrolled layer.
+    """
+    layers = [la for la in _recurrent_layers(keras_model) if not getattr(getattr(la, "forward_layer", la), "unroll", True)]
+    if not layers:
+        return keras_model, []
+    k = keras()
+    names = {la.name for la in layers}
+    notes: list[str] = []
+
+    def clone(layer: Any) -> Any:
+        if layer.name not in names:
+            return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        if "layer" in config and isinstance(config["layer"], dict):  # Bidirectional
+            config["layer"]["config"]["unroll"] = True
+            if isinstance(config.get("backward_layer"), dict):
+                config["backward_layer"]["config"]["unroll"] = True
+        else:
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    try:
+        model = k.models.clone_model(keras_model, clone_function=clone)
+        model.set_weights(keras_model.get_weights())
+    except Exception as exc:  # noqa: BLE001 - any layer that cannot be cloned: convert as it is and say why
+        return keras_model, [f"recurrent layers could not be unrolled ({type(exc).__name__}: {str(exc)[:120]}); converting as they are"]
+    for layer in layers:
+        steps = layer.input.shape[1] if hasattr(layer, "input") and len(layer.input.shape) > 1 else None
+        if steps is None:
+            return keras_model, [f"{type(layer).__name__} '{layer.name}' has no fixed number of steps to unroll; it needs "
+                                 "SELECT_TF_OPS (give the model a fixed sequence length)"]
+        notes.append(f"{type(layer).__name__} '{layer.name}' unrolled over its {steps} steps for builtin ops (same weights, same results)")
+    return model, notes
+
+
+def recurrent_notes(keras_model: Any) -> list[str]:
+    """What :func:`unrolled` does to ``keras_model`` (one note per recurrent layer), without converting."""
+    layers = [la for la in _recurrent_layers(keras_model) if not getattr(getattr(la, "forward_layer", la), "unroll", True)]
+    notes = []
+    for layer in layers:
+        steps = layer.input.shape[1] if len(layer.input.shape) > 1 else None
+        notes.append(f"{type(layer).__name__} '{layer.name}' unrolled over its {steps} steps for builtin ops (same weights, same results)"
+                     if steps is not None else f"{type(layer).__name__} '{layer.name}' has no fixed number of steps: it needs SELECT_TF_OPS")
+    return notes
 
 
 def _conversion_message(exc: Exception, log: list[str], select: bool) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.data import Calibration
 from edgekit.core.datatypes import IOType, QuantMode
 from edgekit.core.errors import ConversionError, InputError, ModelError
 from edgekit.core.models import LoadedModel
@@ -164,7 +165,7 @@ def flex_refusal(target: str, ops: list[str]) -> ModelError:
     )
 
 
-def convert_for_target(loaded: LoadedModel, target: str, mode: QuantMode, calibration: np.ndarray | None, io_type: IOType,
+def convert_for_target(loaded: LoadedModel, target: str, mode: QuantMode, calibration: Calibration | None, io_type: IOType,
                        allow_select_tf_ops: bool) -> Converted:
     """Converts for ``target``; a model that needs Flex ops gets a refusal naming them (gpu/npu always).
 

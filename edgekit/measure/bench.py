@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.data import Calibration
 from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, Serializable, SizeInfo
 from edgekit.core.errors import InputError
 from edgekit.core.fsutil import sha256_file, size_info, write_bytes_atomic
@@ -154,7 +155,7 @@ class Bench:
         progress: called with a short message before each conversion and timed round.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], *, val: Dataset | None, calibration: np.ndarray | None,
+    def __init__(self, folder: str | os.PathLike[str], *, val: Dataset | None, calibration: Calibration | None,
                  device: DeviceProfile, settings: MeasureSettings | None = None,
                  progress: Callable[[str], None] | None = None) -> None:
         self.folder = Path(folder)
@@ -242,7 +243,7 @@ class Bench:
 
 
 def measure_candidates(candidates: Sequence[Candidate], folder: str | os.PathLike[str], *, val: Dataset | None,
-                       calibration: np.ndarray | None, device: DeviceProfile, settings: MeasureSettings | None = None,
+                       calibration: Calibration | None, device: DeviceProfile, settings: MeasureSettings | None = None,
                        progress: Callable[[str], None] | None = None) -> list[Measurement]:
     """Converts, scores and times ``candidates`` side by side; the first one is the reference."""
     bench = Bench(folder, val=val, calibration=calibration, device=device, settings=settings, progress=progress)

@@ -38,15 +38,26 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(signal_power / noise_power)
 
 
-def compare_outputs(name: str, reference: np.ndarray, test: np.ndarray) -> OutputComparison:
-    """How close ``test`` is to ``reference`` (same shape)."""
+def compare_outputs(name: str, reference: np.ndarray, test: np.ndarray, *, categorical: bool | None = None) -> OutputComparison:
+    """How close ``test`` is to ``reference`` (same shape).
+
+    Top-1 agreement is reported for categorical outputs (classification, segmentation: per pixel);
+    ``None`` decides from the shape (more than one value per sample).
+    """
     ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
     out = test.reshape(test.shape[0], -1).astype(np.float64)
     diff = np.abs(ref - out)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     dots = np.sum(ref * out, axis=1)
     cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(np.all(ref == out, axis=1), 1.0, 0.0))
-    agreement = float((ref.argmax(axis=1) == out.argmax(axis=1)).mean() * 100.0) if ref.shape[1] > 1 else None
+    if categorical is None:
+        categorical = ref.shape[1] > 1
+    agreement = None
+    if categorical and reference.ndim > 2:  # per pixel (segmentation)
+        classes = reference.shape[-1]
+        agreement = float((reference.reshape(-1, classes).argmax(1) == test.reshape(-1, classes).argmax(1)).mean() * 100.0)
+    elif categorical and ref.shape[1] > 1:
+        agreement = float((ref.argmax(axis=1) == out.argmax(axis=1)).mean() * 100.0)
     return OutputComparison(
         output=name,
         top1_agreement=agreement,

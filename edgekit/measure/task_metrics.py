@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from edgekit.core.datatypes import Serializable
+from edgekit.core.datatypes import AccuracyResult, Serializable
 from edgekit.core.tasks import OutputTask, Task
 
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
@@ -157,3 +158,18 @@ def score(task: OutputTask, pred: np.ndarray, labels: np.ndarray) -> TaskMetrics
     else:
         values = {}
     return TaskMetrics(output=task.output, task=task.task.value, samples=n, values=values, primary=PRIMARY.get(task.task))
+
+
+def evaluate(tasks: list[OutputTask], outputs: list[np.ndarray], targets: tuple[np.ndarray | None, ...] | list[Any]) -> AccuracyResult | None:
+    """Every labelled output's metrics; the primary metric is the first labelled output's. None without labels.
+
+    ``outputs`` and ``targets`` are in the model's output order (targets conformed to the tasks by
+    :func:`edgekit.core.tasks.conform_targets`).
+    """
+    per = [score(t, np.asarray(o), y) for t, o, y in zip(tasks, outputs, targets, strict=False) if y is not None and t.task.labelled]
+    if not per:
+        return None
+    head = per[0]
+    return AccuracyResult(samples=head.samples, top1=head.values.get("top1"), top5=head.values.get("top5"), task=head.task,
+                          metric=head.primary or "top1", value=head.primary_value, values=dict(head.values), output=head.output,
+                          outputs=tuple(p.to_dict() for p in per) if len(tasks) > 1 else ())

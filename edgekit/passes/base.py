@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.core.data import sample_rows
+from edgekit.core.data import Calibration, sample_rows
 from edgekit.core.datatypes import Dataset, Preprocessing
 
 # ----------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ class PassContext:
 
     train: Dataset | None = None
     val: Dataset | None = None
-    calibration: np.ndarray | None = None
+    calibration: Calibration | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     labels: tuple[str, ...] | None = None
     seed: int = 0

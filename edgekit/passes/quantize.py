@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -28,9 +29,11 @@ from edgekit.export.convert import (
     INT8_WEIGHT_MODES,
     SELECT_OPS_WARNING,
     Conversion,
+    as_loaded,
     check_weights_option,
     choose_weights,
     convert_model,
+    recurrent_notes,
 )
 from edgekit.export.sensitivity import MixedInt8
 from edgekit.export.target import flex_ops
@@ -116,8 +119,9 @@ def source_model(state: ModelState) -> LoadedModel:
         return state.keras
     if state.keras is None:
         raise ModelError("there is no model to convert", hint="give a Keras model or a SavedModel")
-    return LoadedModel(path=state.source or "<memory>", format="keras", sha256="", keras_model=state.keras,
-                       input_shape=tuple(state.keras.inputs[0].shape), input_dtype=str(state.keras.inputs[0].dtype))
+    loaded = as_loaded(state.keras)
+    loaded.path = state.source or "<memory>"
+    return loaded
 
 
 def keras_of(state: ModelState) -> Any:
@@ -164,10 +168,12 @@ class QuantizePass(Pass[QuantizeConfig]):
         details: dict[str, Any] = {}
         warnings: list[str] = [SELECT_OPS_WARNING] if cfg.allow_select_tf_ops else []
         source = source_model(state)
+        if source.keras_model is not None and not cfg.allow_select_tf_ops:
+            details["unrolled"] = recurrent_notes(source.keras_model)
+            warnings += list(details["unrolled"])
         if cfg.equalize and source.keras_model is not None:
             equalized, pairs = equalize(source.keras_model)
-            source = LoadedModel(path=source.path, format="keras", sha256="", keras_model=equalized, input_shape=source.input_shape,
-                                     input_dtype=source.input_dtype)
+            source = replace(source, keras_model=equalized, sha256="")
             details["equalized"] = [p.to_dict() for p in pairs]
         calibration = ctx.calibration_for(cfg.calibration_samples) if mode.needs_data else None
         weights, weights_reason = choose_weights(source, mode, cfg.requested_weights)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,34 @@ def load_run_result(result_path: Path, outputs_path: Path | None) -> RunResult:
     )
 
 
+Inputs = np.ndarray | Sequence[np.ndarray]  # one array, or one per model input in the file's input order
+
+
+def input_rows(inputs: Inputs) -> int:
+    return int(len(inputs) if isinstance(inputs, np.ndarray) else len(inputs[0]))
+
+
+def save_inputs(folder: Path, inputs: Inputs) -> Path:
+    """Writes the runner's ``--inputs`` file: ``inputs.npy`` for one array, ``inputs.npz`` (``in_0``...) for several.
+
+    Float samples are written as float32; integer samples (token ids) keep their integer dtype.
+    """
+    def plain(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a)
+        return np.ascontiguousarray(a, dtype=a.dtype if a.dtype.kind in "iub" else np.float32)
+
+    if isinstance(inputs, np.ndarray) or len(inputs) == 1:
+        path = folder / "inputs.npy"
+        np.save(path, plain(inputs if isinstance(inputs, np.ndarray) else inputs[0]))
+        return path
+    path = folder / "inputs.npz"
+    np.savez(path, **{f"in_{k}": plain(a) for k, a in enumerate(inputs)})  # type: ignore[arg-type]
+    return path
+
+
 def run_local(
     model_path: str | os.PathLike[str],
-    inputs: np.ndarray | None = None,
+    inputs: Inputs | None = None,
     *,
     threads: int = 1,
     runs: int = 50,
@@ -107,7 +133,7 @@ def run_local(
 
     Args:
         model_path: the .tflite file; check it with :func:`edgekit.core.tflite_file.read_tflite` first.
-        inputs: preprocessed float32 samples (N, ...), or None for latency only.
+        inputs: preprocessed samples (N, ...), one array per model input in the file's input order, or None for latency only.
         threads, runs, warmup: interpreter threads, timed runs and untimed warm-up runs.
         runtime: ``auto``, ``ai_edge_litert``, ``tflite_runtime`` or ``tensorflow``.
         accelerator: ``cpu`` or ``gpu``: run through LiteRT's CompiledModel on that accelerator
@@ -133,12 +159,11 @@ def run_local(
         ]
         outputs_path = None
         if inputs is not None:
-            np.save(work / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
             outputs_path = work / "outputs.npz"
-            cmd += ["--inputs", str(work / "inputs.npy"), "--outputs", str(outputs_path)]
+            cmd += ["--inputs", str(save_inputs(work, inputs)), "--outputs", str(outputs_path)]
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        limit = timeout_s if timeout_s is not None else default_timeout(model_path, runs + warmup + (len(inputs) if inputs is not None else 0))
+        limit = timeout_s if timeout_s is not None else default_timeout(model_path, runs + warmup + (input_rows(inputs) if inputs is not None else 0))
         proc = run_bounded(cmd, limit, env=env, what=f"running {model_path.name}")
         if proc.returncode < 0:
             raise RuntimeFailure(

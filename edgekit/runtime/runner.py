@@ -11,8 +11,10 @@ Usage::
     python runner.py --model m.tflite --result r.json [--inputs x.npy --outputs y.npz]
                      [--threads 1] [--runs 50] [--warmup 5] [--runtime auto]
 
-``--inputs`` holds preprocessed float32 samples (N, ...); inputs with an integer dtype are
-quantized here with the model's own scale and zero point, and integer outputs are dequantized.
+``--inputs`` holds preprocessed samples (N, ...): a ``.npy`` for a one-input model, a ``.npz`` of
+``in_0``, ``in_1``... in the file's input order for several. Float samples for quantized inputs are
+quantized here with the model's own scale and zero point (integer inputs such as token ids are
+passed as they are), and integer outputs are dequantized.
 Without ``--inputs`` a deterministic pseudo-random input is used (latency only). On an error
 the last stderr line is ``EDGEKIT_ERROR: <message>`` and the exit code is 3.
 """
@@ -217,21 +219,29 @@ def main(argv: list[str] | None = None) -> int:
     in_details = interp.get_input_details()
     out_details = interp.get_output_details()
 
-    samples = None
+    samples = None  # one array per model input, in the file's input order
     if args.inputs:
-        # memory-mapped and quantized one sample at a time: the dataset does not inflate the
+        # memory-mapped (.npy) and quantized one sample at a time: the dataset does not inflate the
         # process's memory, so the peak memory reported is the runtime's and the model's
-        samples = np.load(args.inputs, mmap_mode="r", allow_pickle=False)
-        if len(in_details) != 1:
-            _fail(f"the model has {len(in_details)} inputs; the runner feeds single-input models")
-        want = tuple(int(d) for d in in_details[0]["shape"][1:])
-        if tuple(samples.shape[1:]) != want:
-            _fail(f"inputs have per-sample shape {tuple(samples.shape[1:])}, the model expects {want}")
-        if int(in_details[0]["shape"][0]) != 1:
-            interp.resize_tensor_input(in_details[0]["index"], [1, *want])
+        if args.inputs.endswith(".npz"):
+            with np.load(args.inputs, allow_pickle=False) as npz:
+                samples = [npz[f"in_{k}"] for k in range(len(npz.files))]
+        else:
+            samples = [np.load(args.inputs, mmap_mode="r", allow_pickle=False)]
+        if len(samples) != len(in_details):
+            _fail(f"the model has {len(in_details)} inputs, {len(samples)} input array(s) were given")
+        resized = False
+        for k, (arr, detail) in enumerate(zip(samples, in_details)):
+            want = tuple(int(d) for d in detail["shape"][1:])
+            if tuple(arr.shape[1:]) != want:
+                _fail(f"input {k} has per-sample shape {tuple(arr.shape[1:])}, the model expects {want}")
+            if int(detail["shape"][0]) != 1:
+                interp.resize_tensor_input(detail["index"], [1, *want])
+                resized = True
+        if resized:
             interp.allocate_tensors()
             in_details = interp.get_input_details()
-        first_feed = [_quantize(np, np.array(samples[0:1]), in_details[0])]
+        first_feed = [_quantize(np, np.array(arr[0:1]), d) for arr, d in zip(samples, in_details)]
     else:
         first_feed = [_synthetic(np, d) for d in in_details]
 
@@ -254,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         timings = [invoke() for _ in range(args.runs)]
         peak_rss = _peak_rss_mb()  # before the accuracy pass touches the data
         if samples is not None:
-            for i in range(samples.shape[0]):
-                set_inputs([_quantize(np, np.array(samples[i: i + 1]), in_details[0])])
+            for i in range(samples[0].shape[0]):
+                set_inputs([_quantize(np, np.array(arr[i: i + 1]), d) for arr, d in zip(samples, in_details)])
                 interp.invoke()
                 for k, detail in enumerate(out_details):
                     outputs[k].append(_dequantize(np, interp.get_tensor(detail["index"]), detail))
@@ -279,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory_source": "VmHWM" if _status_mb("VmHWM") is not None else "ru_maxrss",
         "accelerator": args.accelerator,
         "fully_accelerated": getattr(interp, "fully_accelerated", None),
-        "samples": 0 if samples is None else int(samples.shape[0]),
+        "samples": 0 if samples is None else int(samples[0].shape[0]),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "pid": os.getpid(),

@@ -202,7 +202,7 @@ def load_inputs(model: Any, output: Any, data: Any, val: Any, preprocessing: Pre
     def dataset(d: Any) -> Dataset | None:
         if d is None or isinstance(d, Dataset):
             return d
-        return load_dataset(d, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key)
+        return load_dataset(d, signature=loaded.signature, preprocessing=pre, x_key=x_key, y_key=y_key)
 
     return out, loaded, dataset(data), dataset(val)
 

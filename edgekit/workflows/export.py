@@ -199,7 +199,7 @@ def export(
     calibration = None
     if data is not None:
         dataset = data if isinstance(data, Dataset) else load_dataset(
-            data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key
+            data, signature=loaded.signature, preprocessing=pre, x_key=x_key, y_key=y_key
         )
         pre = dataset.preprocessing
         calibration = calibration_sample(dataset, samples, seed)

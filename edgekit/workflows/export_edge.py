@@ -149,8 +149,8 @@ def export_edge(
     out = prepare_out_dir(out_dir, force=force, inputs=[src_path, data, val])
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe, custom_objects=custom_objects)
     pre = preprocessing or Preprocessing()
-    dataset = load_dataset(data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key) if data is not None else None
-    val_ds = load_dataset(val, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key) if val is not None else dataset
+    dataset = load_dataset(data, signature=loaded.signature, preprocessing=pre, x_key=x_key, y_key=y_key) if data is not None else None
+    val_ds = load_dataset(val, signature=loaded.signature, preprocessing=pre, x_key=x_key, y_key=y_key) if val is not None else dataset
     names = labels or (list(dataset.labels) if dataset is not None and dataset.labels else None)
     calibration = calibration_sample(dataset, samples, seed) if dataset is not None and chosen_mode.needs_data else None
     warnings: list[str] = []

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.data import load_dataset
+from edgekit.core.data import Calibration, load_dataset
 from edgekit.core.datatypes import Dataset, Preprocessing
 from edgekit.core.errors import DataError, EdgekitError, InputError
 from edgekit.core.fsutil import save_keras_atomic
@@ -31,7 +31,7 @@ class TrainingInputs:
     val: Dataset
     notes: tuple[str, ...] = ()
     #: the inputs of the whole ``data`` (before any hold-out): what int8 calibration draws from, as in ``quantize``
-    calibration: np.ndarray | None = None
+    calibration: Calibration | None = None
 
 
 def classes_of(keras_model: Any) -> int | None:
@@ -73,7 +73,7 @@ def load_training_inputs(loaded: Any, data: str | os.PathLike[str] | None, val: 
     ``data`` that training never sees; otherwise accuracy is measured on ``data`` itself (said in
     ``notes``). Labels are checked against the model's classes.
     """
-    kw: dict[str, Any] = {"input_shape": loaded.input_shape, "preprocessing": preprocessing, "x_key": x_key, "y_key": y_key,
+    kw: dict[str, Any] = {"signature": loaded.signature, "preprocessing": preprocessing, "x_key": x_key, "y_key": y_key,
                           "seed": seed}
     train = load_dataset(data, limit=train_limit, **kw) if data is not None else None
     calibration = train.x if train is not None else None

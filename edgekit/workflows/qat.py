@@ -262,7 +262,7 @@ def qat(
     pre = preprocessing or Preprocessing()
 
     def load(source: Any, what: str) -> Dataset:
-        ds = source if isinstance(source, Dataset) else load_dataset(source, input_shape=loaded.input_shape, preprocessing=pre,
+        ds = source if isinstance(source, Dataset) else load_dataset(source, signature=loaded.signature, preprocessing=pre,
                                                                    x_key=x_key, y_key=y_key)
         check_labels(ds, classes, what)
         return ds

@@ -21,6 +21,7 @@ from edgekit.core.data import calibration_sample, load_dataset
 from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import InputError
 from edgekit.core.fsutil import check_output_path
+from edgekit.core.io_order import model_io_entry
 from edgekit.core.manifest import manifest_path_for, write_artifact
 from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
@@ -115,7 +116,7 @@ def quantize(
         # read only the calibration sample: a memory-mapped .npy/.npz or an image folder far larger
         # than memory is never loaded whole (the same seeded draw as calibration_sample)
         dataset = data if isinstance(data, Dataset) else load_dataset(
-            data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key,
+            data, signature=loaded.signature, preprocessing=pre, x_key=x_key, y_key=y_key,
             limit=samples if chosen_mode.needs_data else None, seed=seed, need_labels=False,
         )
         pre = dataset.preprocessing
@@ -135,7 +136,7 @@ def quantize(
                      preprocessing=pre, labels=labels)
     flatbuffer = final.flatbuffer
     artifact = write_artifact(
-        out, flatbuffer, preprocessing=pre, labels=labels, extra={"standard_metadata": final.manifest_entry()},
+        out, flatbuffer, preprocessing=pre, labels=labels, extra={"standard_metadata": final.manifest_entry(), "model_io": model_io_entry(loaded, calibration)},
         source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
         data=({"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset), "calibration_samples": calibrated}
               if dataset is not None else None),

@@ -97,7 +97,7 @@ def quantize_mixed(
     out = check_output_path(output, inputs=[src_path, data], force=force, suffixes=(".tflite",), sidecars=[manifest_path_for(Path(output))])
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe, custom_objects=custom_objects)
     pre = preprocessing or Preprocessing()
-    dataset = load_dataset(data, input_shape=loaded.input_shape, preprocessing=pre, x_key=x_key, y_key=y_key) if data is not None else None
+    dataset = load_dataset(data, signature=loaded.signature, preprocessing=pre, x_key=x_key, y_key=y_key) if data is not None else None
     labels = list(dataset.labels) if dataset is not None and dataset.labels else None
     config = LitertQuantizeConfig.model_validate({"pass": "litert_quantize", "mode": mode, "granularity": granularity,
                                                   "rules": parsed.model_dump() if parsed is not None else None, "calibration_samples": samples})

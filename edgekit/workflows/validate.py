@@ -11,24 +11,37 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.core.data import load_dataset
-from edgekit.core.datatypes import AccuracyResult, LatencyStats, OutputComparison, Preprocessing, SizeInfo
-from edgekit.core.errors import DataError, InputError, ModelError
+from edgekit.core.datatypes import AccuracyResult, LatencyStats, OutputComparison, Preprocessing, Signature, SizeInfo
+from edgekit.core.errors import InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file, size_info, write_json_atomic
+from edgekit.core.io_order import artifact_signature, feed_for, in_model_order, keras_feed, output_order
 from edgekit.core.manifest import check_integrity, manifest_path_for, preprocessing_from_manifest, report_path_for, versions
 from edgekit.core.models import load_model
+from edgekit.core.tasks import (
+    TASK_NAMES,
+    OutputTask,
+    Task,
+    detect_tasks,
+    keras_output_activations,
+    parse_task_overrides,
+    tflite_output_activations,
+    with_tasks,
+)
 from edgekit.core.tflite_file import TfliteInfo
 from edgekit.core.tflite_verify import read_verified_tflite
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.run import run_model
 from edgekit.export.tflite_metadata import METADATA_NAME, preprocessing_from_normalization, standard_metadata_of
-from edgekit.measure.metrics import accuracy, compare_outputs, is_classifier_output
+from edgekit.measure.metrics import compare_outputs
+from edgekit.measure.sanity import chance_warnings, expected_ranges, input_range_warnings
+from edgekit.measure.task_metrics import evaluate
 from edgekit.runtime.local import check_run_options
 
 
@@ -51,13 +64,14 @@ class ValidationReport:
     device: dict[str, Any] = field(default_factory=lambda: {"name": "local", "transport": "local"})
     versions: dict[str, Any] = field(default_factory=versions)
     report_path: str | None = None
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def accuracy_drop(self) -> float | None:
-        """Reference top-1 minus artifact top-1, in points (positive = the artifact is worse)."""
-        if self.accuracy is None or self.reference_accuracy is None:
-            return None
-        return self.reference_accuracy.top1 - self.accuracy.top1
+        """How much worse the artifact's primary metric is than the reference's (top-1 points for a
+        classifier, MAE for a regressor...; positive = the artifact is worse)."""
+        return self.accuracy.drop_from(self.reference_accuracy) if self.accuracy is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,27 +90,47 @@ class ValidationReport:
             "labels": self.labels,
             "device": self.device,
             "versions": self.versions,
+            "tasks": self.tasks,
+            "warnings": self.warnings,
         }
 
 
-def _check_outputs(info: TfliteInfo, outputs: list[np.ndarray], labels: np.ndarray | None) -> None:
-    for spec, out in zip(info.outputs, outputs, strict=False):
+def _check_outputs(signature: Signature, outputs: list[np.ndarray]) -> None:
+    for spec, out in zip(signature.outputs, outputs, strict=False):
         bad = ~np.isfinite(out.reshape(out.shape[0], -1)) if out.size and np.issubdtype(out.dtype, np.floating) else None
         if bad is not None and bad.any():
             sample = int(np.argmax(bad.any(axis=1)))
             raise ModelError(f"the artifact's output {spec.name} is NaN or infinite ({int(bad.any(axis=1).sum())} of {len(out)} samples, "
                              f"first at sample {sample}): its numbers mean nothing",
                              hint="check the model's weights (NaN weights?) and the preprocessing; validate the float model with --reference")
-    if labels is None:
-        return
-    first = outputs[0]
-    if is_classifier_output(first.reshape(first.shape[0], -1)):
-        classes = first.reshape(first.shape[0], -1).shape[1]
-        if labels.max(initial=0) >= classes:
-            raise DataError(
-                f"labels go up to {int(labels.max())}, but the model has {classes} classes (ids 0..{classes - 1})",
-                hint="check the labels belong to this model's dataset",
+
+
+def _check_reference(ref_model: Any, signature: Signature) -> None:
+    """The reference must take the artifact's inputs (names and shapes, in any order)."""
+    ref_inputs = {i.name: i for i in ref_model.signature.inputs}
+    for spec in signature.inputs:
+        ref = ref_inputs.get(spec.name) if len(signature.inputs) > 1 else next(iter(ref_inputs.values()))
+        want = tuple(ref.shape[1:]) if ref is not None else None
+        got = tuple(spec.shape[1:])
+        if want is None or len(want) != len(got) or any(w is not None and g is not None and w != g for w, g in zip(want, got, strict=False)):
+            raise InputError(
+                f"reference model input {want if want is not None else spec.name + ' (missing)'} does not match the artifact input {got}",
+                hint="pass the model the artifact was converted from",
             )
+
+
+def _tasks(info: TfliteInfo, signature: Signature, dataset: Any, ref_model: Any, recorded: dict[str, Any],
+           overrides: dict[str, Task]) -> list[OutputTask]:
+    """Each output's task: --task, else the reference model's (loss, activation), else the manifest's, else the file's ops."""
+    outputs = [(o.name, o.shape) for o in signature.outputs]
+    if ref_model is not None and ref_model.keras_model is not None:
+        return detect_tasks(outputs, activations=keras_output_activations(ref_model.keras_model), losses=ref_model.losses,
+                            targets=dataset.targets, overrides=overrides)
+    found = detect_tasks(outputs, activations=tflite_output_activations(info, output_order(info)), targets=dataset.targets,
+                         overrides=overrides)
+    kept = {t.get("output"): t for t in recorded.get("tasks") or [] if isinstance(t, dict)}
+    return [replace(t, task=Task(kept[t.output]["task"]), reason=f"recorded at conversion: {kept[t.output].get('reason', '')}".rstrip(": "))
+            if t.output in kept and t.output not in overrides and kept[t.output].get("task") in TASK_NAMES else t for t in found]
 
 
 def _is_report(path: Path) -> bool:
@@ -143,6 +177,7 @@ def validate(
     seed: int = 0,
     x_key: str = "x",
     y_key: str = "y",
+    tasks: list[str] | tuple[str, ...] | None = None,
     report: str | os.PathLike[str] | None = None,
     write_report: bool = True,
     unsafe: bool = False,
@@ -173,8 +208,6 @@ def validate(
     path = require_file(artifact, "artifact")
     report_path = _report_path(path, data, reference, report) if write_report else None
     info = read_verified_tflite(path)  # parse and check before native code sees the file
-    if len(info.inputs) != 1:
-        raise InputError(f"{path} has {len(info.inputs)} inputs; validate handles single-input models", hint="validate multi-input models from Python")
     manifest = check_integrity(path, ignore=ignore_manifest)  # a modified artifact is refused whatever the options
     pre = preprocessing if preprocessing is not None else preprocessing_from_manifest(manifest)
     if preprocessing is None and manifest is None:
@@ -182,41 +215,43 @@ def validate(
     ref_model = None
     if reference is not None:
         ref_model = load_model(reference, unsafe=unsafe, custom_objects=custom_objects)
-    input_shape = tuple(None if d < 0 else d for d in info.inputs[0].shape)
-    input_shape = (None, *input_shape[1:])
-    dataset = load_dataset(data, input_shape=input_shape, preprocessing=pre, x_key=x_key, y_key=y_key, limit=samples, seed=seed)
+    recorded = (manifest or {}).get("model_io") or {}
+    model_outputs = ref_model.output_names if ref_model is not None else recorded.get("outputs")
+    signature = artifact_signature(info, model_outputs)
+    overrides = parse_task_overrides(list(tasks or ()), list(signature.output_names))
+    dataset = load_dataset(data, signature=signature, preprocessing=pre, x_key=x_key, y_key=y_key, limit=samples, seed=seed)
     if ref_model is not None:
-        want = tuple(ref_model.input_shape[1:])
-        if len(want) != len(input_shape) - 1 or any(w is not None and w != g for w, g in zip(want, input_shape[1:], strict=False)):
-            raise InputError(
-                f"reference model input {want} does not match the artifact input {tuple(input_shape[1:])}",
-                hint="pass the model the artifact was converted from",
-            )
+        _check_reference(ref_model, signature)
+    output_tasks = _tasks(info, signature, dataset, ref_model, recorded, overrides)
+    dataset = with_tasks(dataset, output_tasks, [o.shape for o in signature.outputs])
+    warnings = input_range_warnings(dataset, signature, expected_ranges(info, recorded, ref_model))
 
     # one code path: the profile decides where the run happens; a device asked for by name records
     # the conditions of the run (probe, thermal state, where accuracy was measured)
     named = device is not None
-    on_device = run_model(profile, path, dataset.x, threads=threads, runs=runs, warmup=warmup, runtime=runtime, with_probe=named,
-                          timeout_s=timeout)
+    on_device = run_model(profile, path, feed_for(info, dataset), threads=threads, runs=runs, warmup=warmup, runtime=runtime,
+                          with_probe=named, timeout_s=timeout)
     run, latency = on_device.run, on_device.latency
+    outputs = in_model_order(info, run.outputs)
     device_report = on_device.report if named else {"name": profile.name, "transport": profile.transport}
-    _check_outputs(info, run.outputs, dataset.y)
-    acc = accuracy(run.outputs[0], dataset.y) if dataset.y is not None and is_classifier_output(run.outputs[0].reshape(len(dataset), -1)) else None
+    _check_outputs(signature, outputs)
+    acc = evaluate(output_tasks, outputs, dataset.targets)
     ref_acc = None
     comparisons: list[OutputComparison] = []
     if ref_model is not None:
-        ref_out = ref_model.predict(dataset.x)
-        if len(ref_out) != len(run.outputs):
+        ref_out = ref_model.predict(keras_feed(ref_model.keras_model, dataset.input_names, dataset.inputs)
+                                    if ref_model.keras_model is not None else dataset.feed)
+        if len(ref_out) != len(outputs):
             raise InputError(
-                f"reference model has {len(ref_out)} outputs, the artifact {len(run.outputs)}",
+                f"reference model has {len(ref_out)} outputs, the artifact {len(outputs)}",
                 hint="pass the model the artifact was converted from",
             )
-        for spec, ref, out in zip(info.outputs, ref_out, run.outputs, strict=True):
+        for spec, task, ref, out in zip(signature.outputs, output_tasks, ref_out, outputs, strict=True):
             if ref.size != out.size:
                 raise InputError(f"reference output shape {ref.shape} differs from the artifact's {out.shape}", hint="pass the model the artifact was converted from")
-            comparisons.append(compare_outputs(spec.name, ref.reshape(out.shape), out))
-        if dataset.y is not None and acc is not None:
-            ref_acc = accuracy(ref_out[0].reshape(run.outputs[0].shape), dataset.y)
+            comparisons.append(compare_outputs(spec.name, ref.reshape(out.shape), out, categorical=task.task.categorical))
+        ref_acc = evaluate(output_tasks, [r.reshape(o.shape) for r, o in zip(ref_out, outputs, strict=True)], dataset.targets)
+    warnings += chance_warnings(ref_acc if ref_acc is not None else acc, output_tasks, "the reference model" if ref_acc is not None else "the artifact")
 
     labels = (manifest or {}).get("labels") or (list(dataset.labels) if dataset.labels else None)
     result = ValidationReport(
@@ -229,10 +264,13 @@ def validate(
         comparisons=comparisons,
         latency=latency,
         preprocessing=dataset.preprocessing,
-        data={"path": dataset.source, "sha256": dataset.sha256, "samples": len(dataset), "labelled": dataset.y is not None},
+        data={"path": dataset.source, "sha256": dataset.sha256, "samples": len(dataset), "labelled": dataset.labelled,
+              "inputs": list(signature.input_names)},
         reference={"path": ref_model.path, "sha256": ref_model.sha256, "format": ref_model.format} if ref_model else None,
         labels=labels,
         device=device_report,
+        tasks=[t.to_dict() for t in output_tasks],
+        warnings=warnings,
     )
     if report_path is not None:
         write_json_atomic(report_path, result.to_dict())
