@@ -103,6 +103,7 @@ def render_compression(result) -> None:
     from rich.table import Table
 
     from edgekit.cli.render import human_bytes, kv_table
+    from edgekit.core.datatypes import format_metric
 
     table = Table(title=f"Layers ({result.kind})", title_justify="left", box=None, pad_edge=False)
     columns = ["layer", "class", "params", "status", "target", "sparsity", "channels", "distinct values", "note"]
@@ -120,8 +121,10 @@ def render_compression(result) -> None:
     if result.unsupported:
         console.print("left as they are (unsupported): " + ", ".join(f"{p} ({c})" for p, c in result.unsupported))
     rows = [("parameters", f"{result.parameters_before:,} -> {result.parameters_after:,}")]
-    if result.top1_before is not None and result.top1_after is not None:
-        rows.append(("top-1 (Keras, --val)", f"{result.top1_before:.2f}% -> {result.top1_after:.2f}% ({result.top1_after - result.top1_before:+.2f} points)"))
+    before, after = result.quality_before, result.quality_after
+    if before is not None and after is not None:
+        rows.append((f"{after.label} (Keras, --val)", f"{format_metric(after.metric, before.value)} -> {format_metric(after.metric, after.value)} "
+                                                     f"({(after.value or 0) - (before.value or 0):+.4g}{' points' if after.unit == 'points' else ''})"))
     rows.append(("model", result.output))
     rows.append(("report", result.report_path))
     console.print(kv_table("Result", rows))
@@ -129,13 +132,14 @@ def render_compression(result) -> None:
     if e is not None:
         cmp = Table(title=f"After export ({e.compressed.mode}, {e.compressed.latency.runtime if e.compressed.latency else '-'})",
                     title_justify="left", box=None, pad_edge=False)
-        for col in ("model", "bytes", "gzip bytes", "p50 ms", "p90 ms", "top-1"):
+        metric = next((m.accuracy.label for m in (e.original_float32, e.original, e.compressed) if m.accuracy is not None), "top-1")
+        for col in ("model", "bytes", "gzip bytes", "p50 ms", "p90 ms", metric):
             cmp.add_column(col, justify="left" if col == "model" else "right")
         for name, m in (("original float32", e.original_float32), (f"original {e.original.mode}", e.original),
                         (f"{'pruned' if result.kind == 'prune' else 'clustered'} {e.compressed.mode}", e.compressed)):
             cmp.add_row(name, f"{m.size.bytes:,} ({human_bytes(m.size.bytes)})", f"{m.size.gzip_bytes:,} ({human_bytes(m.size.gzip_bytes)})",
                         f"{m.latency.p50_ms:.3f}" if m.latency else "-", f"{m.latency.p90_ms:.3f}" if m.latency else "-",
-                        f"{m.top1:.2f}%" if m.top1 is not None else "-")
+                        format_metric(m.accuracy.metric, m.accuracy.value) if m.accuracy is not None else "-")
         console.print(cmp)
         for line in e.verdict:
             console.print(("[bold yellow]" if line.startswith("NOT FASTER") else "") + line + ("[/bold yellow]" if line.startswith("NOT FASTER") else ""))

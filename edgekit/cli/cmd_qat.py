@@ -85,15 +85,22 @@ def render_qat(result) -> None:
     """Prints a QatResult: the comparison table, then the artifact."""
     from rich.table import Table
 
+    from edgekit.core.datatypes import format_metric
+
     float_row = result.row("float")
-    table = Table(title=f"Top-1 on {result.val_samples} validation samples ({result.val_source})", title_justify="left",
-                  box=None, pad_edge=False)
-    for col in ("variant", "top-1 %", "vs float", "same top-1 as float", "size", "note"):
+    head = next((r.accuracy for r in result.comparison if r.accuracy is not None), None)
+    label = head.label if head is not None else "top-1"
+    table = Table(title=f"{label[:1].upper() + label[1:]} on {result.val_samples} validation samples ({result.val_source})",
+                  title_justify="left", box=None, pad_edge=False)
+    for col in ("variant", label, "vs float", "same top-1 as float", "size", "note"):
         table.add_column(col, justify="left" if col in ("variant", "note") else "right")
     for row in result.comparison:
-        delta = f"{row.top1 - float_row.top1:+.2f}" if float_row and row.top1 is not None and row is not float_row else "-"
+        value = row.accuracy.value if row.accuracy is not None else row.top1
+        base = (float_row.accuracy.value if float_row.accuracy is not None else float_row.top1) if float_row else None
+        delta = f"{value - base:+.4g}" if base is not None and value is not None and row is not float_row else "-"
         agreement = f"{row.agreement_with_float:.2f}%" if row.agreement_with_float is not None else "-"
-        table.add_row(row.variant, fmt(row.top1), delta, agreement, human_bytes(row.size_bytes), row.note)
+        shown = format_metric(row.accuracy.metric, value) if row.accuracy is not None else fmt(row.top1)
+        table.add_row(row.variant, shown, delta, agreement, human_bytes(row.size_bytes), row.note)
     console.print(table)
     art = result.artifact
     rows = [

@@ -48,6 +48,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgekit.core.data import rows_of
 from edgekit.core.errors import ConversionError, InputError
 from edgekit.core.extras import import_extra
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
@@ -231,7 +232,7 @@ def quantize_selective(flatbuffer: bytes, rules: PrecisionRules, calibration: np
         InputError: calibration missing where a rule needs it, or litert-quantizer missing.
         ConversionError: the quantizer failed.
     """
-    if rules.needs_calibration and (calibration is None or len(calibration) == 0):
+    if rules.needs_calibration and (calibration is None or rows_of(calibration) == 0):
         raise InputError("int8/int16 activations need calibration data to choose their ranges",
                          hint="pass data with ~100 typical inputs", settings=("data",))
     return run_quantizer(flatbuffer, selective_recipe(rules), mode="int8-selective",
@@ -259,7 +260,7 @@ def run_quantizer(flatbuffer: bytes, recipe: list[dict[str, Any]], *, mode: str,
         raise ConversionError(f"litert-quantizer failed ({mode}): {first[:300]}", hint="check the rules' layer patterns and ops") from exc
     out = bytes(result.quantized_model)
     return QuantizerResult(flatbuffer=out, mode=mode, recipe=tuple(recipe), seconds=time.perf_counter() - started,
-                           calibration_samples=int(len(calibration)) if calibration is not None else 0,
+                           calibration_samples=rows_of(calibration) if calibration is not None else 0,
                            info=parse_tflite_bytes(out, f"<{mode}>"))
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.data import rows_of
 from edgekit.core.datatypes import QuantMode
 from edgekit.core.errors import ConversionError, InputError
 from edgekit.core.models import (
@@ -116,7 +117,7 @@ class MixedInt8:
     def __init__(self, model: LoadedModel, calibration: np.ndarray, *, per_channel: bool = True, stats_samples: int = 100) -> None:
         if model.keras_model is None:
             raise InputError(f"{model.path} is a SavedModel; mixed int8 and per-layer errors need the Keras model", hint="pass the .keras file")
-        if calibration is None or len(calibration) == 0:
+        if calibration is None or rows_of(calibration) == 0:
             raise InputError("mixed int8 needs calibration data", hint="pass --data")
         self.model = model
         self.per_channel = per_channel

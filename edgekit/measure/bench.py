@@ -35,12 +35,14 @@ from edgekit.core.data import Calibration
 from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, Serializable, SizeInfo
 from edgekit.core.errors import InputError
 from edgekit.core.fsutil import sha256_file, size_info, write_bytes_atomic
+from edgekit.core.io_order import feed_for, in_model_order, output_order
+from edgekit.core.tasks import OutputTask, detect_tasks, tflite_output_activations, with_tasks
 from edgekit.core.tflite_file import parse_tflite_bytes
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.run import run_model
 from edgekit.export.convert import Conversion, convert_model
-from edgekit.measure.metrics import accuracy
 from edgekit.measure.noise import LatencySpread, spread_of
+from edgekit.measure.task_metrics import evaluate
 from edgekit.runtime.local import pool_latency
 
 MAX_SAMPLES_IN_REPORT = 400  # raw latency samples kept per artifact (the distribution plot)
@@ -157,7 +159,7 @@ class Bench:
 
     def __init__(self, folder: str | os.PathLike[str], *, val: Dataset | None, calibration: Calibration | None,
                  device: DeviceProfile, settings: MeasureSettings | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, tasks: list[OutputTask] | None = None) -> None:
         self.folder = Path(folder)
         self.val = val
         self.calibration = calibration
@@ -165,9 +167,15 @@ class Bench:
         self.settings = settings or MeasureSettings()
         self.progress = progress or (lambda _m: None)
         self.count = 0
+        #: each output's task (None: detected from the first scored file's ops and the validation targets)
+        self.tasks: list[OutputTask] | None = tasks
         self.reference_outputs: np.ndarray | None = None
         #: each scored candidate's outputs on the validation data (N, -1), by candidate name
         self.outputs: dict[str, np.ndarray] = {}
+
+    def output_names(self, count: int) -> list[str]:
+        names = list(self.val.output_names) if self.val is not None else []
+        return names if len(names) == count else [f"output_{i}" for i in range(count)]
 
     @property
     def threads(self) -> int:
@@ -206,15 +214,26 @@ class Bench:
         if self.val is None:
             return measurement
         self.progress(f"accuracy of {measurement.name}")
-        done = run_model(self.device, Path(measurement.path), _fit_channels(self.val.x, Path(measurement.path)), threads=self.threads,
-                         runs=1, warmup=0)
-        out = done.run.outputs[0].reshape(len(self.val), -1)
+        path = Path(measurement.path)
+        info = parse_tflite_bytes(path.read_bytes(), str(path))
+        feed = feed_for(info, self.val)
+        feed = _fit_channels(feed, path) if isinstance(feed, np.ndarray) else feed
+        done = run_model(self.device, path, feed, threads=self.threads, runs=1, warmup=0)
+        outputs = in_model_order(info, done.run.outputs)
+        if self.tasks is None:
+            self.tasks = detect_tasks([(name, (None, *o.shape[1:])) for name, o in zip(self.output_names(len(outputs)), outputs, strict=True)],
+                                      activations=tflite_output_activations(info, output_order(info)), targets=self.val.targets)
+            self.val = with_tasks(self.val, self.tasks, [(None, *o.shape[1:]) for o in outputs])
+        first = outputs[0]
+        # categorical outputs with a spatial map (segmentation) agree per pixel: (N*pixels, classes)
+        out = first.reshape(-1, first.shape[-1]) if first.ndim > 2 else first.reshape(len(self.val), -1)
         self.outputs[measurement.name] = out
-        acc = accuracy(out, self.val.y) if self.val.y is not None and out.shape[1] > 1 else None
+        acc = evaluate(self.tasks, outputs, self.val.targets) if self.val.labelled else None
         if reference or self.reference_outputs is None:
             self.reference_outputs = out
         agreement = None
-        if self.reference_outputs is not None and out.shape == self.reference_outputs.shape:
+        categorical = self.tasks[0].task.categorical if self.tasks else out.shape[1] > 1
+        if categorical and self.reference_outputs is not None and out.shape == self.reference_outputs.shape:
             agreement = float((out.argmax(1) == self.reference_outputs.argmax(1)).mean() * 100.0)
         return replace(measurement, accuracy=acc, agreement=agreement, device=done.report)
 

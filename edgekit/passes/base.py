@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.core.data import Calibration, sample_rows
@@ -154,8 +153,10 @@ class PassContext:
     custom_objects: str | None = None
     base_dir: Path | None = None
     ahead: bool = False
+    #: each output's task (classification, regression...) as the workflow detected it (None: passes detect from the model)
+    tasks: tuple[Any, ...] | None = None
 
-    def calibration_for(self, samples: int) -> np.ndarray | None:
+    def calibration_for(self, samples: int) -> Calibration | None:
         """The seeded sample of ``samples`` calibration inputs (:func:`edgekit.core.data.sample_rows`).
 
         Every int8 path draws it the same way, so the same data, sample size and seed give the same

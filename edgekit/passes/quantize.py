@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES
+from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, rows_of
 from edgekit.core.datatypes import IOType, QuantMode
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.models import LoadedModel, keras_layer_names
@@ -201,6 +201,6 @@ class QuantizePass(Pass[QuantizeConfig]):
             warnings.append(f"the model uses {len(flex)} TensorFlow op type(s) via Flex: {', '.join('FLEX:' + op for op in flex)}")
         details.update({"mode": cfg.mode, "io_type": cfg.io_type, "per_channel": per_channel if weights else None,
                         "weights": weights, "weights_reason": weights_reason, "equalize": cfg.equalize,
-                        "calibration_samples": int(len(calibration)) if calibration is not None else 0, "bytes": len(flatbuffer)})
+                        "calibration_samples": rows_of(calibration) if calibration is not None else 0, "bytes": len(flatbuffer)})
         new_state = state.with_tflite(flatbuffer, kind, weights=weights, weights_reason=weights_reason)
         return PassOutput(state=new_state, details=details, warnings=tuple(warnings))

@@ -59,21 +59,38 @@ class TrainSettings:
 
 
 def check_training_data(model: Any, data: Dataset | None, *, what: str = "data", need_labels: bool = True) -> None:
-    """Raises before training if ``data`` (the setting ``what``) does not fit ``model``."""
+    """Raises before training if ``data`` (the setting ``what``) does not fit ``model``: every input's
+    shape, and (``need_labels``) targets for every output."""
     if data is None:
         if need_labels:
             raise InputError(f"fine-tuning needs labelled training samples ({what})", hint=f"give {what} with arrays x and y, or set epochs 0",
                              settings=(what, "epochs"))
         return
-    want = tuple(model.inputs[0].shape[1:])
-    got = tuple(data.x.shape[1:])
-    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
-        raise DataError(f"{what} {data.source} has samples of shape {got}, but the model expects {want}",
-                        hint="give samples shaped like the model input", settings=(what,))
-    if need_labels and data.y is None:
-        raise DataError(f"{what} {data.source} has no labels (array y)", hint="fine-tuning needs labels: save x and y in the .npz",
+    if len(model.inputs) != len(data.inputs):
+        raise DataError(f"{what} {data.source} has {len(data.inputs)} input array(s), the model {len(model.inputs)} inputs "
+                        f"({', '.join(str(t.name) for t in model.inputs)})", hint="give one array per model input, named after the input",
                         settings=(what,))
-    if data.y is not None:
+    names = list(data.input_names) or [str(t.name) for t in model.inputs]
+    by_name = {str(t.name): t for t in model.inputs}
+    for k, (name, arr) in enumerate(zip(names, data.inputs, strict=True)):
+        tensor = by_name.get(name, model.inputs[k])
+        want = tuple(tensor.shape[1:])
+        got = tuple(arr.shape[1:])
+        if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got, strict=True)):
+            label = f"input '{name}' of " if len(names) > 1 else ""
+            raise DataError(f"{label}{what} {data.source} has samples of shape {got}, but the model expects {want}",
+                            hint="give samples shaped like the model input", settings=(what,))
+    if need_labels:
+        missing = [n for n, t in zip(data.output_names or [str(o) for o in range(len(model.outputs))], data.targets, strict=False)
+                   if t is None]
+        if data.y is None and not data.more_y:
+            raise DataError(f"{what} {data.source} has no labels (array y)", hint="fine-tuning needs labels: save x and y in the .npz",
+                            settings=(what,))
+        if missing or len(data.targets) != len(model.outputs):
+            raise DataError(f"{what} {data.source} has no targets for output(s) {', '.join(missing) or '?'}; training with the "
+                            "model's losses needs every output's targets",
+                            hint="save y_<output name> for each output (or map them with --y-key OUTPUT=ARRAY)", settings=(what,))
+    if data.y is not None and len(model.outputs) == 1 and data.y.ndim == 1 and data.y.dtype.kind in "iu":
         out_dim = model.outputs[0].shape[-1]
         if out_dim is not None and out_dim > 1 and int(data.y.max(initial=0)) >= out_dim:
             raise DataError(
@@ -82,13 +99,41 @@ def check_training_data(model: Any, data: Dataset | None, *, what: str = "data",
             )
 
 
+def loss_for_tasks(tasks: list[Any]) -> Any:
+    """A Keras loss per output from its task, for models saved without a training objective.
+
+    Classification and segmentation: sparse categorical cross-entropy; binary and multilabel: binary
+    cross-entropy; regression and embeddings: mean squared error (from logits where the output
+    has no softmax/sigmoid).
+    """
+    from edgekit.core.tasks import Task
+
+    losses = keras().losses
+    found = []
+    for t in tasks:
+        if t.task in (Task.CLASSIFICATION, Task.SEGMENTATION):
+            found.append(losses.SparseCategoricalCrossentropy(from_logits=t.from_logits))
+        elif t.task in (Task.BINARY, Task.MULTILABEL):
+            found.append(losses.BinaryCrossentropy(from_logits=t.from_logits))
+        else:
+            found.append(losses.MeanSquaredError())
+    return found[0] if len(found) == 1 else found
+
+
+def loss_weights_of(source_model: Any) -> Any:
+    """The loss weights the model was compiled with (several outputs), or None."""
+    config = getattr(getattr(source_model, "_compile_config", None), "config", None)
+    return config.get("loss_weights") if isinstance(config, dict) else None
+
+
 def resolve_loss(source_model: Any, loss: str | None) -> Any:
-    """The loss to fine-tune with: ``loss`` if given, else the one the model was compiled with."""
+    """The loss to fine-tune with: ``loss`` if given (one for every output), else the one the model was compiled with."""
     if loss is not None:
         try:
-            return keras().losses.get(loss)
+            fn = keras().losses.get(loss)
         except (ValueError, TypeError):
             raise InputError(f"loss '{loss}' is not a Keras loss-function name", hint="e.g. loss sparse_categorical_crossentropy", settings=("loss",)) from None
+        return fn if len(source_model.outputs) == 1 else [fn] * len(source_model.outputs)
     compiled = getattr(source_model, "loss", None)
     if compiled is None:
         raise InputError("the model was saved uncompiled (no training objective), so edgekit cannot fine-tune it as it was trained",
@@ -110,9 +155,13 @@ def make_optimizer(source_model: Any, learning_rate: float | None) -> Any:
 
 
 def compile_for_training(model: Any, source_model: Any, loss: Any, learning_rate: float | None) -> None:
-    """Compiles ``model`` with ``loss`` and a fresh optimizer like ``source_model``'s (accuracy for classifiers)."""
-    metrics = ["accuracy"] if model.outputs[0].shape[-1] not in (None, 1) else []
-    model.compile(optimizer=make_optimizer(source_model, learning_rate), loss=loss, metrics=metrics, steps_per_execution=1)
+    """Compiles ``model`` with ``loss`` (and the source's loss weights) and a fresh optimizer like
+    ``source_model``'s (accuracy for single-output classifiers)."""
+    single = len(model.outputs) == 1
+    metrics = ["accuracy"] if single and model.outputs[0].shape[-1] not in (None, 1) and len(model.outputs[0].shape) == 2 else []
+    weights = loss_weights_of(source_model) if not single else None
+    model.compile(optimizer=make_optimizer(source_model, learning_rate), loss=loss, metrics=metrics, steps_per_execution=1,
+                  **({"loss_weights": weights} if weights is not None else {}))
 
 
 def compile_like_source(model: Any, source_model: Any) -> None:
@@ -246,9 +295,10 @@ def fit(model: Any, source_model: Any, train: Dataset, val: Dataset | None, sett
     compile_for_training(model, source_model, loss, settings.learning_rate)
     total_epochs = settings.epochs if epochs is None else epochs
     cbs = [*callbacks, *training_callbacks(settings, train, title=title, initial_epoch=initial_epoch)]
+    labelled_val = val is not None and all(t is not None for t in val.targets)
     history = model.fit(
-        train.x, train.y, batch_size=settings.batch_size, epochs=initial_epoch + total_epochs, initial_epoch=initial_epoch,
-        validation_data=(val.x, val.y) if val is not None and val.y is not None else None,
+        train.feed, train.fit_targets, batch_size=settings.batch_size, epochs=initial_epoch + total_epochs, initial_epoch=initial_epoch,
+        validation_data=(val.feed, val.fit_targets) if labelled_val else None,  # type: ignore[union-attr]
         callbacks=cbs, verbose=0, shuffle=True,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from edgekit.core.data import calibration_sample, load_dataset
-from edgekit.core.datatypes import Dataset, LatencyStats, Preprocessing, QuantMode, SizeInfo
+from edgekit.core.data import Calibration, calibration_sample, load_dataset
+from edgekit.core.datatypes import AccuracyResult, Dataset, LatencyStats, Preprocessing, QuantMode, SizeInfo
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.fsutil import check_output_path, require_file, save_keras_atomic, write_json_atomic
 from edgekit.core.keras_graph import unsupported_layers
@@ -45,6 +44,7 @@ from edgekit.passes.compression import LayerReport
 from edgekit.passes.pipeline import run_passes
 from edgekit.passes.prune import LayerTarget, PruneConfig, PrunePass, Structure
 from edgekit.passes.training import check_training_data
+from edgekit.workflows.inputs import conform, keras_quality, model_tasks
 
 CALIBRATION_SAMPLES = 100  # the int8 comparison export's calibration sample (seed 0)
 MAX_ROUNDS, MIN_RUNS_PER_ROUND, WARMUP = 5, 20, 3  # latency: `runs` timed runs in up to 5 rounds of >= 20
@@ -65,15 +65,17 @@ class ModelExport:
     latency: LatencyStats | None = None
     top1: float | None = None
     weights: str | None = None  # per-channel / per-tensor int8 weights (edgekit.export.convert.choose_weights)
+    accuracy: AccuracyResult | None = None  # the task's primary metric (top-1 for a classifier)
 
     @classmethod
     def of(cls, m: Measurement) -> ModelExport:
         """The report's view of a measurement from :class:`~edgekit.measure.bench.Bench`."""
-        return cls(str(m.mode), m.size, m.latency, m.accuracy.top1 if m.accuracy else None, m.weights)
+        return cls(str(m.mode), m.size, m.latency, m.accuracy.top1 if m.accuracy else None, m.weights, m.accuracy)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "size": self.size.to_dict(), "latency": self.latency.to_dict() if self.latency else None,
-                "top1": self.top1, "weights": self.weights}
+                "top1": self.top1, "metric": self.accuracy.metric if self.accuracy else None,
+                "value": self.accuracy.value if self.accuracy else None, "weights": self.weights}
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,17 @@ class CompressionResult:
     history: dict[str, list[float]]
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    quality_before: AccuracyResult | None = None  # the task's primary metric (and the others), Keras, on --val
+    quality_after: AccuracyResult | None = None
+    tasks: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         drop = (self.top1_before - self.top1_after) if self.top1_before is not None and self.top1_after is not None else None
+        after = self.quality_after
         return {
+            "tasks": list(self.tasks),
+            "quality": {"metric": after.metric, "before": self.quality_before.value if self.quality_before else None,
+                        "after": after.value, "drop": after.drop_from(self.quality_before)} if after is not None else None,
             "kind": self.kind,
             "output": self.output,
             "config": self.config,
@@ -204,7 +213,8 @@ def load_inputs(model: Any, output: Any, data: Any, val: Any, preprocessing: Pre
             return d
         return load_dataset(d, signature=loaded.signature, preprocessing=pre, x_key=x_key, y_key=y_key)
 
-    return out, loaded, dataset(data), dataset(val)
+    tasks = model_tasks(loaded)
+    return out, loaded, conform(loaded, dataset(data), tasks), conform(loaded, dataset(val), tasks)
 
 
 def check_latency_options(runs: int, threads: int) -> None:
@@ -226,19 +236,7 @@ def latency_settings(runs: int, threads: int) -> MeasureSettings:
 # ----------------------------------------------------------------------------------------------
 
 
-def keras_top1(model: Any, data: Dataset | None) -> float | None:
-    """Top-1 accuracy (percent) of a Keras classifier on labelled data, else None."""
-    if data is None or data.y is None:
-        return None
-    pred = model.predict(data.x, batch_size=256, verbose=0)
-    pred = pred[0] if isinstance(pred, (list, tuple)) else pred
-    pred = np.asarray(pred).reshape(len(data), -1)
-    if pred.shape[1] < 2:
-        return None
-    return float((pred.argmax(axis=1) == data.y).mean() * 100.0)
-
-
-def compare_exports(original: Any, compressed: Any, calibration: np.ndarray, *, val: Dataset | None, mode: str, runs: int,
+def compare_exports(original: Any, compressed: Any, calibration: Calibration, *, val: Dataset | None, mode: str, runs: int,
                     threads: int, structure: str | None) -> ExportComparison:
     """Converts the original (float32 and ``mode``) and the compressed model (``mode``) and measures them on this machine.
 
@@ -262,6 +260,8 @@ def finish(kind: str, source: Any, final: Any, out: Path, config: dict[str, Any]
            export_mode: str, runs: int, threads: int, structure: str | None, notes: list[str]) -> CompressionResult:
     """Saves the model, measures it against the source, writes the report."""
     save_keras_atomic(final, out)
+    tasks = model_tasks(source, val)
+    before, after = keras_quality(source, val, tasks), keras_quality(final, val, tasks)
     comparison = None
     if export:
         calib_source = train if train is not None else val
@@ -273,8 +273,9 @@ def finish(kind: str, source: Any, final: Any, out: Path, config: dict[str, Any]
     result = CompressionResult(
         kind=kind, output=str(out), report_path=str(report_path_for(out)), config=config, layers=layers,
         unsupported=tuple(unsupported_layers(source)), parameters_before=int(source.count_params()),
-        parameters_after=int(final.count_params()), top1_before=keras_top1(source, val), top1_after=keras_top1(final, val),
-        export=comparison, history=history, seconds=time.perf_counter() - started, notes=tuple(notes),
+        parameters_after=int(final.count_params()), top1_before=before.top1 if before else None, top1_after=after.top1 if after else None,
+        export=comparison, history=history, seconds=time.perf_counter() - started, notes=tuple(notes), quality_before=before,
+        quality_after=after, tasks=tuple(t.to_dict() for t in tasks),
     )
     result.save()
     return result

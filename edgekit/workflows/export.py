@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.core.data import calibration_sample, load_dataset
+from edgekit.core.data import calibration_sample, load_dataset, rows_of
 from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.fsutil import json_bytes, write_bytes_atomic, write_json_atomic
@@ -259,7 +259,7 @@ def export(
             source={"path": str(src_path) if src_path else None, "format": loaded.format, "sha256": loaded.sha256,
                     "parameters": loaded.parameter_count},
             data=({"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset),
-                   "calibration_samples": int(len(calibration)) if calibration is not None and chosen_mode.needs_data else 0}
+                   "calibration_samples": rows_of(calibration) if calibration is not None and chosen_mode.needs_data else 0}
                   if dataset is not None else None),
             options={"target": target, "mode": chosen_mode.value, "io_type": chosen_io.value, "samples": samples, "seed": seed,
                      "api_level": api_level, "npu": npu, "soc": soc, "allow_select_tf_ops": allow_select_tf_ops,

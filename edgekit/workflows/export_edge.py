@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, calibration_sample, load_dataset, sample_rows
+from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, calibration_sample, load_dataset, rows_of, sample_rows
 from edgekit.core.datatypes import Artifact, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.extras import import_extra
@@ -214,7 +214,7 @@ def export_edge(
             tmp / MODEL_FILE, flatbuffer, preprocessing=pre, labels=names,
             source={"path": str(src_path), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
             data=({"path": str(dataset.source), "sha256": dataset.sha256, "samples": len(dataset),
-                   "calibration_samples": int(len(calibration)) if calibration is not None else 0} if dataset is not None else None),
+                   "calibration_samples": rows_of(calibration) if calibration is not None else 0} if dataset is not None else None),
             options={"target": target, "mode": chosen_mode.value, "io_type": chosen_io.value, "samples": samples, "seed": seed,
                      "rgb_adapter": rgb, "device": profile.name if profile else None},
             extra={"target": target, "report": report_name, "standard_metadata": finished.manifest_entry(), "warnings": warnings},

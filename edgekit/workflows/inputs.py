@@ -12,15 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.data import Calibration, load_dataset
-from edgekit.core.datatypes import Dataset, Preprocessing
+from edgekit.core.data import Calibration, calibration_inputs, load_dataset
+from edgekit.core.datatypes import AccuracyResult, Dataset, Preprocessing
 from edgekit.core.errors import DataError, EdgekitError, InputError
 from edgekit.core.fsutil import save_keras_atomic
 from edgekit.core.keras_graph import clone_model
+from edgekit.core.tasks import OutputTask, Task, detect_tasks, keras_output_activations, with_tasks
 from edgekit.devices.probe import probe_device
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.run import runs_here
+from edgekit.measure.task_metrics import evaluate
 from edgekit.passes.distill.outputs import compile_plain, detect_output_kind
+from edgekit.passes.training import loss_for_tasks
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,47 @@ def classes_of(keras_model: Any) -> int | None:
 
 def check_labels(ds: Dataset, classes: int | None, what: str) -> None:
     """Labels must be class ids of this model."""
-    if ds.y is not None and classes and int(ds.y.max(initial=0)) >= classes:
+    if ds.y is not None and classes and ds.y.ndim == 1 and ds.y.dtype.kind in "iu" and int(ds.y.max(initial=0)) >= classes:
         raise DataError(f"labels in {what} {ds.source} go up to {int(ds.y.max())}, but the model has {classes} classes",
                         hint="check the labels belong to this model's dataset")
+
+
+def model_tasks(model: Any, dataset: Dataset | None = None, overrides: dict[str, Task] | None = None) -> list[OutputTask]:
+    """Each output's task for a Keras model (or a :class:`LoadedModel`): --task, compiled loss, activation, labels."""
+    keras_model = getattr(model, "keras_model", model)
+    names = list(getattr(keras_model, "output_names", None) or [f"output_{i}" for i in range(len(keras_model.outputs))])
+    losses = getattr(model, "losses", ()) or _compiled_losses(keras_model, names)
+    return detect_tasks([(n, tuple(t.shape)) for n, t in zip(names, keras_model.outputs, strict=True)],
+                        activations=keras_output_activations(keras_model), losses=losses,
+                        targets=dataset.targets if dataset is not None else (), overrides=overrides)
+
+
+def _compiled_losses(keras_model: Any, names: list[str]) -> tuple[Any, ...]:
+    loss = getattr(keras_model, "loss", None)
+    if loss is None:
+        return ()
+    if isinstance(loss, dict):
+        return tuple(loss.get(n) for n in names)
+    if isinstance(loss, (list, tuple)):
+        return tuple(loss)
+    return tuple(loss for _ in names)
+
+
+def conform(model: Any, dataset: Dataset | None, tasks: list[OutputTask]) -> Dataset | None:
+    """``dataset`` with its targets checked against and shaped for the model's tasks."""
+    if dataset is None:
+        return None
+    keras_model = getattr(model, "keras_model", model)
+    return with_tasks(dataset, tasks, [tuple(t.shape) for t in keras_model.outputs])
+
+
+def keras_quality(model: Any, data: Dataset | None, tasks: list[OutputTask]) -> AccuracyResult | None:
+    """The primary metric (and the others) of a Keras model on labelled data, as validate computes them; None without labels."""
+    if data is None or not data.labelled:
+        return None
+    pred = model.predict(data.feed, batch_size=256, verbose=0)
+    outputs = [np.asarray(p) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
+    return evaluate(tasks, outputs, data.targets)
 
 
 def split_validation(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -57,8 +98,7 @@ def split_validation(train: Dataset, fraction: float, seed: int) -> tuple[Datase
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
 
     def part(idx: np.ndarray, tag: str) -> Dataset:
-        return Dataset(x=train.x[idx], y=train.y[idx] if train.y is not None else None, source=f"{train.source} ({tag})",
-                       sha256=train.sha256, preprocessing=train.preprocessing, labels=train.labels)
+        return train.take(idx, source=f"{train.source} ({tag})")
 
     return part(train_idx, f"{len(train_idx)} samples, training part"), part(val_idx, f"held-out {n_val} samples, seed {seed}")
 
@@ -66,7 +106,7 @@ def split_validation(train: Dataset, fraction: float, seed: int) -> tuple[Datase
 def load_training_inputs(loaded: Any, data: str | os.PathLike[str] | None, val: str | os.PathLike[str] | None, *,
                          preprocessing: Preprocessing, x_key: str = "x", y_key: str = "y", seed: int = 0,
                          train_limit: int | None = None, val_limit: int | None = None, hold_out: bool = True,
-                         val_fraction: float = 0.1, min_hold_out: int = 20) -> TrainingInputs:
+                         val_fraction: float = 0.1, min_hold_out: int = 20, overrides: dict[str, Task] | None = None) -> TrainingInputs:
     """Loads ``data`` and ``val`` for ``loaded``; without ``val``, holds out ``val_fraction`` of ``data``.
 
     With ``hold_out`` and at least ``min_hold_out`` samples the validation data is a seeded part of
@@ -76,7 +116,7 @@ def load_training_inputs(loaded: Any, data: str | os.PathLike[str] | None, val: 
     kw: dict[str, Any] = {"signature": loaded.signature, "preprocessing": preprocessing, "x_key": x_key, "y_key": y_key,
                           "seed": seed}
     train = load_dataset(data, limit=train_limit, **kw) if data is not None else None
-    calibration = train.x if train is not None else None
+    calibration = calibration_inputs(train) if train is not None else None
     notes: list[str] = []
     if val is not None:
         val_ds = load_dataset(val, limit=val_limit, **kw)
@@ -89,6 +129,10 @@ def load_training_inputs(loaded: Any, data: str | os.PathLike[str] | None, val: 
                      if hold_out else "no --val: accuracy is measured on the --data samples themselves")
     else:
         raise InputError("nothing to measure accuracy on: pass --val VAL.npz (or --data)", hint="e.g. --val val.npz")
+    if loaded.keras_model is not None:
+        tasks = model_tasks(loaded, val_ds, overrides)
+        train, val_ds = conform(loaded, train, tasks), conform(loaded, val_ds, tasks)
+        assert val_ds is not None
     classes = classes_of(loaded.keras_model)
     for ds, what in ((train, "--data"), (val_ds, "--val")):
         if ds is not None:
@@ -96,11 +140,14 @@ def load_training_inputs(loaded: Any, data: str | os.PathLike[str] | None, val: 
     return TrainingInputs(train=train, val=val_ds, notes=tuple(notes), calibration=calibration)
 
 
-def ensure_loss(keras_model: Any, loss: str | None = None) -> None:
-    """Gives an uncompiled classifier a loss (from its output convention) so training passes can fine-tune it."""
+def ensure_loss(keras_model: Any, loss: str | None = None, tasks: list[OutputTask] | None = None) -> None:
+    """Gives an uncompiled model a loss per output (from its tasks) so training passes can fine-tune it."""
     if loss is not None or getattr(keras_model, "loss", None) is not None:
         return
-    compile_plain(keras_model, detect_output_kind(keras_model).kind)
+    if len(keras_model.outputs) == 1 and tasks is None:
+        compile_plain(keras_model, detect_output_kind(keras_model).kind)
+        return
+    keras_model.compile(optimizer="adam", loss=loss_for_tasks(tasks or model_tasks(keras_model)))
 
 
 def save_keras(model: Any, path: Path) -> None:

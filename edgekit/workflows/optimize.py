@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, sample_rows
+from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, rows_of, sample_rows
 from edgekit.core.datatypes import Preprocessing, QuantMode, Serializable
 from edgekit.core.errors import DataError, EdgekitError, GateFailed
 from edgekit.core.extras import EXTRAS, has_extra
@@ -376,7 +376,7 @@ def optimize(
             artifact = write_artifact(
                 tmp / MODEL_FILE, flatbuffer, preprocessing=pre, labels=labels,
                 source={"path": str(model), "format": loaded.format, "sha256": loaded.sha256, "parameters": loaded.parameter_count},
-                data={"path": str(data), "sha256": train.sha256, "calibration_samples": int(len(calibration))},
+                data={"path": str(data), "sha256": train.sha256, "calibration_samples": rows_of(calibration)},
                 options={"optimize": best.name, "passes": [dict(p) for p in best.passes]},
                 extra={"recipe": RECIPE_FILE, "report": REPORT_JSON, "standard_metadata": finished.manifest_entry()})
             recipe_text = write_recipe(tmp / RECIPE_FILE, best, budget, pre, device if isinstance(device, str) else None, model, data, val)
@@ -391,7 +391,7 @@ def optimize(
             "title": f"edgekit optimize {Path(model).name}",
             "budget": {**budget.to_dict(), "effort": effort, "prefer": prefer, "budget_minutes": budget_minutes, "epochs": epochs},
             "model": {"path": str(model), "sha256": loaded.sha256, "format": loaded.format, "parameters": loaded.parameter_count},
-            "data": {"path": str(data), "sha256": train.sha256, "samples": len(train), "calibration_samples": int(len(calibration))},
+            "data": {"path": str(data), "sha256": train.sha256, "samples": len(train), "calibration_samples": rows_of(calibration)},
             "val": {"source": val_ds.source, "sha256": val_ds.sha256, "samples": len(val_ds)},
             "preprocessing": pre.to_dict(),
             "recommended": next((r for r in rows if r.get("status") == "recommended"), None),

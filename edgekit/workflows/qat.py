@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, calibration_sample, load_dataset
-from edgekit.core.datatypes import Artifact, Dataset, IOType, Preprocessing, QuantMode
+from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, calibration_sample, load_dataset, rows_of
+from edgekit.core.datatypes import AccuracyResult, Artifact, Dataset, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import ConversionError, DataError, InputError, ModelError
 from edgekit.core.fsutil import atomic_path, check_output_path, write_json_atomic
 from edgekit.core.manifest import manifest_path_for, write_artifact
@@ -37,11 +37,12 @@ from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.export.convert import Conversion
 from edgekit.export.standard import finalize
 from edgekit.measure.bench import Bench, Candidate, Measurement
-from edgekit.measure.metrics import accuracy
+from edgekit.measure.task_metrics import evaluate
 from edgekit.passes.base import EpochCallback, ModelState, PassContext, PassOutput
 from edgekit.passes.pipeline import run_passes
 from edgekit.passes.qat import LayerPlan, QatConfig, QatPass, check_qat_config
 from edgekit.passes.qat.qat_pass import QAT_MODEL, check_classifier, check_labels
+from edgekit.workflows.inputs import conform, model_tasks
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,13 @@ class VariantResult:
     agreement_with_float: float | None  # % of samples with the same top-1 class as the float model
     note: str = ""
     sha256: str | None = None  # of the TFLite file measured (None for the Keras row)
+    accuracy: AccuracyResult | None = None  # the task's primary metric and the others
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "variant": self.variant, "top1": self.top1, "top5": self.top5, "size_bytes": self.size_bytes,
             "agreement_with_float": self.agreement_with_float, "note": self.note, "sha256": self.sha256,
+            "metric": self.accuracy.metric if self.accuracy else None, "value": self.accuracy.value if self.accuracy else None,
         }
 
 
@@ -140,27 +143,21 @@ def _split(train: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dat
     order = np.random.default_rng(seed).permutation(len(train))
     n_val = max(1, int(round(len(train) * val_fraction)))
     held, kept = np.sort(order[:n_val]), np.sort(order[n_val:])
-    assert train.y is not None
-
-    def part(idx: np.ndarray, source: str) -> Dataset:
-        return Dataset(x=train.x[idx], y=train.y[idx], source=source, sha256=train.sha256,  # type: ignore[index]
-                       preprocessing=train.preprocessing, labels=train.labels)
-
-    return part(kept, train.source), part(held, f"{train.source} (held-out {n_val} samples, seed {seed})")
+    return train.take(kept), train.take(held, f"{train.source} (held-out {n_val} samples, seed {seed})")
 
 
 def _row(name: str, m: Measurement | None, note: str) -> VariantResult:
     acc = m.accuracy if m is not None else None
-    return VariantResult(name, round(acc.top1, 2) if acc else None, round(acc.top5, 2) if acc and acc.top5 is not None else None,
+    return VariantResult(name, round(acc.top1, 2) if acc and acc.top1 is not None else None,
+                         round(acc.top5, 2) if acc and acc.top5 is not None else None,
                          m.size.bytes if m is not None else None,
                          round(m.agreement, 2) if m is not None and m.agreement is not None else None, note,
-                         m.sha256 if m is not None else None)
+                         m.sha256 if m is not None else None, acc)
 
 
 def compare_variants(source: Any, qat_tflite: bytes, qat_keras: Any, val: Dataset, data: Dataset, *, io_type: IOType,
                      compare_ptq: bool, seed: int, device: DeviceProfile, notes: list[str]) -> tuple[VariantResult, ...]:
     """Float32, PTQ int8 and QAT int8 (TFLite, measured by a :class:`Bench`) and QAT simulated in Keras, on ``val``."""
-    assert val.y is not None
     # the same seeded draw from the whole --data as `quantize`, so the PTQ column is the model `quantize` makes
     calibration = calibration_sample(data, DEFAULT_CALIBRATION_SAMPLES, seed)
     with tempfile.TemporaryDirectory(prefix="edgekit-qat-") as tmp:
@@ -175,15 +172,24 @@ def compare_variants(source: Any, qat_tflite: bytes, qat_keras: Any, val: Datase
             except ConversionError as exc:
                 notes.append(f"PTQ int8 comparison skipped: {exc.one_line()}")
             else:
-                rows.append(_row("ptq-int8", ptq, f"post-training, {len(calibration)} calibration samples"))
+                rows.append(_row("ptq-int8", ptq, f"post-training, {rows_of(calibration)} calibration samples"))
         rows.append(_row("qat-int8", bench.add(Candidate("qat-int8", tflite=qat_tflite)), "this file"))
         float_out, qat_out = bench.outputs["float"], bench.outputs["qat-int8"]
-    sim = qat_keras.predict(val.x, batch_size=256, verbose=0).reshape(len(val), -1)
-    acc = accuracy(sim, val.y)
-    same_as_file = float((sim.argmax(1) == qat_out.argmax(1)).mean() * 100.0)
-    agreement = float((sim.argmax(1) == float_out.argmax(1)).mean() * 100.0)
-    rows.append(VariantResult("qat-keras", round(acc.top1, 2), round(acc.top5, 2) if acc.top5 is not None else None, None,
-                              round(agreement, 2), f"simulated in Keras; {same_as_file:.1f}% same top-1 as the file"))
+        tasks = bench.tasks or model_tasks(source, val)
+    pred = qat_keras.predict(val.feed, batch_size=256, verbose=0)
+    outs = [np.asarray(p) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
+    acc = evaluate(tasks, outs, val.targets)
+    sim = outs[0].reshape(-1, outs[0].shape[-1]) if outs[0].ndim > 2 else outs[0].reshape(len(val), -1)  # as the bench keeps them
+    if tasks[0].task.categorical:
+        same_as_file = float((sim.argmax(1) == qat_out.argmax(1)).mean() * 100.0)
+        agreement: float | None = float((sim.argmax(1) == float_out.argmax(1)).mean() * 100.0)
+        note = f"simulated in Keras; {same_as_file:.1f}% same top-1 as the file"
+    else:
+        agreement = None
+        note = f"simulated in Keras; mean abs difference to the file {float(np.abs(sim - qat_out).mean()):.4g}"
+    rows.append(VariantResult("qat-keras", round(acc.top1, 2) if acc and acc.top1 is not None else None,
+                              round(acc.top5, 2) if acc and acc.top5 is not None else None, None,
+                              round(agreement, 2) if agreement is not None else None, note, None, acc))
     return tuple(rows)
 
 
@@ -259,11 +265,14 @@ def qat(
                          hint="pass the .keras or .h5 file the SavedModel was exported from")
     keras_model = loaded.keras_model
     classes = check_classifier(keras_model, str(loaded.path))
+    tasks = model_tasks(loaded)
     pre = preprocessing or Preprocessing()
 
     def load(source: Any, what: str) -> Dataset:
         ds = source if isinstance(source, Dataset) else load_dataset(source, signature=loaded.signature, preprocessing=pre,
                                                                    x_key=x_key, y_key=y_key)
+        ds = conform(loaded, ds, tasks)
+        assert ds is not None
         check_labels(ds, classes, what)
         return ds
 
@@ -275,7 +284,7 @@ def qat(
     def keep_qat_model(_index: int, _pass: Any, output: PassOutput, _final: ModelState) -> None:
         captured["qat_model"] = output.state.details[QAT_MODEL]  # the fake-quantized graph, for the qat-keras row
 
-    ctx = PassContext(train=train, val=validation, preprocessing=full.preprocessing, labels=full.labels, seed=seed,
+    ctx = PassContext(train=train, val=validation, preprocessing=full.preprocessing, labels=full.labels, seed=seed, tasks=tuple(tasks),
                       teacher=keras_model, on_epoch=on_epoch, unsafe=unsafe, custom_objects=str(custom_objects) if custom_objects else None)
     result = run_passes([QatPass(cfg)], ModelState(keras=keras_model, source=str(loaded.path)), ctx, on_step=keep_qat_model)
     final, step, details = result.state, result.steps[0], result.state.details["qat"]

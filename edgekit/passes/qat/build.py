@@ -125,12 +125,14 @@ def build_qat_model(keras_model: Any, preserve: str | None = None, momentum: flo
                     preserved=preserved)
 
 
-def calibrate(qat_model: QatModel, x: np.ndarray, batch_size: int = 64, batches: int = 8) -> None:
-    """Sets every activation range from float inference on up to ``batches`` batches of ``x``."""
+def calibrate(qat_model: QatModel, x: Any, batch_size: int = 64, batches: int = 8) -> None:
+    """Sets every activation range from float inference on up to ``batches`` batches of ``x`` (a list for several inputs)."""
     qat_model.set_mode("calibrate")
+    n = len(x[0]) if isinstance(x, list) else len(x)
     try:
-        for start in range(0, min(len(x), batch_size * batches), batch_size):
-            qat_model.model(x[start: start + batch_size], training=False)
+        for start in range(0, min(n, batch_size * batches), batch_size):
+            batch = [a[start: start + batch_size] for a in x] if isinstance(x, list) else x[start: start + batch_size]
+            qat_model.model(batch, training=False)
     finally:
         qat_model.set_mode("train")
 

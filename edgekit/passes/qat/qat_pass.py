@@ -35,6 +35,7 @@ from edgekit.passes.qat.build import QatModel, build_qat_model, calibrate, expor
 from edgekit.passes.qat.graph import plan_qat
 from edgekit.passes.qat.preserve import preserve_constraints
 from edgekit.passes.recovery import RECOVERY_ALPHA, RECOVERY_TEMPERATURE
+from edgekit.passes.training import loss_for_tasks, loss_weights_of
 
 PreserveChoice = Literal["auto", "none", "sparsity", "clusters"]
 QAT_MODEL = "qat_model"  # the key of the built QatModel in the state between apply and finalize
@@ -71,28 +72,20 @@ def resolve_preserve(preserve: str, passes_done: Sequence[str]) -> str | None:
     return None if preserve == "none" else preserve
 
 
-def check_classifier(model: Any, source: str) -> int:
-    """Raises unless ``model`` is a single-input, single-output classifier; returns its class count."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelError(
-            f"{source} has {len(model.inputs)} input(s) and {len(model.outputs)} output(s); QAT handles single-input, single-output classifiers",
-            hint="fine-tune multi-input/output models from Python with edgekit.passes.qat.build_qat_model",
-        )
+def check_classifier(model: Any, source: str) -> int | None:
+    """The class count of a single (batch, classes) classifier output, else None (any model trains with its own losses)."""
     out_shape = tuple(model.outputs[0].shape)
-    if len(out_shape) != 2 or (out_shape[1] or 0) < 2:
-        raise ModelError(
-            f"{source} outputs shape {out_shape}; QAT trains classifiers with a (batch, classes) output",
-            hint="fine-tune other models from Python with edgekit.passes.qat.build_qat_model and your own loss",
-        )
-    return int(out_shape[1])
+    if len(model.outputs) == 1 and len(out_shape) == 2 and (out_shape[1] or 0) >= 2:
+        return int(out_shape[1])
+    return None
 
 
-def check_labels(dataset: Dataset, classes: int, what: str) -> np.ndarray:
-    """The dataset's labels; raises unless it has labels below ``classes``."""
-    if dataset.y is None:
-        raise DataError(f"{what} {dataset.source} has no labels; QAT trains against labels",
-                        hint="add an array y of class ids to the .npz (or use an image folder)")
-    if int(dataset.y.max(initial=0)) >= classes:
+def check_labels(dataset: Dataset, classes: int | None, what: str) -> np.ndarray | None:
+    """The dataset's labels; raises unless every output has targets (class ids below ``classes`` for a classifier)."""
+    if dataset.y is None or any(t is None for t in dataset.more_y):
+        raise DataError(f"{what} {dataset.source} has no labels for every output; QAT trains against labels",
+                        hint="add an array y (or y_<output> per output) to the .npz (or use an image folder)")
+    if classes is not None and dataset.y.ndim == 1 and int(dataset.y.max(initial=0)) >= classes:
         raise DataError(
             f"labels in {dataset.source} go up to {int(dataset.y.max())}, but the model has {classes} classes",
             hint="check the labels belong to this model's dataset",
@@ -106,6 +99,18 @@ def _keras_model(state: ModelState) -> Any:
         raise ModelError(f"the qat pass needs a Keras model to rebuild and fine-tune, but it got a {what}",
                          hint="run qat on the Keras model, before any quantize or export step")
     return state.keras
+
+
+def _rows(x: Any, n: int) -> Any:
+    return [a[:n] for a in x] if isinstance(x, list) else x[:n]
+
+
+def model_output_tasks(model: Any) -> list[Any]:
+    """Each output's task from the model alone (activation, shape)."""
+    from edgekit.core.tasks import detect_tasks, keras_output_activations
+
+    names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
+    return detect_tasks([(n, tuple(t.shape)) for n, t in zip(names, model.outputs, strict=True)], activations=keras_output_activations(model))
 
 
 class QatPass(Pass[QatConfig]):
@@ -132,24 +137,39 @@ class QatPass(Pass[QatConfig]):
         model = _keras_model(state)
         if ctx.train is None:
             raise DataError("the qat pass needs labelled training data", hint="give training data with labels")
-        x, y = ctx.train.x, check_labels(ctx.train, int(model.outputs[0].shape[1]), "training data")
+        check_labels(ctx.train, check_classifier(model, state.source or "model"), "training data")
+        train = ctx.train
+        x, y = train.feed, train.fit_targets
         k = keras()
         k.utils.set_random_seed(ctx.seed)
         preserve = resolve_preserve(cfg.preserve, ctx.passes_done)
         qm = build_qat_model(model, preserve=preserve)
-        sample = x[np.random.default_rng(ctx.seed).permutation(len(x))[: CALIBRATION_BATCHES * cfg.batch_size]]
-        detected, output_kind = loss_for(model.predict(sample[:256], batch_size=256, verbose=0))
-        notes = []
+        pick = np.random.default_rng(ctx.seed).permutation(len(train))[: CALIBRATION_BATCHES * cfg.batch_size]
+        sample = train.take(np.sort(pick)).feed
+        classifier = check_classifier(model, "model") is not None
+        if classifier:
+            detected, output_kind = loss_for(model.predict(_rows(sample, 256), batch_size=256, verbose=0))
+        else:  # any other model trains with its own (compiled) losses, or the ones its tasks call for
+            detected = getattr(model, "loss", None) or loss_for_tasks(list(ctx.tasks) if ctx.tasks else model_output_tasks(model))
+            output_kind = "the model's compiled loss" if getattr(model, "loss", None) is not None else "losses from the output tasks"
+        if cfg.distill and not classifier:
+            cfg = cfg.model_copy(update={"distill": False})
+            notes_pre = ["distill recovery matches a single classifier output; this model fine-tunes on its labels"]
+        else:
+            notes_pre = []
+        notes = list(notes_pre)
         if qm.plan.unsupported:
             notes.append("kept float (unsupported): " + ", ".join(f"{p.name} ({p.class_name}: {p.float_part or p.detail})"
                                                                   for p in qm.plan.unsupported))
         calibrate(qm, sample, batch_size=cfg.batch_size, batches=CALIBRATION_BATCHES)
-        steps = cfg.epochs * math.ceil(len(x) / cfg.batch_size)
+        steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
         # cosine decay from the learning rate to 0 over the whole fine-tuning: the model ends where the rate is small
         rate = k.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps)) if cfg.lr_schedule == "cosine" \
             else cfg.learning_rate
         loss = k.losses.get(cfg.loss) if cfg.loss else detected
-        qm.model.compile(optimizer=k.optimizers.Adam(learning_rate=rate), loss=loss, metrics=["accuracy"])
+        weights = loss_weights_of(model) if len(model.outputs) > 1 else None
+        qm.model.compile(optimizer=k.optimizers.Adam(learning_rate=rate), loss=loss, metrics=["accuracy"] if classifier else [],
+                         **({"loss_weights": weights} if weights is not None else {}))
         history: list[dict[str, float]] = []
 
         def on_epoch_end(epoch: int, logs: dict[str, Any] | None) -> None:
@@ -172,9 +192,9 @@ class QatPass(Pass[QatConfig]):
             "plan": [p.to_dict() for p in qm.plan.layers],
             "unsupported_layers": [p.to_dict() for p in qm.plan.unsupported],
             "history": history,
-            "training_samples": len(x),
+            "training_samples": len(train),
             "seconds_training": time.perf_counter() - started,
-            "loss": cfg.loss or f"sparse_categorical_crossentropy ({output_kind})",
+            "loss": cfg.loss or (f"sparse_categorical_crossentropy ({output_kind})" if classifier else output_kind),
         }
         new_state = replace(state, keras=qm.model, tflite=None, kind="qat", details={**state.details, QAT_MODEL: qm})
         return PassOutput(state=new_state, details=details, warnings=tuple(notes))
