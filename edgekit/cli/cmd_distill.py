@@ -93,15 +93,20 @@ def distill(teacher, student, width, data, val, epochs, temperature, alpha, hint
 def render(result) -> None:
     from rich.table import Table
 
+    from edgekit.core.datatypes import METRIC_LABELS, PERCENT_METRICS, format_metric
+
+    metric = result.rows["distilled"].metric
+    label = METRIC_LABELS.get(metric, metric)
+    unit = "points " + label if metric in PERCENT_METRICS else label + (" (lower is better)" if result.lower_is_better else "")
     caption = "baseline: the same student trained on the labels alone (same start, epochs, data, seed)" if "baseline" in result.rows else None
-    table = Table(title="Teacher vs student (top-1 %; int8 TFLite size and latency)", title_justify="left", caption=caption,
+    table = Table(title=f"Teacher vs student ({label}; int8 TFLite size and latency)", title_justify="left", caption=caption,
                   caption_justify="left", box=None, pad_edge=False)
-    for col in ("model", "params", "top-1", "int8 top-1", "int8 size", "gzip", "p50 ms", "mean ms"):
+    for col in ("model", "params", label, f"int8 {label}", "int8 size", "gzip", "p50 ms", "mean ms"):
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for key, row in result.rows.items():
         lat = row.latency
         table.add_row(
-            key, f"{row.parameters:,}", fmt(row.top1), fmt(row.int8_top1),
+            key, f"{row.parameters:,}", format_metric(row.metric, row.top1), format_metric(row.metric, row.int8_top1),
             human_bytes(row.int8_size.bytes) if row.int8_size else "-", human_bytes(row.int8_size.gzip_bytes) if row.int8_size else "-",
             fmt(lat.p50_ms, 3) if lat else "-", fmt(lat.mean_ms, 3) if lat else "-",
         )
@@ -115,9 +120,9 @@ def render(result) -> None:
         ("parameters", f"teacher/student = {result.compression:.2f}x"),
     ]
     if gain is not None:
-        rows.append(("vs baseline", f"{gain:+.2f} points top-1 from distillation"))
+        rows.append(("vs baseline", f"{gain:+.4g} {unit} better from distillation" if gain >= 0 else f"{-gain:.4g} {unit} worse with distillation"))
     if gap is not None:
-        rows.append(("vs teacher", f"{-gap:+.2f} points top-1"))
+        rows.append(("vs teacher", f"{gap:.4g} {unit} behind the teacher" if gap >= 0 else f"{-gap:.4g} {unit} ahead of the teacher"))
     for adapter in result.fit.adapters:
         rows.append(("hint", f"{adapter['teacher_layer']} <- {adapter['student_layer']} ({adapter['adapter']} adapter)"))
     rows.append(("report", result.report_path))

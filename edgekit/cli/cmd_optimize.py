@@ -120,9 +120,13 @@ def _short_reason(reasons: list[str]) -> str:
 def render_optimize(report: dict, out_dir: str) -> None:
     from rich.table import Table
 
+    from edgekit.core.datatypes import METRIC_LABELS, PERCENT_METRICS
+
+    metric = next((r.get("metric") for r in report["candidates"] if r.get("metric")), "top1")
+    label = METRIC_LABELS.get(metric, metric) + (" %" if metric in PERCENT_METRICS else "")
     table = Table(title="Candidates (against float32, same data and machine)", title_justify="left", box=None, pad_edge=False)
-    for col in ("candidate", "status", "bytes", "smaller", "top-1 %", "drop", "p50 ms", "faster", "why"):
-        table.add_column(col, justify="right" if col in ("bytes", "smaller", "top-1 %", "drop", "p50 ms", "faster") else "left",
+    for col in ("candidate", "status", "bytes", "smaller", label, "drop", "p50 ms", "faster", "why"):
+        table.add_column(col, justify="right" if col in ("bytes", "smaller", label, "drop", "p50 ms", "faster") else "left",
                          no_wrap=col != "why", overflow="fold" if col == "why" else "ellipsis")
     colors = {"recommended": "green", "feasible": "cyan", "rejected": "red", "failed": "magenta", "skipped": "yellow"}
     for row in report["candidates"]:
@@ -130,14 +134,14 @@ def render_optimize(report: dict, out_dir: str) -> None:
         color = colors.get(status)
         table.add_row(row["name"] + (" *" if row.get("pareto") else ""), f"[{color}]{status}[/{color}]" if color else status,
                       human_bytes(row.get("bytes")), fmt(row.get("smaller_than_reference")) + ("x" if row.get("bytes") else ""),
-                      fmt(row.get("top1")), fmt(row.get("drop")), fmt(row.get("p50_ms"), 4),
+                      fmt(row.get("value")), fmt(row.get("drop")), fmt(row.get("p50_ms"), 4),
                       fmt(row.get("faster_than_reference")) + ("x" if row.get("bytes") else ""), _short_reason(row.get("reasons") or []))
     console.print(table)
     console.print("* on the Pareto front (size, latency, accuracy drop)")
     rec = report.get("recommended")
     if rec:
         console.print(f"[green]recommended:[/green] {rec['name']}: {rec['bytes']:,} bytes ({fmt(rec.get('smaller_than_reference'))}x smaller), "
-                      f"top-1 {fmt(rec.get('top1'))}% (drop {fmt(rec.get('drop'))}), p50 {fmt(rec.get('p50_ms'), 4)} ms "
+                      f"{METRIC_LABELS.get(metric, metric)} {fmt(rec.get('value'))}{'%' if metric in PERCENT_METRICS else ''} (drop {fmt(rec.get('drop'))}), p50 {fmt(rec.get('p50_ms'), 4)} ms "
                       f"({fmt(rec.get('faster_than_reference'))}x faster); {report.get('why_recommended', '')}")
         console.print(f"wrote {out_dir}/: model.tflite, model.json, recipe.yaml (rerun with edgekit run), candidates/, report.json, report.html")
     else:

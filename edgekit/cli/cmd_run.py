@@ -86,7 +86,7 @@ def render_run(report: dict, out_dir: str) -> None:
     for col in ("artifact", "bytes", "smaller", "top-1 %", "drop", "p50 ms", "p90 ms", "faster"):
         table.add_column(col, justify="left" if col == "artifact" else "right")
     for row in report["candidates"]:
-        table.add_row(row["name"], human_bytes(row["bytes"]), fmt(row.get("smaller_than_reference")) + "x", fmt(row.get("top1")),
+        table.add_row(row["name"], human_bytes(row["bytes"]), fmt(row.get("smaller_than_reference")) + "x", fmt(row.get("value")),
                       fmt(row.get("drop")), fmt(row.get("p50_ms"), 4), fmt(row.get("p90_ms"), 4),
                       fmt(row.get("faster_than_reference")) + "x")
     console.print(table)

@@ -352,3 +352,18 @@ def check_overrides(overrides: dict[str, Task] | None, outputs: list[str]) -> No
         if name not in outputs:
             raise InputError(f"task for '{name}' names no output of the model (outputs: {', '.join(outputs)})",
                              hint="use the output names edgekit inspect shows", settings=("task",))
+
+
+def keras_output_tasks(model: Any) -> list[OutputTask]:
+    """Each output's task from a Keras model alone (its compiled loss if compiled, activation, shape)."""
+    names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
+    loss = getattr(model, "loss", None)
+    losses: tuple[Any, ...] = ()
+    if isinstance(loss, dict):
+        losses = tuple(loss.get(n) for n in names)
+    elif isinstance(loss, (list, tuple)):
+        losses = tuple(loss)
+    elif loss is not None:
+        losses = tuple(loss for _ in names)
+    return detect_tasks([(n, tuple(t.shape)) for n, t in zip(names, model.outputs, strict=True)],
+                        activations=keras_output_activations(model), losses=losses)

@@ -119,6 +119,11 @@ class MixedInt8:
             raise InputError(f"{model.path} is a SavedModel; mixed int8 and per-layer errors need the Keras model", hint="pass the .keras file")
         if calibration is None or rows_of(calibration) == 0:
             raise InputError("mixed int8 needs calibration data", hint="pass --data")
+        specs = model.signature.inputs
+        if len(specs) != 1 or specs[0].integer:
+            raise InputError(f"the per-layer analysis feeds one float input; {model.path} has "
+                             + (f"{len(specs)} inputs" if len(specs) != 1 else f"a {specs[0].dtype} input ({specs[0].name})"),
+                             hint="quantize with --mode int8 and check it with validate --reference")
         self.model = model
         self.per_channel = per_channel
         self.layers = keras_layer_names(model.keras_model)

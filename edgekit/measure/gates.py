@@ -12,13 +12,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgekit.core.datatypes import Serializable
+from edgekit.core.datatypes import Serializable, format_metric
 from edgekit.measure.bench import Measurement
 
 
@@ -74,13 +73,20 @@ class GateResult(Serializable):
 
 
 def accuracy_drop(reference: Measurement, final: Measurement, relative: bool = False) -> float | None:
-    """Points of top-1 lost (or percent of the reference top-1 with ``relative``); None without labels."""
+    """How much worse ``final``'s primary metric is than the reference's: top-1 points for a classifier,
+    the metric's own units otherwise (MAE up, mean IoU points down...), or percent of the reference
+    with ``relative``; None without labels."""
     if reference.accuracy is None or final.accuracy is None:
         return None
-    drop = reference.accuracy.top1 - final.accuracy.top1
+    return final.accuracy.drop_from(reference.accuracy, relative=relative)
+
+
+def drop_unit(reference: Measurement, relative: bool) -> str:
+    """The unit a drop of ``reference``'s primary metric is counted in."""
+    acc = reference.accuracy
     if relative:
-        return drop / reference.accuracy.top1 * 100.0 if reference.accuracy.top1 > 0 else math.inf
-    return drop
+        return f"% of the reference {acc.label if acc else 'top-1'}"
+    return acc.unit if acc is not None else "points"
 
 
 def check_gates(gates: Gates, reference: Measurement, final: Measurement, device_name: str) -> list[GateResult]:
@@ -89,13 +95,13 @@ def check_gates(gates: Gates, reference: Measurement, final: Measurement, device
     if gates.accuracy is not None:
         g = gates.accuracy
         drop = accuracy_drop(reference, final, g.relative)
-        unit = "% of the reference top-1" if g.relative else "points"
+        unit = drop_unit(reference, g.relative)
         if drop is None:
             out.append(GateResult("accuracy", False, None, g.max_drop, unit, "no labels to measure accuracy"))
         else:
             out.append(GateResult("accuracy", drop <= g.max_drop + 1e-9, round(drop, 4), g.max_drop, unit,
-                                  f"top-1 {final.accuracy.top1:.2f}% vs float32 {reference.accuracy.top1:.2f}%: "  # type: ignore[union-attr]
-                                  f"drop {drop:.2f} {unit} (max {g.max_drop:g})"))
+                                  f"{final.accuracy.text()} vs float32 {format_metric(reference.accuracy.metric, reference.accuracy.value)}: "  # type: ignore[union-attr]
+                                  f"drop {drop:.4g} {unit} (max {g.max_drop:g})"))
     if gates.latency is not None:
         lg = gates.latency
         value = final.metric(lg.percentile)
@@ -117,6 +123,8 @@ def row(m: Measurement, reference: Measurement, role: str) -> dict[str, object]:
     return {
         **m.to_dict(), "role": role,
         "top1": m.accuracy.top1 if m.accuracy else None,
+        "metric": m.accuracy.metric if m.accuracy else None,
+        "value": m.accuracy.value if m.accuracy else None,
         "drop": round(drop, 4) if drop is not None else None,
         "p50_ms": m.latency.p50_ms if m.latency else None,
         "p90_ms": m.latency.p90_ms if m.latency else None,

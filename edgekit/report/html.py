@@ -97,7 +97,7 @@ def _short(name: str, n: int = 28) -> str:
 
 def plot_candidates(rows: list[dict[str, Any]]) -> str | None:
     """Accuracy vs latency (marker area ~ size) and accuracy vs size, with the Pareto front."""
-    pts = [r for r in rows if r.get("top1") is not None and r.get("p50_ms") is not None]
+    pts = [r for r in rows if r.get("value") is not None and r.get("p50_ms") is not None]
     if not pts:
         return None
     plt = _pyplot()
@@ -109,12 +109,12 @@ def plot_candidates(rows: list[dict[str, Any]]) -> str | None:
             x = r[xkey] / 1024 if xkey == "bytes" else r[xkey]
             area = 40 + 400 * (r["bytes"] / biggest) if xkey == "p50_ms" else 60
             marker = "*" if status == "recommended" else ("s" if status in ("reference", "final") else "o")
-            ax.scatter([x], [r["top1"]], s=area * (2.2 if marker == "*" else 1), c=STATUS_COLORS.get(status, "#6e7781"),
+            ax.scatter([x], [r["value"]], s=area * (2.2 if marker == "*" else 1), c=STATUS_COLORS.get(status, "#6e7781"),
                        marker=marker, alpha=0.85, edgecolors="black", linewidths=0.5)
-            ax.annotate(_short(r["name"], 22), (x, r["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=7.5)
+            ax.annotate(_short(r["name"], 22), (x, r["value"]), textcoords="offset points", xytext=(6, 4), fontsize=7.5)
         front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r[xkey])
         if len(front) > 1:
-            ax.plot([r[xkey] / 1024 if xkey == "bytes" else r[xkey] for r in front], [r["top1"] for r in front],
+            ax.plot([r[xkey] / 1024 if xkey == "bytes" else r[xkey] for r in front], [r["value"] for r in front],
                     "--", color="#1a7f37", linewidth=1, label="Pareto front")
             ax.legend(loc="lower right", fontsize=8)
         if xkey == "p50_ms" and max(r[xkey] for r in pts) > 5 * min(r[xkey] for r in pts):
@@ -193,7 +193,7 @@ def _candidates_section(rows: list[dict[str, Any]]) -> str:
             f"<b>{_e(r['name'])}</b>" + ("<br><span class='muted'>Pareto</span>" if r.get("pareto") else ""),
             _badge(status) + why,
             _num(r.get("bytes")), _num(r.get("smaller_than_reference"), 2, "x"), _num(r.get("gzip_bytes")),
-            _num(r.get("top1")), _num(r.get("drop")), _num(r.get("p50_ms"), 4), _num(r.get("p90_ms"), 4),
+            _num(r.get("value")), _num(r.get("drop")), _num(r.get("p50_ms"), 4), _num(r.get("p90_ms"), 4),
             _num(r.get("faster_than_reference"), 2, "x"),
         ])
     return _table(["candidate", "status / why", "bytes", "smaller", "gzip bytes", "top-1 %", "drop (pts)", "p50 ms", "p90 ms", "faster"],
@@ -234,7 +234,7 @@ def render_report(report: dict[str, Any]) -> str:
         budget = report.get("budget", {})
         if rec:
             parts.append(f"<div class='box'><b>Recommended: {_e(rec['name'])}</b> — {_num(rec.get('bytes'))} bytes "
-                         f"({_num(rec.get('smaller_than_reference'), 2, 'x')} smaller than float32), top-1 {_num(rec.get('top1'))}% "
+                         f"({_num(rec.get('smaller_than_reference'), 2, 'x')} smaller than float32), top-1 {_num(rec.get('value'))}% "
                          f"(drop {_num(rec.get('drop'))} points), p50 {_num(rec.get('p50_ms'), 4)} ms "
                          f"({_num(rec.get('faster_than_reference'), 2, 'x')} faster). Recipe to rerun it: <code>recipe.yaml</code>."
                          f"<br>{_e(report.get('why_recommended', ''))}</div>")

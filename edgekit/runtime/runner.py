@@ -172,6 +172,9 @@ def _synthetic(np, detail):
         return rng.uniform(-1, 1, shape).astype(dtype)
     if dtype == np.bool_:
         return np.zeros(shape, dtype=dtype)
+    scale = (detail.get("quantization") or (0.0, 0))[0]
+    if not scale:  # integer ids (token ids into an Embedding, class indices): 0 is valid for any table
+        return np.zeros(shape, dtype=dtype)
     info = np.iinfo(dtype)
     return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
 

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.data import calibration_sample, load_dataset
-from edgekit.core.datatypes import Dataset, LatencyStats, Preprocessing, QuantMode, SizeInfo
+from edgekit.core.datatypes import LOWER_IS_BETTER, METRIC_LABELS, Dataset, LatencyStats, Preprocessing, QuantMode, SizeInfo, format_metric
 from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.fsutil import check_output_path, save_keras_atomic, write_json_atomic
 from edgekit.core.manifest import report_path_for, versions
 from edgekit.core.models import LoadedModel, load_model
+from edgekit.core.tasks import OutputTask
 from edgekit.devices.profiles import DeviceProfile, load_profile
-from edgekit.export.convert import Conversion
+from edgekit.export.convert import Conversion, as_loaded
 from edgekit.measure.bench import Bench, Candidate, MeasureSettings
 from edgekit.passes.base import EpochCallback, ModelState, PassContext
 from edgekit.passes.distill import (
@@ -41,11 +42,12 @@ from edgekit.passes.distill import (
     WidthChange,
     check_distill_config,
     check_labels,
-    check_single_io,
     top1,
 )
+from edgekit.passes.distill.multitask import is_classic
 from edgekit.passes.pipeline import run_passes
 from edgekit.runtime.local import check_run_options
+from edgekit.workflows.inputs import conform, keras_quality, model_tasks
 
 LATENCY_WARMUP = 3
 
@@ -61,13 +63,19 @@ class ModelRow:
     int8_size: SizeInfo | None = None
     latency: LatencyStats | None = None
     keras_bytes: int | None = None
+    #: the task's primary metric that ``top1``/``int8_top1`` hold (``top1`` for a classifier, ``mae`` for a regressor...)
+    metric: str = "top1"
 
     def to_dict(self) -> dict[str, Any]:
+        classifier = self.metric == "top1"
         return {
             "name": self.name,
             "parameters": self.parameters,
-            "top1": None if self.top1 is None else round(self.top1, 3),
-            "int8_top1": None if self.int8_top1 is None else round(self.int8_top1, 3),
+            "metric": self.metric,
+            "value": None if self.top1 is None else round(self.top1, 5),
+            "int8_value": None if self.int8_top1 is None else round(self.int8_top1, 5),
+            "top1": None if self.top1 is None or not classifier else round(self.top1, 3),
+            "int8_top1": None if self.int8_top1 is None or not classifier else round(self.int8_top1, 3),
             "int8_bytes": self.int8_size.bytes if self.int8_size else None,
             "int8_gzip_bytes": self.int8_size.gzip_bytes if self.int8_size else None,
             "latency": self.latency.to_dict() if self.latency else None,
@@ -96,17 +104,24 @@ class DistillResult:
         """Teacher parameters / student parameters."""
         return self.rows["teacher"].parameters / max(1, self.rows["distilled"].parameters)
 
+    @property
+    def lower_is_better(self) -> bool:
+        return self.rows["distilled"].metric in LOWER_IS_BETTER
+
     def gain_over_baseline(self) -> float | None:
-        """Distilled minus baseline Keras top-1, in points (None without a labelled baseline)."""
+        """How much better the distilled student is than the labels-only one (top-1 points for a classifier,
+        the primary metric's units otherwise; positive = distillation helped). None without a labelled baseline."""
         base, dist = self.rows.get("baseline"), self.rows["distilled"]
         if base is None or base.top1 is None or dist.top1 is None:
             return None
-        return dist.top1 - base.top1
+        return (base.top1 - dist.top1) if self.lower_is_better else (dist.top1 - base.top1)
 
     def gap_to_teacher(self) -> float | None:
-        """Teacher minus distilled Keras top-1, in points."""
+        """How much worse the distilled student is than the teacher (positive = worse)."""
         t, d = self.rows["teacher"].top1, self.rows["distilled"].top1
-        return None if t is None or d is None else t - d
+        if t is None or d is None:
+            return None
+        return (d - t) if self.lower_is_better else (t - d)
 
     def to_dict(self) -> dict[str, Any]:
         gain, gap = self.gain_over_baseline(), self.gap_to_teacher()
@@ -145,18 +160,19 @@ def latency_settings(runs: int, threads: int) -> MeasureSettings:
 
 
 def measure_int8(models: dict[str, Any], kinds: dict[str, OutputKind], train: Dataset, val: Dataset | None, *, samples: int,
-                 seed: int, settings: MeasureSettings, device: DeviceProfile) -> dict[str, tuple[SizeInfo, float | None, LatencyStats]]:
+                 seed: int, settings: MeasureSettings, device: DeviceProfile, tasks: list[OutputTask] | None = None) -> dict[str, tuple[SizeInfo, float | None, LatencyStats]]:
     """Each Keras model as int8 TFLite: (size, top-1 on labelled ``val``, latency), measured side by side by a :class:`Bench`."""
-    labelled = val if val is not None and val.y is not None else None
+    labelled = val if val is not None and val.labelled else None
     with tempfile.TemporaryDirectory(prefix="edgekit-distill-") as tmp:
-        bench = Bench(tmp, val=labelled, calibration=calibration_sample(train, samples, seed), device=device, settings=settings)
+        bench = Bench(tmp, val=labelled, calibration=calibration_sample(train, samples, seed), device=device, settings=settings, tasks=tasks)
         measured = [bench.add(Candidate(key, keras=model, conversion=Conversion(QuantMode.INT8)), reference=key == "teacher")
                     for key, model in models.items()]
         timed = bench.time(measured)
     results = {}
     for m in timed:
-        acc = m.accuracy.top1 if m.accuracy is not None else None
-        if acc is None and labelled is not None:  # a single output unit: thresholded by its convention
+        acc = m.accuracy.value if m.accuracy is not None else None
+        if acc is None and labelled is not None and labelled.y is not None and labelled.y.ndim == 1 and not labelled.more_y:
+            # a single output unit: thresholded by its convention
             acc = top1(bench.outputs[m.name], labelled.y, kinds[m.name])  # type: ignore[arg-type]
         assert m.latency is not None
         results[m.name] = (m.size, acc, m.latency)
@@ -171,17 +187,18 @@ def _path_of(obj: Any) -> Any:
     return getattr(obj, "path", None)
 
 
-def _teacher_model(teacher: Any, *, unsafe: bool, custom_objects: Any) -> tuple[Any, str]:
+def _teacher_model(teacher: Any, *, unsafe: bool, custom_objects: Any) -> tuple[Any, str, LoadedModel | None]:
+    """(Keras model, where it came from, the LoadedModel whose compiled losses decide the tasks, if loaded from a file)."""
     if isinstance(teacher, (str, os.PathLike)):
         loaded = load_model(teacher, unsafe=unsafe, custom_objects=custom_objects)
     elif isinstance(teacher, LoadedModel):
         loaded = teacher
     else:
-        return teacher, getattr(teacher, "name", "teacher")
+        return teacher, getattr(teacher, "name", "teacher"), None
     if loaded.keras_model is None:
         raise ModelError(f"the teacher {loaded.path} is a SavedModel; distillation needs a Keras model (.keras or .h5)",
                          hint="pass the .keras file your training code saved")
-    return loaded.keras_model, loaded.path
+    return loaded.keras_model, loaded.path, loaded
 
 
 def distill(
@@ -243,29 +260,33 @@ def distill(
     out = check_output_path(output, inputs=[_path_of(teacher), cfg.student, _path_of(data), _path_of(val)], force=force,
                             suffixes=(".keras",), sidecars=[report_path_for(Path(output))])
     profile = load_profile(device)
-    teacher_model, teacher_src = _teacher_model(teacher, unsafe=unsafe, custom_objects=custom_objects)
-    check_single_io(teacher_model, "teacher")
-    classes = int(teacher_model.outputs[0].shape[-1])
+    teacher_model, teacher_src, teacher_loaded = _teacher_model(teacher, unsafe=unsafe, custom_objects=custom_objects)
+    tasks = model_tasks(teacher_loaded if teacher_loaded is not None else teacher_model)
+    classic = is_classic(teacher_model, tasks)
+    classes = int(teacher_model.outputs[0].shape[-1]) if classic else None
     pre = preprocessing or Preprocessing()
 
     def dataset(d: Any, what: str, limit: int | None) -> Dataset | None:
         if d is None:
             return None
-        ds = d if isinstance(d, Dataset) else load_dataset(d, input_shape=tuple(teacher_model.inputs[0].shape), preprocessing=pre,
+        ds = d if isinstance(d, Dataset) else load_dataset(d, signature=as_loaded(teacher_model).signature, preprocessing=pre,
                                                            x_key=x_key, y_key=y_key, limit=limit, seed=seed)
-        check_labels(ds, classes, what)
+        ds = conform(teacher_model, ds, tasks)
+        assert ds is not None
+        if classes is not None:
+            check_labels(ds, classes, what)
         return ds
 
     train = dataset(data, "data", cfg.limit)
     val_ds = dataset(val, "val", None)
     assert train is not None
-    if train.y is None and (cfg.alpha < 1.0 or baseline):
+    if any(t is None for t in train.targets) and (cfg.alpha < 1.0 or baseline):
         raise DataError(f"data {train.source} has no labels ('{y_key}' array), needed for "
                         + ("baseline" if baseline else f"the hard-label term (alpha {cfg.alpha} < 1)"),
                         hint="give labels (y), or distill from the teacher alone with alpha 1 and no baseline",
                         settings=("data", "baseline", "alpha"))
     notes: list[str] = []
-    if val_ds is not None and val_ds.y is None:
+    if val_ds is not None and not val_ds.labelled:
         notes.append(f"the validation data {val_ds.source} has no labels: accuracy not measured")
     if val_ds is None:
         notes.append("no validation data: accuracy not measured (give labelled validation data)")
@@ -274,6 +295,7 @@ def distill(
         return None if on_epoch is None else lambda _title, epoch, total, logs: on_epoch(tag, epoch, total, logs)
 
     ctx = PassContext(train=train, val=val_ds, preprocessing=train.preprocessing, labels=train.labels, seed=seed, teacher=teacher_model,
+                      tasks=tuple(tasks),
                       on_epoch=tagged("distilled"), unsafe=unsafe, custom_objects=str(custom_objects) if custom_objects else None)
     start = ModelState(keras=teacher_model, source=str(teacher_src))
     distilled = run_passes([DistillPass(cfg)], start, ctx)
@@ -290,21 +312,27 @@ def distill(
     save_keras_atomic(student, out)
     kinds = {"teacher": fit.teacher_outputs.kind, "baseline": fit.student_outputs.kind, "distilled": fit.student_outputs.kind}
     measured = measure_int8(models, kinds, train, val_ds, samples=calibration_samples, seed=seed, settings=latency_settings(runs, threads),
-                            device=profile) if export else {}
+                            device=profile, tasks=tasks) if export else {}
     rows: dict[str, ModelRow] = {}
+    metric = "top1"
     for key, model in models.items():
         acc = None
-        if val_ds is not None and val_ds.y is not None:
-            acc = top1(model.predict(val_ds.x, batch_size=256, verbose=0), val_ds.y, kinds[key])
+        if val_ds is not None and val_ds.labelled:
+            if classic and val_ds.y is not None and val_ds.y.ndim == 1:
+                acc = top1(model.predict(val_ds.x, batch_size=256, verbose=0), val_ds.y, kinds[key])
+            else:
+                quality = keras_quality(model, val_ds, tasks)
+                acc, metric = (quality.value, quality.metric) if quality is not None else (None, metric)
         size, int8_acc, latency = measured.get(key, (None, None, None))
         rows[key] = ModelRow(name=key, parameters=int(model.count_params()), top1=acc, int8_top1=int8_acc, int8_size=size, latency=latency,
-                             keras_bytes=out.stat().st_size if key == "distilled" else None)
+                             keras_bytes=out.stat().st_size if key == "distilled" else None, metric=metric)
     base_row, dist_row = rows.get("baseline"), rows.get("distilled")
-    if base_row is not None and dist_row is not None and base_row.top1 is not None and dist_row.top1 is not None \
-            and dist_row.top1 < base_row.top1:
-        notes.append(f"distillation did worse than the labels alone here: {dist_row.top1:.2f}% vs {base_row.top1:.2f}% top-1 for the "
-                     f"same student, start, epochs and data; keep the labels-only student, or try a lower alpha or temperature, "
-                     f"more epochs, or a stronger teacher")
+    if base_row is not None and dist_row is not None and base_row.top1 is not None and dist_row.top1 is not None:
+        worse = dist_row.top1 > base_row.top1 if metric in LOWER_IS_BETTER else dist_row.top1 < base_row.top1
+        if worse:
+            notes.append(f"distillation did worse than the labels alone here: {format_metric(metric, dist_row.top1)} vs "
+                         f"{format_metric(metric, base_row.top1)} {METRIC_LABELS.get(metric, metric)} for the same student, start, epochs "
+                         "and data; keep the labels-only student, or try a lower alpha or temperature, more epochs, or a stronger teacher")
     report_settings = {
         "teacher": str(teacher_src), "student": str(step["student"]), "width": cfg.width, "epochs": cfg.epochs,
         "temperature": cfg.temperature, "alpha": cfg.alpha, "hints": [asdict(h) for h in cfg.parsed_hints()], "hint_weight": cfg.hint_weight,

@@ -10,10 +10,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edgekit.core.datatypes import Serializable
+from edgekit.core.datatypes import Serializable, format_metric
 from edgekit.core.errors import InputError
 from edgekit.measure.bench import Measurement
-from edgekit.measure.gates import accuracy_drop, row
+from edgekit.measure.gates import accuracy_drop, drop_unit, row
 from edgekit.measure.noise import compare_speed
 
 EFFORTS = ("quick", "auto", "full")
@@ -73,9 +73,9 @@ class Budget(Serializable):
         if drop is None:
             return ["accuracy not measured (no labels)"]
         if drop > self.max_drop + 1e-9:
-            unit = "% of the float32 top-1" if self.relative else "points"
-            return [f"accuracy drop {drop:.2f} {unit} > {self.max_drop:g} (top-1 {m.accuracy.top1:.2f}% vs float32 "  # type: ignore[union-attr]
-                    f"{ref.accuracy.top1:.2f}%)"]  # type: ignore[union-attr]
+            unit = drop_unit(ref, self.relative)
+            return [f"accuracy drop {drop:.4g} {unit} > {self.max_drop:g} ({m.accuracy.text()} vs float32 "  # type: ignore[union-attr]
+                    f"{format_metric(ref.accuracy.metric, ref.accuracy.value)})"]  # type: ignore[union-attr]
         return []
 
     def other_reasons(self, ref: Measurement, m: Measurement) -> list[str]:

@@ -30,11 +30,13 @@ from edgekit.passes.distill.checks import (
     check_distill_options,
     check_labels,
     check_pair,
-    check_single_io,
     check_student_choice,
 )
 from edgekit.passes.distill.fit import DEFAULT_CACHE_LIMIT_MB, fit_with_teacher, make_augmentation
+from edgekit.passes.distill.multitask import fit_any_task, is_classic, label_loss
 from edgekit.passes.distill.students import WidthChange, copy_with_weights, derive_student, fresh_copy
+from edgekit.passes.qat.qat_pass import model_output_tasks
+from edgekit.passes.training import loss_weights_of
 
 AugmentChoice = Literal["none", "flip", "shift", "flip+shift"]
 COSINE_FLOOR = 0.02  # lr_schedule cosine decays to this fraction of the learning rate
@@ -79,8 +81,38 @@ def seeded_subset(data: Dataset, limit: int | None, seed: int) -> Dataset:
     if limit is None or limit >= len(data):
         return data
     idx = np.sort(np.random.default_rng(seed).choice(len(data), size=limit, replace=False))
-    return Dataset(x=data.x[idx], y=data.y[idx] if data.y is not None else None, source=data.source, sha256=data.sha256,
-                   preprocessing=data.preprocessing, labels=data.labels)
+    return data.take(idx)
+
+
+def check_any_pair(teacher: Any, student: Any, cfg: DistillConfig) -> None:
+    """Teacher and student of the any-task path: the same inputs and outputs (shapes), and no classifier-only options."""
+    if cfg.hints or cfg.augment != "none":
+        raise InputError("hints and augment serve single-input, single-output classifiers; this model has "
+                         f"{len(teacher.inputs)} input(s) and {len(teacher.outputs)} output(s) or a non-classifier output",
+                         hint="drop hints/augment for this model", settings=("hints", "augment"))
+    for what, a, b in (("inputs", teacher.inputs, student.inputs), ("outputs", teacher.outputs, student.outputs)):
+        shapes_t = [tuple(t.shape[1:]) for t in a]
+        shapes_s = [tuple(t.shape[1:]) for t in b]
+        if shapes_t != shapes_s:
+            raise ModelError(f"the student's {what} {shapes_s} differ from the teacher's {shapes_t}",
+                             hint="give a student with the teacher's inputs and outputs (or derive one with width)",
+                             settings=("student", "width"))
+
+
+def loss_weights_list(model: Any) -> list[float] | None:
+    """The model's compiled loss weights as a list in output order (None if none)."""
+    weights = loss_weights_of(model)
+    if isinstance(weights, dict):
+        names = list(getattr(model, "output_names", []) or [])
+        return [float(weights.get(n, 1.0)) for n in names]
+    if isinstance(weights, (list, tuple)):
+        return [float(w) for w in weights]
+    return None
+
+
+def label_losses(tasks: list[Any]) -> Any:
+    found = [label_loss(t) for t in tasks]
+    return found[0] if len(found) == 1 else found
 
 
 def _teacher(state: ModelState) -> Any:
@@ -88,7 +120,6 @@ def _teacher(state: ModelState) -> Any:
         what = "SavedModel" if isinstance(state.keras, LoadedModel) else f"{state.kind} model"
         raise ModelError(f"the distill pass needs a Keras teacher, but it got a {what}",
                          hint="run distill on the Keras model, before any quantize or export step")
-    check_single_io(state.keras, "teacher")
     return state.keras
 
 
@@ -117,7 +148,6 @@ class DistillPass(Pass[DistillConfig]):
             raise ModelError(f"the student {loaded.path} is a SavedModel; distillation needs a Keras model (.keras or .h5)",
                              hint="give the .keras file your training code saved")
         model = loaded.keras_model
-        check_single_io(model, "student")
         # never train the loaded object itself: a seeded fresh copy, or a copy with its weights
         model = fresh_copy(model, seed=ctx.seed) if cfg.reinit else copy_with_weights(model, model.get_weights())
         return model, [], str(loaded.path)
@@ -128,6 +158,13 @@ class DistillPass(Pass[DistillConfig]):
         check_distill_config(cfg)
         teacher = _teacher(state)
         student, _, _ = self.student_for(teacher, ctx)
+        if not is_classic(teacher, ctx.tasks) or not is_classic(student, ctx.tasks):
+            check_any_pair(teacher, student, cfg)
+            if ctx.train is not None and cfg.alpha < 1.0 and any(t is None for t in ctx.train.targets):
+                raise DataError(f"data {ctx.train.source} has no targets for every output, needed for the hard-label term (alpha {cfg.alpha} < 1)",
+                                hint="give y (or y_<output> per output), or distill from the teacher alone with alpha 1",
+                                settings=("data", "alpha"))
+            return
         check_pair(teacher, student, hints=cfg.parsed_hints())
         if ctx.train is not None:
             check_labels(ctx.train, int(teacher.outputs[0].shape[-1]), "data")
@@ -151,13 +188,21 @@ class DistillPass(Pass[DistillConfig]):
             steps = cfg.epochs * int(np.ceil(len(train) / cfg.batch_size))
             optimizer = k.optimizers.Adam(k.optimizers.schedules.CosineDecay(cfg.learning_rate, max(1, steps), alpha=COSINE_FLOOR))
             learning_rate = None
-        fit = fit_with_teacher(
+        if not is_classic(teacher, ctx.tasks):
+            tasks = list(ctx.tasks) if ctx.tasks else model_output_tasks(teacher)
+            fit = fit_any_task(student, teacher, train, ctx.val, tasks, epochs=cfg.epochs, temperature=cfg.temperature, alpha=cfg.alpha,
+                               batch_size=cfg.batch_size, learning_rate=learning_rate, optimizer=optimizer,
+                               loss_weights=loss_weights_list(teacher), seed=ctx.seed,
+                               on_epoch=None if on_epoch is None else lambda epoch, total, logs: on_epoch(self.name, epoch, total, logs))
+            student.compile(optimizer="adam", loss=getattr(teacher, "loss", None) or label_losses(tasks))
+        else:
+            fit = fit_with_teacher(
             student, teacher, train, ctx.val, epochs=cfg.epochs, temperature=cfg.temperature, alpha=cfg.alpha,
             batch_size=cfg.batch_size, learning_rate=learning_rate, optimizer=optimizer, hints=cfg.parsed_hints(),
             hint_weight=cfg.hint_weight, augment=make_augmentation(cfg.augment, ctx.seed), seed=ctx.seed,
             cache_limit_mb=cfg.cache_limit_mb,
             on_epoch=None if on_epoch is None else lambda epoch, total, logs: on_epoch(self.name, epoch, total, logs),
-        )
+            )
         details = {
             "student": source,
             "teacher_parameters": int(teacher.count_params()),

@@ -106,11 +106,10 @@ def _rows(x: Any, n: int) -> Any:
 
 
 def model_output_tasks(model: Any) -> list[Any]:
-    """Each output's task from the model alone (activation, shape)."""
-    from edgekit.core.tasks import detect_tasks, keras_output_activations
+    """Each output's task from the model alone (:func:`edgekit.core.tasks.keras_output_tasks`)."""
+    from edgekit.core.tasks import keras_output_tasks
 
-    names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
-    return detect_tasks([(n, tuple(t.shape)) for n, t in zip(names, model.outputs, strict=True)], activations=keras_output_activations(model))
+    return keras_output_tasks(model)
 
 
 class QatPass(Pass[QatConfig]):
