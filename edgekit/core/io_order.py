@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.core.datatypes import Dataset, InputSpec, OutputSpec, Signature
 from edgekit.core.errors import InputError
+from edgekit.core.tasks import detect_tasks, keras_output_activations
 
 _OUTPUT_N = re.compile(r"^output_(\d+)$")
 
@@ -105,8 +106,6 @@ def keras_feed(keras_model: Any, names: Sequence[str], arrays: Sequence[np.ndarr
 def model_io_entry(loaded: Any, calibration: Any = None) -> dict[str, Any]:
     """The manifest's ``model_io``: every input (name, shape, dtype, the value range calibration saw)
     and output of the source model, in its order, with each output's detected task."""
-    from edgekit.core.tasks import detect_tasks, keras_output_activations
-
     sig = loaded.signature
     arrays = list(calibration) if isinstance(calibration, (tuple, list)) else ([calibration] if calibration is not None else [])
     inputs = []

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.datatypes import Serializable
-from edgekit.core.errors import InputError
+from edgekit.core.errors import DataError, InputError
 
 
 class Task(str, enum.Enum):
@@ -276,8 +276,6 @@ def conform_targets(targets: tuple[np.ndarray | None, ...], tasks: list[OutputTa
     Raises:
         DataError: targets whose shape or values do not fit the output, naming both.
     """
-    from edgekit.core.errors import DataError
-
     out: list[np.ndarray | None] = []
     for y, task, shape in zip(targets, tasks, shapes, strict=False):
         if y is None or not task.task.labelled:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.data import Calibration, rows_of
-from edgekit.core.datatypes import IOType, QuantMode
+from edgekit.core.datatypes import InputSpec, IOType, QuantMode
 from edgekit.core.errors import ConversionError, InputError
 from edgekit.core.keras_graph import codebook_per_layer
 from edgekit.core.keras_quantized import check_not_keras_quantized
@@ -112,8 +112,6 @@ def as_loaded(model: Any) -> LoadedModel:
     """``model`` as a :class:`LoadedModel` (an in-memory Keras model is wrapped, a LoadedModel kept)."""
     if isinstance(model, LoadedModel):
         return model
-    from edgekit.core.datatypes import InputSpec
-
     return LoadedModel(path="<memory>", format="keras", sha256="", keras_model=model, input_shape=tuple(model.inputs[0].shape),
                        input_dtype=str(model.inputs[0].dtype), output_names=list(getattr(model, "output_names", []) or []),
                        output_shapes=[tuple(o.shape) for o in model.outputs],

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.datatypes import AccuracyResult, Dataset, Signature
+from edgekit.core.io_order import input_names
 from edgekit.core.tasks import OutputTask, Task
 
 RANGE_FACTOR = 8.0  # how far the data's magnitude may stray from the expected one before a warning
@@ -56,8 +57,6 @@ def expected_ranges(info: Any, recorded: dict[str, Any], ref_model: Any = None) 
                                f"the model's own Normalization layer '{layer.name}' (it expects raw values around {float(mean.mean()):.4g})")
                 break
     if info is not None:
-        from edgekit.core.io_order import input_names
-
         for name, tensor in zip(input_names(info), info.inputs, strict=False):
             q = tensor.quantization
             if name in found or q is None or not q.scales or tensor.dtype not in ("int8", "uint8", "int16"):

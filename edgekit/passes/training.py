@@ -23,6 +23,7 @@ import numpy as np
 from edgekit.core.datatypes import Dataset
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.keras_graph import clone_model
+from edgekit.core.tasks import Task
 from edgekit.core.tfshim import keras
 from edgekit.passes.base import EpochCallback, PassContext, TrainingConfig
 
@@ -106,8 +107,6 @@ def loss_for_tasks(tasks: list[Any]) -> Any:
     cross-entropy; regression and embeddings: mean squared error (from logits where the output
     has no softmax/sigmoid).
     """
-    from edgekit.core.tasks import Task
-
     losses = keras().losses
     found = []
     for t in tasks:

@@ -264,8 +264,8 @@ def qat(
         raise ModelError(f"{loaded.path} is a SavedModel; QAT needs the Keras model to rebuild and fine-tune",
                          hint="pass the .keras or .h5 file the SavedModel was exported from")
     keras_model = loaded.keras_model
-    classes = check_classifier(keras_model, str(loaded.path))
     tasks = model_tasks(loaded)
+    classes = check_classifier(keras_model, str(loaded.path), tasks)
     pre = preprocessing or Preprocessing()
 
     def load(source: Any, what: str) -> Dataset:

@@ -23,6 +23,7 @@ from pydantic import Field
 from edgekit.core.datatypes import Dataset
 from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.models import LoadedModel, load_model
+from edgekit.core.tasks import keras_output_tasks
 from edgekit.core.tfshim import keras
 from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput, TrainingConfig
 from edgekit.passes.distill.checks import (
@@ -35,7 +36,6 @@ from edgekit.passes.distill.checks import (
 from edgekit.passes.distill.fit import DEFAULT_CACHE_LIMIT_MB, fit_with_teacher, make_augmentation
 from edgekit.passes.distill.multitask import fit_any_task, is_classic, label_loss
 from edgekit.passes.distill.students import WidthChange, copy_with_weights, derive_student, fresh_copy
-from edgekit.passes.qat.qat_pass import model_output_tasks
 from edgekit.passes.training import loss_weights_of
 
 AugmentChoice = Literal["none", "flip", "shift", "flip+shift"]
@@ -189,7 +189,7 @@ class DistillPass(Pass[DistillConfig]):
             optimizer = k.optimizers.Adam(k.optimizers.schedules.CosineDecay(cfg.learning_rate, max(1, steps), alpha=COSINE_FLOOR))
             learning_rate = None
         if not is_classic(teacher, ctx.tasks):
-            tasks = list(ctx.tasks) if ctx.tasks else model_output_tasks(teacher)
+            tasks = list(ctx.tasks) if ctx.tasks else keras_output_tasks(teacher)
             fit = fit_any_task(student, teacher, train, ctx.val, tasks, epochs=cfg.epochs, temperature=cfg.temperature, alpha=cfg.alpha,
                                batch_size=cfg.batch_size, learning_rate=learning_rate, optimizer=optimizer,
                                loss_weights=loss_weights_list(teacher), seed=ctx.seed,

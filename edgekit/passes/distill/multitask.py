@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.datatypes import Dataset
-from edgekit.core.tasks import OutputTask, Task
+from edgekit.core.tasks import OutputTask, Task, keras_output_tasks
 from edgekit.core.tfshim import keras
 from edgekit.passes.distill.fit import FitResult
 from edgekit.passes.distill.outputs import OutputConvention, OutputKind
@@ -37,8 +37,6 @@ def is_classic(model: Any, tasks: list[OutputTask] | tuple[OutputTask, ...] | No
     if not (len(model.inputs) == 1 and len(model.outputs) == 1 and len(model.outputs[0].shape) == 2):
         return False
     if not tasks:
-        from edgekit.core.tasks import keras_output_tasks
-
         tasks = keras_output_tasks(model)
     return tasks[0].task in (Task.CLASSIFICATION, Task.BINARY)
 

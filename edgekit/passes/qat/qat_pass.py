@@ -27,6 +27,7 @@ from pydantic import Field
 from edgekit.core.datatypes import Dataset
 from edgekit.core.errors import DataError, InputError, ModelError
 from edgekit.core.models import LoadedModel
+from edgekit.core.tasks import Task, keras_output_tasks
 from edgekit.core.tflite_file import parse_tflite_bytes
 from edgekit.core.tfshim import keras
 from edgekit.passes.base import LrSchedule, ModelState, Pass, PassContext, PassOutput, TrainingConfig
@@ -72,11 +73,12 @@ def resolve_preserve(preserve: str, passes_done: Sequence[str]) -> str | None:
     return None if preserve == "none" else preserve
 
 
-def check_classifier(model: Any, source: str) -> int | None:
-    """The class count of a single (batch, classes) classifier output, else None (any model trains with its own losses)."""
+def check_classifier(model: Any, source: str, tasks: Any = None) -> int | None:
+    """The class count of a single (batch, classes) classification output, else None (any model trains with its own losses)."""
     out_shape = tuple(model.outputs[0].shape)
     if len(model.outputs) == 1 and len(out_shape) == 2 and (out_shape[1] or 0) >= 2:
-        return int(out_shape[1])
+        task = (list(tasks) if tasks else keras_output_tasks(model))[0].task
+        return int(out_shape[1]) if task is Task.CLASSIFICATION else None
     return None
 
 
@@ -107,8 +109,6 @@ def _rows(x: Any, n: int) -> Any:
 
 def model_output_tasks(model: Any) -> list[Any]:
     """Each output's task from the model alone (:func:`edgekit.core.tasks.keras_output_tasks`)."""
-    from edgekit.core.tasks import keras_output_tasks
-
     return keras_output_tasks(model)
 
 
@@ -123,7 +123,7 @@ class QatPass(Pass[QatConfig]):
         """Options, a classifier with a quantizable layer, something to preserve, labelled training data."""
         check_qat_config(self.config)
         model = _keras_model(state)
-        classes = check_classifier(model, state.source or f"model '{model.name}'")
+        classes = check_classifier(model, state.source or f"model '{model.name}'", ctx.tasks)
         plan = plan_qat(model)  # raises if no layer can be quantized
         if not ctx.ahead:  # ahead of an earlier prune/cluster pass, there is nothing to keep yet
             preserve_constraints(plan, resolve_preserve(self.config.preserve, ctx.passes_done))  # raises if nothing to keep
@@ -136,7 +136,7 @@ class QatPass(Pass[QatConfig]):
         model = _keras_model(state)
         if ctx.train is None:
             raise DataError("the qat pass needs labelled training data", hint="give training data with labels")
-        check_labels(ctx.train, check_classifier(model, state.source or "model"), "training data")
+        check_labels(ctx.train, check_classifier(model, state.source or "model", ctx.tasks), "training data")
         train = ctx.train
         x, y = train.feed, train.fit_targets
         k = keras()
@@ -145,7 +145,7 @@ class QatPass(Pass[QatConfig]):
         qm = build_qat_model(model, preserve=preserve)
         pick = np.random.default_rng(ctx.seed).permutation(len(train))[: CALIBRATION_BATCHES * cfg.batch_size]
         sample = train.take(np.sort(pick)).feed
-        classifier = check_classifier(model, "model") is not None
+        classifier = check_classifier(model, "model", ctx.tasks) is not None
         if classifier:
             detected, output_kind = loss_for(model.predict(_rows(sample, 256), batch_size=256, verbose=0))
         else:  # any other model trains with its own (compiled) losses, or the ones its tasks call for
