@@ -12,6 +12,7 @@ from edgekit.cli.options import (
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
+    task_option,
 )
 from edgekit.cli.render import print_json
 
@@ -27,10 +28,11 @@ from edgekit.cli.render import print_json
               help="One codebook scaled per output channel (at most --clusters values per channel); matches per-channel int8.")
 @preprocessing_options
 @data_key_options
+@task_option
 @model_loading_options
 @force_option
 @json_option
-def cluster(model, data, val, output, seed, export, export_mode, runs, threads, scale, mean, std, x_key, y_key, unsafe, custom_objects,
+def cluster(model, data, val, output, seed, export, export_mode, runs, threads, scale, mean, std, x_key, y_key, tasks, unsafe, custom_objects,
             force, as_json, **settings):
     """Cluster the kernels of MODEL (.keras/.h5) with k-means and fine-tune on --data.
 
@@ -52,7 +54,7 @@ def cluster(model, data, val, output, seed, export, export_mode, runs, threads, 
     result = run_cluster(
         model, output, build_config(ClusterConfig, settings), data=data, val=val, seed=seed,
         preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode, runs=runs,
-        threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, progress=True,
+        threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, tasks=tasks, progress=True,
     )
     if as_json:
         print_json(result.to_dict())

@@ -12,6 +12,7 @@ from edgekit.cli.options import (
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
+    task_option,
 )
 from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, print_json
 
@@ -44,11 +45,12 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @click.option("-o", "--output", required=True, type=click.Path(), help="The student .keras to write (OUT.report.json beside it).")
 @preprocessing_options
 @data_key_options
+@task_option
 @model_loading_options
 @force_option
 @json_option
 def distill(teacher, student, width, data, val, epochs, temperature, alpha, hints, hint_weight, baseline, seed, batch_size,
-            learning_rate, augment, reinit, limit, export, samples, runs, threads, output, scale, mean, std, x_key, y_key,
+            learning_rate, augment, reinit, limit, export, samples, runs, threads, output, scale, mean, std, x_key, y_key, tasks,
             unsafe, custom_objects, force, as_json):
     """Distill --teacher into a smaller student and compare them side by side.
 
@@ -81,7 +83,7 @@ def distill(teacher, student, width, data, val, epochs, temperature, alpha, hint
     result = run_distill(
         teacher, output, data=data, config=config, val=val, baseline=baseline, seed=seed,
         preprocessing=preprocessing_from_options(scale, mean, std), export=export, calibration_samples=samples, runs=runs,
-        threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
+        threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, tasks=tasks,
         on_epoch=None if as_json else on_epoch,
     )
     if as_json:

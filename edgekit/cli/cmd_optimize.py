@@ -14,6 +14,7 @@ from edgekit.cli.options import (
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
+    task_option,
 )
 from edgekit.cli.render import console, err_console, fmt, human_bytes, show_gated_report
 
@@ -66,13 +67,14 @@ def candidate_progress(enabled: bool):
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @preprocessing_options
 @data_key_options
+@task_option
 @model_loading_options
 @devices_dir_option
 @force_option
 @json_option
 def optimize(model, data, val, device, max_drop, relative, max_latency_ms, percentile, max_kb, size_metric, allow_slower,
              budget_minutes, effort, prefer, no_equalize, max_float_layers, epochs, runs, rounds, threads, seed, out_dir, no_html, quiet, scale, mean, std,
-             x_key, y_key, unsafe, custom_objects, devices_dir, force, as_json):
+             x_key, y_key, tasks, unsafe, custom_objects, devices_dir, force, as_json):
     """Try float16, dynamic, int8 (per-channel, per-tensor, int8 I/O), int16x8, int8 after
     cross-layer equalization, int8 with the most sensitive layers kept in float, and (with labelled --data) QAT and pruning; measure each for
     accuracy, size and latency; recommend the smallest (or fastest) within the budget.
@@ -102,7 +104,7 @@ def optimize(model, data, val, device, max_drop, relative, max_latency_ms, perce
                 allow_slower=allow_slower, budget_minutes=budget_minutes, effort=effort, prefer=prefer, epochs=epochs, runs=runs,
                 try_equalize=not no_equalize, max_float_layers=max_float_layers,
                 rounds=rounds, threads=threads, seed=seed, preprocessing=preprocessing_from_options(scale, mean, std),
-                x_key=x_key, y_key=y_key, force=force, unsafe=unsafe, custom_objects=custom_objects, progress=progress,
+                x_key=x_key, y_key=y_key, tasks=tasks, force=force, unsafe=unsafe, custom_objects=custom_objects, progress=progress,
                 training_progress=False, html=not no_html)  # one live display: the candidates bar
             report = result.report
         except GateFailed as exc:

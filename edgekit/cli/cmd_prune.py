@@ -11,6 +11,7 @@ from edgekit.cli.options import (
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
+    task_option,
 )
 from edgekit.cli.render import console, print_json
 
@@ -61,10 +62,11 @@ def compression_command_options(func):
 @click.option("--distill", is_flag=True, help="Fine-tune with the original model as teacher: its hidden features and outputs (T=1, alpha=0.5).")
 @preprocessing_options
 @data_key_options
+@task_option
 @model_loading_options
 @force_option
 @json_option
-def prune(model, data, val, output, seed, export, export_mode, runs, threads, scale, mean, std, x_key, y_key, unsafe, custom_objects,
+def prune(model, data, val, output, seed, export, export_mode, runs, threads, scale, mean, std, x_key, y_key, tasks, unsafe, custom_objects,
           force, as_json, **settings):
     """Prune MODEL (.keras/.h5) and fine-tune it on --data with the model's own loss.
 
@@ -90,7 +92,7 @@ def prune(model, data, val, output, seed, export, export_mode, runs, threads, sc
     result = run_prune(
         model, output, build_config(PruneConfig, settings), data=data, val=val, seed=seed,
         preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode, runs=runs,
-        threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, progress=True,
+        threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, tasks=tasks, progress=True,
     )
     if as_json:
         print_json(result.to_dict())

@@ -14,6 +14,7 @@ from edgekit.cli.options import (
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
+    task_option,
 )
 from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, print_json
 
@@ -37,11 +38,12 @@ IO_TYPES = ["float", "int8", "uint8"]
 @click.option("--distill", is_flag=True, help="Fine-tune with the float model as teacher (knowledge distillation of its outputs, T=1, alpha=0.5).")
 @preprocessing_options
 @data_key_options
+@task_option
 @model_loading_options
 @force_option
 @json_option
 def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, learning_rate, batch_size, seed, no_ptq, distill, scale, mean,
-        std, x_key, y_key, unsafe, custom_objects, force, as_json):
+        std, x_key, y_key, tasks, unsafe, custom_objects, force, as_json):
     """Fine-tune MODEL (.keras or .h5 classifier) with simulated int8 quantization and export a
     full-int8 TFLite model.
 
@@ -71,7 +73,7 @@ def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, learnin
         result = run_qat(
             model, output, data=data, config=config, val=val, keep_keras=keep_keras,
             preprocessing=preprocessing_from_options(scale, mean, std), seed=seed, compare_ptq=not no_ptq, force=force,
-            unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, on_epoch=on_epoch,
+            unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, tasks=tasks, on_epoch=on_epoch,
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

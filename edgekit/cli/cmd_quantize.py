@@ -14,6 +14,7 @@ from edgekit.cli.options import (
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
+    task_option,
 )
 from edgekit.cli.render import console, err_console, human_bytes, kv_table, print_json, tensor_rows
 
@@ -40,11 +41,12 @@ IO_TYPES = ["float", "int8", "uint8", "int16"]
 @click.option("--allow-select-tf-ops", is_flag=True, help="Allow TensorFlow ops via Flex (delegates cannot run them).")
 @preprocessing_options
 @data_key_options
+@task_option
 @model_loading_options
 @force_option
 @json_option
 def quantize(model, output, mode, rules, int4_granularity, data, calibration_samples, seed, io_type, weights, allow_select_tf_ops, scale,
-             mean, std, x_key, y_key, unsafe, custom_objects, force, as_json):
+             mean, std, x_key, y_key, tasks, unsafe, custom_objects, force, as_json):
     """Quantize MODEL (.keras, .h5 or SavedModel directory) to a TFLite file.
 
     \b
@@ -69,7 +71,7 @@ def quantize(model, output, mode, rules, int4_granularity, data, calibration_sam
     with err_console.status(f"Quantizing ({mode})...", spinner="dots") if not as_json else contextlib.nullcontext():
         result = run_quantize(
             model, output, config=config, data=data, seed=seed, preprocessing=preprocessing_from_options(scale, mean, std),
-            force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key,
+            force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, tasks=tasks,
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -116,5 +116,6 @@ def model_io_entry(loaded: Any, calibration: Any = None) -> dict[str, Any]:
             entry["range"] = [float(a.min()), float(a.max())]
         inputs.append(entry)
     activations = keras_output_activations(loaded.keras_model) if getattr(loaded, "keras_model", None) is not None else None
-    tasks = detect_tasks([(o.name, o.shape) for o in sig.outputs], activations=activations, losses=getattr(loaded, "losses", ()))
+    tasks = detect_tasks([(o.name, o.shape) for o in sig.outputs], activations=activations, losses=getattr(loaded, "losses", ()),
+                         overrides=getattr(loaded, "task_overrides", None))
     return {"inputs": inputs, "outputs": list(sig.output_names), "tasks": [t.to_dict() for t in tasks]}

@@ -33,6 +33,7 @@ from edgekit.core.datatypes import InputSpec, OutputSpec, Signature
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file
 from edgekit.core.keras_graph import CONTAINERS
+from edgekit.core.tasks import parse_task_overrides
 from edgekit.core.tfshim import keras, native_output_captured, tensorflow
 
 KERAS_SUFFIXES = (".keras",)
@@ -73,7 +74,13 @@ class LoadedModel:
     inputs: tuple[InputSpec, ...] = ()
     #: the loss each output was compiled with (a name or a loss description), where the file says
     losses: tuple[Any, ...] = ()
+    #: tasks chosen by the user (``--task output=task``), by output name; they win over detection
+    task_overrides: dict[str, Any] = field(default_factory=dict)
     _serving: Any = None
+
+    def choose_tasks(self, tasks: Any) -> None:
+        """Records ``--task`` choices (``["box=regression"]``, or a task alone for one output); raises on unknown names."""
+        self.task_overrides = parse_task_overrides(list(tasks or ()), list(self.output_names))
 
     @property
     def signature(self) -> Signature:

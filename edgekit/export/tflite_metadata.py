@@ -45,6 +45,7 @@ import numpy as np
 
 from edgekit.core.datatypes import Preprocessing
 from edgekit.core.errors import InputError, ModelError
+from edgekit.core.io_order import output_order
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -245,14 +246,17 @@ def describe_model(
             normalization=norm, range_min=low, range_max=high, process_units=("normalization",),
         ))
     outputs = []
+    order = output_order(info)  # labels go with the model's first output (the file may list its outputs in another order)
+    fits = [i for i in order if labels and info.outputs[i].shape and info.outputs[i].shape[-1] == len(labels)]
+    label_index = fits[0] if fits else (order[0] if order else 0)
     for index, spec in enumerate(info.outputs):
         attached: tuple[AssociatedFile, ...] = ()
-        if index == 0 and labels:
+        if index == label_index and labels:
             classes = spec.shape[-1] if spec.shape else 0
             if any("\n" in str(label) or "\r" in str(label) for label in labels):
                 raise InputError("a label contains a line break; labels.txt holds one label per line", hint="remove line breaks from the class names")
             if classes > 0 and len(labels) != classes:
-                raise InputError(f"{len(labels)} labels given but output 0 has {classes} classes",
+                raise InputError(f"{len(labels)} labels given but output {spec.name} has {classes} classes",
                                  hint="give one class name per output class", settings=("labels",))
             files[LABELS_FILE] = ("\n".join(str(label) for label in labels) + "\n").encode("utf-8")
             attached = (AssociatedFile(name=LABELS_FILE, type="tensor_axis_labels", description="class names, one per line"),)

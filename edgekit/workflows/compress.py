@@ -197,7 +197,8 @@ def make_config(config_type: type[BaseModel], values: dict[str, Any]) -> Any:
 
 
 def load_inputs(model: Any, output: Any, data: Any, val: Any, preprocessing: Preprocessing | None, force: bool,
-                unsafe: bool, custom_objects: Any, x_key: str, y_key: str) -> tuple[Path, LoadedModel, Dataset | None, Dataset | None]:
+                unsafe: bool, custom_objects: Any, x_key: str, y_key: str,
+                tasks: tuple[str, ...] = ()) -> tuple[Path, LoadedModel, Dataset | None, Dataset | None]:
     """Checks the output path, loads the model (compiled) and the data: ``(output, model, train, val)``."""
     src = model.path if isinstance(model, LoadedModel) else model
     data_path = data.source if isinstance(data, Dataset) else data
@@ -206,6 +207,8 @@ def load_inputs(model: Any, output: Any, data: Any, val: Any, preprocessing: Pre
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe, custom_objects=custom_objects, compile=True)
     if loaded.keras_model is None:
         raise ModelError(f"{loaded.path} is a SavedModel; pruning and clustering need the Keras model (.keras or .h5)", hint="pass the .keras file")
+    if tasks:
+        loaded.choose_tasks(tasks)
     pre = preprocessing or Preprocessing()
 
     def dataset(d: Any) -> Dataset | None:
@@ -257,10 +260,11 @@ def compare_exports(original: Any, compressed: Any, calibration: Calibration, *,
 
 def finish(kind: str, source: Any, final: Any, out: Path, config: dict[str, Any], layers: tuple[LayerReport, ...],
            train: Dataset | None, val: Dataset | None, history: dict[str, list[float]], started: float, *, export: bool,
-           export_mode: str, runs: int, threads: int, structure: str | None, notes: list[str]) -> CompressionResult:
+           export_mode: str, runs: int, threads: int, structure: str | None, notes: list[str],
+           task_overrides: dict[str, Any] | None = None) -> CompressionResult:
     """Saves the model, measures it against the source, writes the report."""
     save_keras_atomic(final, out)
-    tasks = model_tasks(source, val)
+    tasks = model_tasks(source, val, task_overrides)
     before, after = keras_quality(source, val, tasks), keras_quality(final, val, tasks)
     comparison = None
     if export:
@@ -304,6 +308,7 @@ class _Run:
     x_key: str = "x"
     y_key: str = "y"
     progress: bool = False
+    tasks: tuple[str, ...] = ()
 
 
 def _compress(kind: str, model: Any, output: Any, compression: Pass, run: _Run, structure: str, notes: list[str]) -> CompressionResult:
@@ -317,10 +322,10 @@ def _compress(kind: str, model: Any, output: Any, compression: Pass, run: _Run, 
         check_latency_options(run.runs, run.threads)
     started = time.perf_counter()
     out, loaded, train, val = load_inputs(model, output, run.data, run.val, run.preprocessing, run.force, run.unsafe, run.custom_objects,
-                                          run.x_key, run.y_key)
+                                          run.x_key, run.y_key, run.tasks)
     source = loaded.keras_model
     check_training_data(source, val, what="val", need_labels=False)
-    ctx = PassContext(train=train, val=val, seed=run.seed, teacher=source, show_training=run.progress,
+    ctx = PassContext(train=train, val=val, seed=run.seed, teacher=source, show_training=run.progress, tasks=tuple(model_tasks(loaded)),
                       preprocessing=train.preprocessing if train is not None else Preprocessing())
     done = run_passes([compression], ModelState(keras=source, source=str(loaded.path)), ctx)
     step = done.steps[0]
@@ -331,14 +336,15 @@ def _compress(kind: str, model: Any, output: Any, compression: Pass, run: _Run, 
             notes.append("skipped: " + "; ".join(f"{r.path} ({r.reason})" for r in skipped))
     config = {**compression.config.model_dump(mode="json", exclude={"pass_"}), "seed": run.seed}
     return finish(kind, source, done.state.keras, out, config, layers, train, val, dict(step.details["history"]), started,
-                  export=run.export, export_mode=run.export_mode, runs=run.runs, threads=run.threads, structure=structure, notes=notes)
+                  export=run.export, export_mode=run.export_mode, runs=run.runs, threads=run.threads, structure=structure, notes=notes,
+                  task_overrides=loaded.task_overrides)
 
 
 def prune(model: str | os.PathLike[str] | LoadedModel, output: str | os.PathLike[str], config: PruneConfig | None = None, *,
           data: str | os.PathLike[str] | Dataset | None, val: str | os.PathLike[str] | Dataset | None = None, seed: int = 0,
           preprocessing: Preprocessing | None = None, export: bool = True, export_mode: str = "int8", runs: int = 60, threads: int = 1,
           force: bool = False, unsafe: bool = False, custom_objects: str | os.PathLike[str] | None = None, x_key: str = "x",
-          y_key: str = "y", progress: bool = False, **settings: Any) -> CompressionResult:
+          y_key: str = "y", progress: bool = False, tasks: tuple[str, ...] = (), **settings: Any) -> CompressionResult:
     """Prunes ``model``, fine-tunes it on ``data`` and writes ``output`` (.keras) and its report.
 
     The pass is set by ``config``, or by its settings as keyword arguments (``sparsity=0.8,
@@ -356,7 +362,8 @@ def prune(model: str | os.PathLike[str] | LoadedModel, output: str | os.PathLike
     if "sparsity" not in config.model_fields_set and config.structure is not Structure.TWO_FOUR:
         raise InputError(f"sparsity is required for structure {config.structure.value}", hint="e.g. sparsity 0.8",
                          settings=("sparsity", "structure"))
-    run = _Run(data, val, seed, preprocessing, export, export_mode, runs, threads, force, unsafe, custom_objects, x_key, y_key, progress)
+    run = _Run(data, val, seed, preprocessing, export, export_mode, runs, threads, force, unsafe, custom_objects, x_key, y_key, progress,
+               tuple(tasks))
     return _compress("prune", model, output, PrunePass(config), run, config.structure.value, [])
 
 
@@ -364,7 +371,7 @@ def cluster(model: str | os.PathLike[str] | LoadedModel, output: str | os.PathLi
             data: str | os.PathLike[str] | Dataset | None, val: str | os.PathLike[str] | Dataset | None = None, seed: int = 0,
             preprocessing: Preprocessing | None = None, export: bool = True, export_mode: str = "int8", runs: int = 60, threads: int = 1,
             force: bool = False, unsafe: bool = False, custom_objects: str | os.PathLike[str] | None = None, x_key: str = "x",
-            y_key: str = "y", progress: bool = False, **settings: Any) -> CompressionResult:
+            y_key: str = "y", progress: bool = False, tasks: tuple[str, ...] = (), **settings: Any) -> CompressionResult:
     """Clusters ``model``'s weights, fine-tunes on ``data`` and writes ``output`` (.keras) and its report.
 
     The pass is set by ``config`` or its settings as keyword arguments (``clusters=16``). Every
@@ -375,5 +382,6 @@ def cluster(model: str | os.PathLike[str] | LoadedModel, output: str | os.PathLi
         config = make_config(ClusterConfig, settings)
     elif settings:
         raise TypeError(f"give either a config or its settings, not both ({', '.join(settings)})")
-    run = _Run(data, val, seed, preprocessing, export, export_mode, runs, threads, force, unsafe, custom_objects, x_key, y_key, progress)
+    run = _Run(data, val, seed, preprocessing, export, export_mode, runs, threads, force, unsafe, custom_objects, x_key, y_key, progress,
+               tuple(tasks))
     return _compress("cluster", model, output, ClusterPass(config), run, "cluster", [CLUSTER_NOTE])

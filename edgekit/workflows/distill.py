@@ -222,6 +222,7 @@ def distill(
     x_key: str = "x",
     y_key: str = "y",
     on_epoch: EpochCallback | None = None,
+    tasks: tuple[str, ...] = (),
     **settings: Any,
 ) -> DistillResult:
     """Distills ``teacher`` into a student and writes ``output`` (.keras) and ``OUT.report.json``.
@@ -261,6 +262,10 @@ def distill(
                             suffixes=(".keras",), sidecars=[report_path_for(Path(output))])
     profile = load_profile(device)
     teacher_model, teacher_src, teacher_loaded = _teacher_model(teacher, unsafe=unsafe, custom_objects=custom_objects)
+    if tasks and teacher_loaded is None:
+        teacher_loaded = as_loaded(teacher_model)
+    if tasks:
+        teacher_loaded.choose_tasks(tasks)  # type: ignore[union-attr]
     tasks = model_tasks(teacher_loaded if teacher_loaded is not None else teacher_model)
     classic = is_classic(teacher_model, tasks)
     classes = int(teacher_model.outputs[0].shape[-1]) if classic else None

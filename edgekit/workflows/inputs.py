@@ -55,6 +55,7 @@ def check_labels(ds: Dataset, classes: int | None, what: str) -> None:
 def model_tasks(model: Any, dataset: Dataset | None = None, overrides: dict[str, Task] | None = None) -> list[OutputTask]:
     """Each output's task for a Keras model (or a :class:`LoadedModel`): --task, compiled loss, activation, labels."""
     keras_model = getattr(model, "keras_model", model)
+    overrides = overrides or getattr(model, "task_overrides", None)
     names = list(getattr(keras_model, "output_names", None) or [f"output_{i}" for i in range(len(keras_model.outputs))])
     losses = getattr(model, "losses", ()) or _compiled_losses(keras_model, names)
     return detect_tasks([(n, tuple(t.shape)) for n, t in zip(names, keras_model.outputs, strict=True)],

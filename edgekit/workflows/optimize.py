@@ -270,6 +270,7 @@ def optimize(
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     max_float_layers: int = 4,
     try_equalize: bool = True,
+    tasks: tuple[str, ...] = (),
     runs: int = 50,
     warmup: int = 5,
     rounds: int = 3,
@@ -319,6 +320,8 @@ def optimize(
     out = prepare_out_dir(out_dir, force=force, inputs=[model, data, val])
     say("loading the model and data", 0, 1)
     loaded = load_model(model, unsafe=unsafe, custom_objects=custom_objects, compile=True)
+    if tasks:
+        loaded.choose_tasks(tasks)
     pre = preprocessing or Preprocessing()
     inputs = load_training_inputs(loaded, data, val, preprocessing=pre, x_key=x_key, y_key=y_key, seed=seed, hold_out=True,
                                   val_fraction=0.2, min_hold_out=50)

@@ -31,6 +31,7 @@ from edgekit.core.errors import ConversionError, DataError, InputError, ModelErr
 from edgekit.core.fsutil import atomic_path, check_output_path, write_json_atomic
 from edgekit.core.manifest import manifest_path_for, write_artifact
 from edgekit.core.models import LoadedModel, load_model
+from edgekit.core.tasks import OutputTask
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
 from edgekit.core.tfshim import native_stderr_captured
 from edgekit.devices.profiles import DeviceProfile, load_profile
@@ -156,12 +157,13 @@ def _row(name: str, m: Measurement | None, note: str) -> VariantResult:
 
 
 def compare_variants(source: Any, qat_tflite: bytes, qat_keras: Any, val: Dataset, data: Dataset, *, io_type: IOType,
-                     compare_ptq: bool, seed: int, device: DeviceProfile, notes: list[str]) -> tuple[VariantResult, ...]:
+                     compare_ptq: bool, seed: int, device: DeviceProfile, notes: list[str],
+                     tasks: list[OutputTask] | None = None) -> tuple[VariantResult, ...]:
     """Float32, PTQ int8 and QAT int8 (TFLite, measured by a :class:`Bench`) and QAT simulated in Keras, on ``val``."""
     # the same seeded draw from the whole --data as `quantize`, so the PTQ column is the model `quantize` makes
     calibration = calibration_sample(data, DEFAULT_CALIBRATION_SAMPLES, seed)
     with tempfile.TemporaryDirectory(prefix="edgekit-qat-") as tmp:
-        bench = Bench(tmp, val=val, calibration=calibration, device=device)
+        bench = Bench(tmp, val=val, calibration=calibration, device=device, tasks=tasks)
         rows = [_row("float", bench.add(Candidate("float", keras=source, conversion=Conversion(QuantMode.FLOAT32)), reference=True),
                      "TFLite float32 of the model")]
         if compare_ptq:
@@ -212,6 +214,7 @@ def qat(
     x_key: str = "x",
     y_key: str = "y",
     on_epoch: EpochCallback | None = None,
+    tasks: tuple[str, ...] = (),
     **settings: Any,
 ) -> QatResult:
     """Fine-tunes ``model`` with simulated int8 quantization and writes a full-int8 ``output`` (.tflite).
@@ -264,14 +267,16 @@ def qat(
         raise ModelError(f"{loaded.path} is a SavedModel; QAT needs the Keras model to rebuild and fine-tune",
                          hint="pass the .keras or .h5 file the SavedModel was exported from")
     keras_model = loaded.keras_model
-    tasks = model_tasks(loaded)
-    classes = check_classifier(keras_model, str(loaded.path), tasks)
+    if tasks:
+        loaded.choose_tasks(tasks)
+    output_tasks = model_tasks(loaded)
+    classes = check_classifier(keras_model, str(loaded.path), output_tasks)
     pre = preprocessing or Preprocessing()
 
     def load(source: Any, what: str) -> Dataset:
         ds = source if isinstance(source, Dataset) else load_dataset(source, signature=loaded.signature, preprocessing=pre,
                                                                    x_key=x_key, y_key=y_key)
-        ds = conform(loaded, ds, tasks)
+        ds = conform(loaded, ds, output_tasks)
         assert ds is not None
         check_labels(ds, classes, what)
         return ds
@@ -284,7 +289,7 @@ def qat(
     def keep_qat_model(_index: int, _pass: Any, output: PassOutput, _final: ModelState) -> None:
         captured["qat_model"] = output.state.details[QAT_MODEL]  # the fake-quantized graph, for the qat-keras row
 
-    ctx = PassContext(train=train, val=validation, preprocessing=full.preprocessing, labels=full.labels, seed=seed, tasks=tuple(tasks),
+    ctx = PassContext(train=train, val=validation, preprocessing=full.preprocessing, labels=full.labels, seed=seed, tasks=tuple(output_tasks),
                       teacher=keras_model, on_epoch=on_epoch, unsafe=unsafe, custom_objects=str(custom_objects) if custom_objects else None)
     result = run_passes([QatPass(cfg)], ModelState(keras=keras_model, source=str(loaded.path)), ctx, on_step=keep_qat_model)
     final, step, details = result.state, result.steps[0], result.state.details["qat"]
@@ -293,7 +298,7 @@ def qat(
     info = parse_tflite_bytes(flatbuffer, str(out))
     notes = [*step.warnings, *details["notes"]]
     comparison = compare_variants(keras_model, flatbuffer, captured["qat_model"].model, validation, full, io_type=io_type,
-                                  compare_ptq=compare_ptq, seed=seed, device=profile, notes=notes)
+                                  compare_ptq=compare_ptq, seed=seed, device=profile, notes=notes, tasks=output_tasks)
     unsupported = tuple(LayerPlan.from_dict(p) for p in step.details["unsupported_layers"])
     # evaluated above, before writing any output; the model and its manifest are written together
     labels = list(full.labels) if full.labels else None

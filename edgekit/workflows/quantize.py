@@ -71,6 +71,7 @@ def quantize(
     data: str | os.PathLike[str] | Dataset | None = None,
     samples: int = 100,
     seed: int = 0,
+    tasks: tuple[str, ...] | list[str] = (),
     io_type: IOType | str = IOType.FLOAT,
     preprocessing: Preprocessing | None = None,
     allow_select_tf_ops: bool = False,
@@ -109,6 +110,8 @@ def quantize(
         sidecars=[manifest_path_for(Path(output))],
     )
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe, custom_objects=custom_objects)
+    if tasks:
+        loaded.choose_tasks(tasks)
     pre = preprocessing or Preprocessing()
     dataset: Dataset | None = None
     calibration = None
