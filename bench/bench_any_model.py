@@ -7,7 +7,7 @@ signal), runs ``quantize --mode int8``, ``validate --reference`` (the task's met
 markdown row: the task, the float and int8 primary metric and int8's drop, and each command's
 outcome (ok, or the one-line error).
 
-Usage: python bench/bench_any_model.py [--n 1500] [--kinds classification regression ...]
+Usage: python bench/bench_any_model.py [--n 1500] [--distill-epochs 30] [--kinds classification regression ...]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1500, help="training samples per model (validation: 200 more)")
     parser.add_argument("--kinds", nargs="+", default=None)
+    parser.add_argument("--distill-epochs", type=int, default=30, help="epochs of the distilled and the labels-only student")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from click.testing import CliRunner
@@ -74,7 +75,7 @@ def main() -> None:
             run("prune", ["prune", model, *common, "--sparsity", "0.5", "--epochs", "2", "--runs", "20", "-o", str(work / "p.keras")])
             run("cluster", ["cluster", model, *common, "--clusters", "16", "--epochs", "2", "--runs", "20", "-o", str(work / "c.keras")])
             run("qat", ["qat", model, *common, "--epochs", "2", "-o", str(work / "q.tflite")])
-            run("distill", ["distill", "--teacher", model, *common, "--width", "0.5", "--epochs", "5", "--baseline", "--runs", "20",
+            run("distill", ["distill", "--teacher", model, *common, "--width", "0.5", "--epochs", str(args.distill_epochs), "--baseline", "--runs", "20",
                             "-o", str(work / "s.keras")])
             run("optimize", ["optimize", model, *common, "--effort", "quick", "--no-html", "-o", str(work / "opt")])
             dist = ""

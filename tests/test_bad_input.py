@@ -62,7 +62,7 @@ CASES = [
     ("inspect missing", ["inspect", "{bad}/nope.tflite"], 2, "does not exist"),
     ("validate dir", ["validate", "{bad}/a_dir", "--data", "{val}"], 2, "is a directory"),
     ("validate wrong shape", ["validate", "{art}", "--data", "{bad}/wrong_shape.npz"], 4, "model expects 8x8x1"),
-    ("validate labels out of range", ["validate", "{art}", "--data", "{bad}/labels_out_of_range.npz"], 4, "labels go up to 9"),
+    ("validate labels out of range", ["validate", "{art}", "--data", "{bad}/labels_out_of_range.npz"], 4, "go up to 9, but the model has 6 classes"),
     ("validate zero runs", ["validate", "{art}", "--data", "{val}", "--runs", "0"], 2, "--runs must be at least 1"),
     ("validate missing data", ["validate", "{art}", "--data", "{bad}/nope.npz"], 2, "does not exist"),
 ]

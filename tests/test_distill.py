@@ -424,7 +424,7 @@ def _student_file(tmp_path, name, **kwargs):
     (["--student", "FIVE_CLASSES"], 3, "teacher has 6 classes (6), student 5 (5)"),
     (["--student", "BIG_INPUT"], 3, "different inputs: teacher 8x8x1, student 12x12x1"),
     (["--width", "0.5", "--data", "MISSING"], 2, "does not exist"),
-    (["--width", "0.5", "--data", "BAD_LABELS"], 4, "labels in --data go up to 9, but the teacher has 6 classes"),
+    (["--width", "0.5", "--data", "BAD_LABELS"], 4, "go up to 9, but the model has 6 classes"),
 ])
 def test_cli_bad_input_one_line_and_nothing_written(tiny, runner, cli, tmp_path, args, code, message):
     inputs = tmp_path / "inputs"

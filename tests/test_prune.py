@@ -338,7 +338,7 @@ def test_bad_data_fails_before_training(tiny, tmp_path, runner, cli):
     labels = tmp_path / "labels.npz"
     np.savez(labels, x=np.zeros((10, 8, 8, 1), np.uint8), y=np.full(10, 9, np.int64))
     res = runner.invoke(cli, ["prune", str(tiny["model"]), "--data", str(labels), "--sparsity", "0.5", "-o", str(tmp_path / "o.keras")])
-    assert res.exit_code == 4 and "labels in --data" in res.output and "6 outputs" in res.output
+    assert res.exit_code == 4 and "labels in --data" in res.output and "6 classes" in res.output
     targets = tmp_path / "t.yaml"
     targets.write_text("targets:\n  - layers: fc\n    sparsity: 0.5\n    typo: 1\n")
     res = runner.invoke(cli, ["prune", str(tiny["model"]), "--data", str(tiny["train"]), "--sparsity", "0.5", "--targets", str(targets),

@@ -121,7 +121,7 @@ def accuracy_rows(result) -> list[tuple[str, str]]:
             rows.append((prefix + METRIC_LABELS.get(metric, metric), format_metric(metric, value)))
         reference = ref_by.get(entry["output"])
         primary = entry.get("primary") or (acc.metric if acc is not None else None)
-        if reference is not None and primary in reference["values"] and primary in entry["values"]:
+        if reference is not None and primary is not None and primary in reference["values"] and primary in entry["values"]:
             r, a = reference["values"][primary], entry["values"][primary]
             diff = a - r
             if primary in ("top1", "top5", "accuracy", "pixel_accuracy", "mean_iou"):

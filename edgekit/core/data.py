@@ -358,9 +358,9 @@ def _load_npz(p: Path, specs, out_names, x_default: str | None, x_map: dict[str,
             x_arrays: list[str] = []
             for name in names:
                 if len(names) == 1:
-                    cands = [x_map[name]] if name in x_map else [c for c in (x_default, name) if c]
+                    cands = [x_map[name]] if name is not None and name in x_map else [c for c in (x_default, name) if c]
                 else:
-                    cands = [x_map.get(name, name)]
+                    cands = [x_map.get(str(name), str(name))]
                 found = _pick(keys, cands)
                 if found is None:
                     if len(names) == 1:

@@ -120,7 +120,8 @@ def _loss_entry(value: Any) -> Any:
     if isinstance(value, str) or value is None:
         return value
     if isinstance(value, dict):
-        cfg = value.get("config") if isinstance(value.get("config"), dict) else {}
+        raw_cfg = value.get("config")
+        cfg: dict[str, Any] = raw_cfg if isinstance(raw_cfg, dict) else {}
         name = cfg.get("name") if isinstance(cfg.get("name"), str) else value.get("class_name")
         if value.get("class_name") == "function":
             name = value.get("config") if isinstance(value.get("config"), str) else name

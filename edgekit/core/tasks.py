@@ -309,13 +309,13 @@ def conform_targets(targets: tuple[np.ndarray | None, ...], tasks: list[OutputTa
             if flat.size and (flat.min() < 0 or flat.max() > 1):
                 raise DataError(f"{where} go from {flat.min():g} to {flat.max():g}; {task.task.value} targets are 0 or 1",
                                 hint="give 0/1 targets (or probabilities) for sigmoid outputs")
-            out.append(flat.reshape((n, *[d for d in tail if d is not None])) if size is not None else flat)
+            out.append(flat.reshape((n, *[int(d) for d in tail if d is not None])) if size is not None else flat)
         elif task.task is Task.REGRESSION:
             flat = y.reshape(n, -1).astype(np.float32)
             if size is not None and flat.shape[1] != size:
                 raise DataError(f"{where} have {flat.shape[1]} value(s) per sample, the output {tail} has {size}",
                                 hint="give targets shaped like the output, one row per sample")
-            out.append(flat.reshape((n, *tail)) if size is not None else flat)
+            out.append(flat.reshape((n, *[int(d) for d in tail if d is not None])) if size is not None else flat)
         else:  # segmentation
             classes = task.classes or 1
             pixels = (size // classes) if size else None
@@ -332,15 +332,16 @@ def conform_targets(targets: tuple[np.ndarray | None, ...], tasks: list[OutputTa
             if ids.size and (ids.min() < 0 or int(ids.max()) >= classes):
                 raise DataError(f"{where} hold class ids {int(ids.min())}..{int(ids.max())}, the output has {classes} classes",
                                 hint="class ids must be 0..classes-1")
-            out.append(ids.reshape((n, *tail[:-1])) if pixels is not None else ids)
+            out.append(ids.reshape((n, *[int(d) for d in tail[:-1] if d is not None])) if pixels is not None else ids)
     return tuple(out)
 
 
-def with_tasks(dataset: Any, tasks: list[OutputTask], shapes: list[tuple[int | None, ...]]) -> Any:
-    """``dataset`` with its targets conformed to ``tasks`` (:func:`conform_targets`)."""
+def with_tasks(dataset: Any, tasks: list[OutputTask], shapes: list[tuple[int | None, ...]], what: str | None = None) -> Any:
+    """``dataset`` with its targets conformed to ``tasks`` (:func:`conform_targets`); ``what`` names the
+    setting the data came from in messages (``--data``)."""
     from dataclasses import replace
 
-    targets = conform_targets(dataset.targets, tasks, shapes, dataset.source)
+    targets = conform_targets(dataset.targets, tasks, shapes, f"{what} {dataset.source}" if what else dataset.source)
     return replace(dataset, y=targets[0] if targets else None, more_y=tuple(targets[1:]))
 
 

@@ -335,11 +335,11 @@ def _parse(buf: bytes, reader: _Reader) -> TfliteInfo:
         key = sdef.SignatureKey()
         signatures.append(key.decode("utf-8", "replace") if key else f"signature_{i}")
         if i == 0:  # the serving signature: names of the inputs/outputs as the model was written
-            for count, get, dest in ((sdef.InputsLength(), sdef.Inputs, sig_inputs), (sdef.OutputsLength(), sdef.Outputs, sig_outputs)):
+            for count, get, found in ((sdef.InputsLength(), sdef.Inputs, sig_inputs), (sdef.OutputsLength(), sdef.Outputs, sig_outputs)):
                 for j in range(reader.length(count, 4, "signature tensor map")):
                     tmap = get(j)
-                    name = tmap.Name().decode("utf-8", "replace") if tmap.Name() else f"tensor_{j}"
-                    dest.append((name, int(tmap.TensorIndex())))
+                    tensor_name = tmap.Name().decode("utf-8", "replace") if tmap.Name() else f"tensor_{j}"
+                    found.append((tensor_name, int(tmap.TensorIndex())))
 
     desc = model.Description()
     return TfliteInfo(

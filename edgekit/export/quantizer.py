@@ -48,7 +48,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgekit.core.data import rows_of
+from edgekit.core.data import Calibration, rows_of
 from edgekit.core.errors import ConversionError, InputError
 from edgekit.core.extras import import_extra
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
@@ -225,7 +225,7 @@ def quantize_int4(flatbuffer: bytes, granularity: str = "channel") -> QuantizerR
     return run_quantizer(flatbuffer, int4_recipe(granularity), mode="int4")
 
 
-def quantize_selective(flatbuffer: bytes, rules: PrecisionRules, calibration: np.ndarray | None = None) -> QuantizerResult:
+def quantize_selective(flatbuffer: bytes, rules: PrecisionRules, calibration: Calibration | None = None) -> QuantizerResult:
     """Per-layer precision on a float ``.tflite``; static precisions need ``calibration`` (preprocessed samples).
 
     Raises:
@@ -239,7 +239,7 @@ def quantize_selective(flatbuffer: bytes, rules: PrecisionRules, calibration: np
                          calibration=calibration if rules.needs_calibration else None)
 
 
-def run_quantizer(flatbuffer: bytes, recipe: list[dict[str, Any]], *, mode: str, calibration: np.ndarray | None = None) -> QuantizerResult:
+def run_quantizer(flatbuffer: bytes, recipe: list[dict[str, Any]], *, mode: str, calibration: Calibration | None = None) -> QuantizerResult:
     """Runs litert-quantizer with ``recipe`` on a float model (calibrating first when given data)."""
     quantizer_module = import_extra("quantizer")
     info = parse_tflite_bytes(flatbuffer)
@@ -264,7 +264,7 @@ def run_quantizer(flatbuffer: bytes, recipe: list[dict[str, Any]], *, mode: str,
                            info=parse_tflite_bytes(out, f"<{mode}>"))
 
 
-def _calibration_data(flatbuffer: bytes, samples: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
+def _calibration_data(flatbuffer: bytes, samples: Calibration) -> dict[str, list[dict[str, np.ndarray]]]:
     """``{signature: [{input name: one sample}, ...]}``, the quantizer's calibration format."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -273,8 +273,10 @@ def _calibration_data(flatbuffer: bytes, samples: np.ndarray) -> dict[str, list[
         raise ConversionError("the model has no signature, which litert-quantizer needs for calibration",
                               hint="convert it with edgekit (its models carry serving_default)")
     key, spec = next(iter(signatures.items()))
-    if len(spec["inputs"]) != 1:
-        raise InputError(f"calibration feeds one input; the model's signature has {len(spec['inputs'])}", hint="use a single-input model")
+    if len(spec["inputs"]) != 1 or isinstance(samples, tuple):
+        raise InputError(f"litert-quantizer calibration feeds one input; the model's signature has {len(spec['inputs'])}",
+                         hint="use --mode int8 for a model with several inputs")
     name = spec["inputs"][0]
-    batch = np.asarray(samples, dtype=np.float32)
+    batch = np.asarray(samples)
+    batch = batch.astype(np.float32) if batch.dtype.kind == "f" else batch  # token ids keep their integer dtype
     return {key: [{name: batch[i: i + 1]} for i in range(batch.shape[0])]}

@@ -101,7 +101,7 @@ def check_gates(gates: Gates, reference: Measurement, final: Measurement, device
         else:
             out.append(GateResult("accuracy", drop <= g.max_drop + 1e-9, round(drop, 4), g.max_drop, unit,
                                   f"{final.accuracy.text()} vs float32 {format_metric(reference.accuracy.metric, reference.accuracy.value)}: "  # type: ignore[union-attr]
-                                  f"drop {drop:.4g} {unit} (max {g.max_drop:g})"))
+                                  f"drop {(f'{drop:.2f}' if unit == 'points' else f'{drop:.4g}')} {unit} (max {g.max_drop:g})"))
     if gates.latency is not None:
         lg = gates.latency
         value = final.metric(lg.percentile)

@@ -48,10 +48,10 @@ class CompareReport:
         return self.a.size.bytes / self.b.size.bytes
 
     def accuracy_change(self) -> float | None:
-        """B's top-1 minus A's, in points (None without labels)."""
-        if self.a.accuracy is None or self.b.accuracy is None:
+        """B's primary metric minus A's (top-1 points for a classifier; None without labels)."""
+        if self.a.accuracy is None or self.b.accuracy is None or self.a.accuracy.value is None or self.b.accuracy.value is None:
             return None
-        return self.b.accuracy.top1 - self.a.accuracy.top1
+        return self.b.accuracy.value - self.a.accuracy.value
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -216,8 +216,8 @@ def load_inputs(model: Any, output: Any, data: Any, val: Any, preprocessing: Pre
             return d
         return load_dataset(d, signature=loaded.signature, preprocessing=pre, x_key=x_key, y_key=y_key)
 
-    tasks = model_tasks(loaded)
-    return out, loaded, conform(loaded, dataset(data), tasks), conform(loaded, dataset(val), tasks)
+    output_tasks = model_tasks(loaded)
+    return out, loaded, conform(loaded, dataset(data), output_tasks, "--data"), conform(loaded, dataset(val), output_tasks, "--val")
 
 
 def check_latency_options(runs: int, threads: int) -> None:

@@ -266,8 +266,8 @@ def distill(
         teacher_loaded = as_loaded(teacher_model)
     if tasks:
         teacher_loaded.choose_tasks(tasks)  # type: ignore[union-attr]
-    tasks = model_tasks(teacher_loaded if teacher_loaded is not None else teacher_model)
-    classic = is_classic(teacher_model, tasks)
+    output_tasks = model_tasks(teacher_loaded if teacher_loaded is not None else teacher_model)
+    classic = is_classic(teacher_model, output_tasks)
     classes = int(teacher_model.outputs[0].shape[-1]) if classic else None
     pre = preprocessing or Preprocessing()
 
@@ -276,8 +276,9 @@ def distill(
             return None
         ds = d if isinstance(d, Dataset) else load_dataset(d, signature=as_loaded(teacher_model).signature, preprocessing=pre,
                                                            x_key=x_key, y_key=y_key, limit=limit, seed=seed)
-        ds = conform(teacher_model, ds, tasks)
-        assert ds is not None
+        conformed = conform(teacher_model, ds, output_tasks, f"--{what}")
+        assert conformed is not None
+        ds = conformed
         if classes is not None:
             check_labels(ds, classes, what)
         return ds
@@ -300,7 +301,7 @@ def distill(
         return None if on_epoch is None else lambda _title, epoch, total, logs: on_epoch(tag, epoch, total, logs)
 
     ctx = PassContext(train=train, val=val_ds, preprocessing=train.preprocessing, labels=train.labels, seed=seed, teacher=teacher_model,
-                      tasks=tuple(tasks),
+                      tasks=tuple(output_tasks),
                       on_epoch=tagged("distilled"), unsafe=unsafe, custom_objects=str(custom_objects) if custom_objects else None)
     start = ModelState(keras=teacher_model, source=str(teacher_src))
     distilled = run_passes([DistillPass(cfg)], start, ctx)
@@ -317,7 +318,7 @@ def distill(
     save_keras_atomic(student, out)
     kinds = {"teacher": fit.teacher_outputs.kind, "baseline": fit.student_outputs.kind, "distilled": fit.student_outputs.kind}
     measured = measure_int8(models, kinds, train, val_ds, samples=calibration_samples, seed=seed, settings=latency_settings(runs, threads),
-                            device=profile, tasks=tasks) if export else {}
+                            device=profile, tasks=output_tasks) if export else {}
     rows: dict[str, ModelRow] = {}
     metric = "top1"
     for key, model in models.items():
@@ -326,7 +327,7 @@ def distill(
             if classic and val_ds.y is not None and val_ds.y.ndim == 1:
                 acc = top1(model.predict(val_ds.x, batch_size=256, verbose=0), val_ds.y, kinds[key])
             else:
-                quality = keras_quality(model, val_ds, tasks)
+                quality = keras_quality(model, val_ds, output_tasks)
                 acc, metric = (quality.value, quality.metric) if quality is not None else (None, metric)
         size, int8_acc, latency = measured.get(key, (None, None, None))
         rows[key] = ModelRow(name=key, parameters=int(model.count_params()), top1=acc, int8_top1=int8_acc, int8_size=size, latency=latency,

@@ -237,6 +237,9 @@ def export(
         other = convert_model(loaded, Conversion(mode=other_mode)).flatbuffer
         f32, f16 = (other, flatbuffer) if chosen_mode is QuantMode.FLOAT16 else (flatbuffer, other)
         check_x = calibration_sample(dataset, fp16_samples, seed)
+        if isinstance(check_x, tuple):
+            raise InputError("the float16 risk check feeds one input; this model has several",
+                             hint="pass --no-fp16-check and validate the float16 file with --reference", settings=("fp16_check",))
         fp16 = fp16_risk_check(f32, f16, check_x, tolerance=fp16_tolerance, layers=layers)
         warnings.extend(f"fp16 risk: {msg}" for msg in fp16.flagged)
     elif target == "gpu" and fp16_check:

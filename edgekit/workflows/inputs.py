@@ -74,12 +74,12 @@ def _compiled_losses(keras_model: Any, names: list[str]) -> tuple[Any, ...]:
     return tuple(loss for _ in names)
 
 
-def conform(model: Any, dataset: Dataset | None, tasks: list[OutputTask]) -> Dataset | None:
-    """``dataset`` with its targets checked against and shaped for the model's tasks."""
+def conform(model: Any, dataset: Dataset | None, tasks: list[OutputTask], what: str | None = None) -> Dataset | None:
+    """``dataset`` with its targets checked against and shaped for the model's tasks (``what``: ``--data``/``--val`` in messages)."""
     if dataset is None:
         return None
     keras_model = getattr(model, "keras_model", model)
-    return with_tasks(dataset, tasks, [tuple(t.shape) for t in keras_model.outputs])
+    return with_tasks(dataset, tasks, [tuple(t.shape) for t in keras_model.outputs], what)
 
 
 def keras_quality(model: Any, data: Dataset | None, tasks: list[OutputTask]) -> AccuracyResult | None:
@@ -132,8 +132,9 @@ def load_training_inputs(loaded: Any, data: str | os.PathLike[str] | None, val: 
         raise InputError("nothing to measure accuracy on: pass --val VAL.npz (or --data)", hint="e.g. --val val.npz")
     if loaded.keras_model is not None:
         tasks = model_tasks(loaded, val_ds, overrides)
-        train, val_ds = conform(loaded, train, tasks), conform(loaded, val_ds, tasks)
-        assert val_ds is not None
+        conformed = conform(loaded, val_ds, tasks, "--val" if val is not None else "--data")
+        assert conformed is not None
+        train, val_ds = conform(loaded, train, tasks, "--data"), conformed
     classes = classes_of(loaded.keras_model)
     for ds, what in ((train, "--data"), (val_ds, "--val")):
         if ds is not None:

@@ -276,10 +276,10 @@ def qat(
     def load(source: Any, what: str) -> Dataset:
         ds = source if isinstance(source, Dataset) else load_dataset(source, signature=loaded.signature, preprocessing=pre,
                                                                    x_key=x_key, y_key=y_key)
-        ds = conform(loaded, ds, output_tasks)
-        assert ds is not None
-        check_labels(ds, classes, what)
-        return ds
+        conformed = conform(loaded, ds, output_tasks, "--val" if what.startswith("validation") else "--data")
+        assert conformed is not None
+        check_labels(conformed, classes, what)
+        return conformed
 
     full = load(data, "training data")
     train, validation = (full, load(val, "validation data")) if val is not None else _split(full, val_fraction, seed)

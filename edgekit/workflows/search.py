@@ -74,7 +74,8 @@ class Budget(Serializable):
             return ["accuracy not measured (no labels)"]
         if drop > self.max_drop + 1e-9:
             unit = drop_unit(ref, self.relative)
-            return [f"accuracy drop {drop:.4g} {unit} > {self.max_drop:g} ({m.accuracy.text()} vs float32 "  # type: ignore[union-attr]
+            amount = f"{drop:.2f}" if unit == "points" or self.relative else f"{drop:.4g}"
+            return [f"accuracy drop {amount} {unit} > {self.max_drop:g} ({m.accuracy.text()} vs float32 "  # type: ignore[union-attr]
                     f"{format_metric(ref.accuracy.metric, ref.accuracy.value)})"]  # type: ignore[union-attr]
         return []
 
