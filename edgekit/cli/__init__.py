@@ -9,9 +9,11 @@ class's exit code; ``-v`` shows tracebacks and the native (C++) logs.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
+import sys
 import traceback
 from importlib import import_module
 
@@ -44,9 +46,21 @@ def _available(name: str) -> bool:
     return importlib.util.find_spec(COMMANDS[name].split(":")[0]) is not None
 
 
-def _fail(ctx: click.Context, message: str, code: int) -> None:
+def _fail(ctx: click.Context, message: str, code: int, *, as_json: bool = False, kind: str = "error",
+          hint: str | None = None) -> None:
+    """One ``error:`` line on stderr (and, with ``--json``, the error object on stdout), then exit ``code``."""
     click.echo(f"error: {message}", err=True)
+    if as_json:
+        error = {"code": code, "kind": kind, "message": message, "hint": hint}
+        sys.stdout.write(json.dumps({"error": error}, indent=2) + "\n")
+        sys.stdout.flush()
     ctx.exit(code)
+
+
+def _wants_json(ctx: click.Context) -> bool:
+    """Whether the command line asked for ``--json`` (seen before the subcommand parsed it)."""
+    args = list(getattr(ctx, "protected_args", [])) + list(ctx.args)
+    return "--json" in args[: args.index("--")] if "--" in args else "--json" in args
 
 
 def with_flags(exc: EdgekitError, command: click.Command | None) -> str:
@@ -95,23 +109,34 @@ class EdgekitGroup(click.Group):
     def invoke(self, ctx: click.Context):  # noqa: D102 - click API
         verbose = bool(ctx.params.get("verbose"))
         before = os.environ.get("EDGEKIT_VERBOSE")
+        as_json = _wants_json(ctx)
         try:
             return super().invoke(ctx)
         except EdgekitError as exc:
             if verbose:
                 traceback.print_exc()
-            _fail(ctx, with_flags(exc, self._invoked(ctx)), exc.exit_code)
+            _fail(ctx, with_flags(exc, self._invoked(ctx)), exc.exit_code, as_json=as_json, kind=type(exc).__name__,
+                  hint=exc.hint)
         except KeyboardInterrupt:
-            _fail(ctx, "interrupted; no partial output was kept", 130)
+            _fail(ctx, "interrupted; no partial output was kept", 130, as_json=as_json, kind="Interrupted")
         except MemoryError:
-            _fail(ctx, "out of memory; use fewer --samples or a smaller dataset", 1)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            _fail(ctx, "out of memory; use fewer --samples or a smaller dataset", 1, as_json=as_json, kind="MemoryError")
+        except BrokenPipeError:
+            _quiet_closed_pipe()
+        except click.ClickException as exc:  # a usage error (unknown option, bad value): exit 2
+            if not as_json:
+                raise
+            click.echo(f"error: {exc.format_message()}", err=True)
+            _fail_json_only(exc.exit_code, "UsageError", exc.format_message(), "see --help")
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug or an unexpected library failure: still one line
             if verbose:
                 traceback.print_exc()
             detail = " ".join(str(exc).split())[:300]
-            _fail(ctx, f"unexpected {type(exc).__name__}: {detail} (rerun with -v for the traceback)", 1)
+            _fail(ctx, f"unexpected {type(exc).__name__}: {detail} (rerun with -v for the traceback)", 1,
+                  as_json=as_json, kind="InternalError", hint="rerun with -v for the traceback")
         finally:  # -v holds for this invocation only (library code reads it from the environment)
             if before is None:
                 os.environ.pop("EDGEKIT_VERBOSE", None)
@@ -136,6 +161,25 @@ def cli(verbose: bool) -> None:
         os.environ["EDGEKIT_VERBOSE"] = "1"
 
 
+def _fail_json_only(code: int, kind: str, message: str, hint: str | None) -> None:
+    sys.stdout.write(json.dumps({"error": {"code": code, "kind": kind, "message": message, "hint": hint}}, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _quiet_closed_pipe() -> None:
+    """The reader of stdout went away (``edgekit ... | head``): end quietly with exit 0.
+
+    As the Python docs recommend (signal module, "Note on SIGPIPE"): point stdout at devnull so
+    the interpreter's final flush does not raise again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt  # unwinds through atomic writes, so their temporary files are removed
 
@@ -143,7 +187,23 @@ def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
 def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)
-    cli.main(prog_name="edgekit")
+    try:
+        cli.main(prog_name="edgekit")
+    except SystemExit as exit_:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_closed_pipe()
+        if exit_.code == 1 and _pipe_closed():
+            _quiet_closed_pipe()
+        raise
+    except BrokenPipeError:
+        _quiet_closed_pipe()
+
+
+def _pipe_closed() -> bool:
+    """Whether stdout was replaced by Click's EPIPE wrapper (it exits 1 on a closed pipe)."""
+    return type(sys.stdout).__name__ == "_PacifyFlushWrapper"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,13 +9,42 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False, soft_wrap=True)
+
+class _Console(Console):
+    """A rich console that ends quietly with exit 0 when the reader of stdout went away (``| head``)."""
+
+    def on_broken_pipe(self) -> None:
+        super_exit: SystemExit | None = None
+        try:
+            super().on_broken_pipe()  # points stdout at devnull, as the Python docs recommend
+        except SystemExit as exc:
+            super_exit = exc
+        if super_exit is not None:
+            raise SystemExit(0)
+
+
+console = _Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
 
+def rounded(value: Any, digits: int = 6) -> Any:
+    """``value`` with every float rounded to ``digits`` significant digits (``89.60000000000001`` -> ``89.6``)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return value
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def print_json(payload: Any) -> None:
-    """Prints JSON to stdout (plain, no colour)."""
-    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    """Prints JSON to stdout (plain, no colour), floats rounded to meaningful precision."""
+    sys.stdout.write(json.dumps(rounded(payload), indent=2) + "\n")
 
 
 def show_gated_report(report: dict[str, Any] | None, failure: Exception | None, out_dir: Any, *, as_json: bool, quiet: bool,

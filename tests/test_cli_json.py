@@ -1,0 +1,137 @@
+"""``--json`` everywhere: success prints parseable JSON, a bad input prints the error object on
+stdout with the documented exit code; a closed pipe ends quietly with exit 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# one bad input per command: (arguments, expected exit code, expected error kind)
+BAD = {
+    "quantize": (["quantize", "/nope/m.keras", "--mode", "dynamic", "-o", "{tmp}/x.tflite"], 2, "InputError"),
+    "validate": (["validate", "/nope/m.tflite", "--data", "/nope/v.npz"], 2, "InputError"),
+    "inspect": (["inspect", "/nope/m.tflite"], 2, "InputError"),
+    "benchmark": (["benchmark", "/nope/m.tflite"], 2, "InputError"),
+    "devices": (["devices", "show", "no-such-device"], 2, "InputError"),
+    "export": (["export", "/nope/m.keras", "--target", "gpu", "-o", "{tmp}/art"], 2, "InputError"),
+    "check": (["check", "/nope/m.tflite", "--target", "gpu"], 2, "InputError"),
+    "qat": (["qat", "/nope/m.keras", "--data", "/nope/d.npz", "--epochs", "1", "-o", "{tmp}/q.tflite"], 2, "InputError"),
+    "distill": (["distill", "--teacher", "/nope/m.keras", "--width", "0.5", "--data", "/nope/d.npz", "--epochs", "1",
+                 "-o", "{tmp}/s.keras"], 2, "InputError"),
+    "prune": (["prune", "/nope/m.keras", "--data", "/nope/d.npz", "--sparsity", "0.5", "--epochs", "0", "-o", "{tmp}/p.keras"], 2, "InputError"),
+    "cluster": (["cluster", "/nope/m.keras", "--data", "/nope/d.npz", "--clusters", "8", "--epochs", "0", "-o", "{tmp}/c.keras"], 2, "InputError"),
+    "recipe": (["recipe", "show", "no-such-recipe"], 2, "InputError"),
+    "run": (["run", "int8-cpu", "--model", "/nope/m.keras", "--data", "/nope/d.npz", "-o", "{tmp}/r"], 2, "InputError"),
+    "optimize": (["optimize", "/nope/m.keras", "--data", "/nope/d.npz", "-o", "{tmp}/o"], 2, "InputError"),
+}
+
+
+def test_every_command_has_a_bad_input_case():
+    from edgekit.cli import COMMANDS
+
+    assert set(COMMANDS) <= set(BAD)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_json_error_object(name, runner, cli, tmp_path):
+    args, code, kind = BAD[name]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args] + ["--json"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == code, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == code and error["kind"] == kind
+    assert error["message"] and "hint" in error
+    assert result.stderr.startswith("error: ")  # the human line is still on stderr
+
+
+def test_json_usage_error_is_an_object(runner, cli):
+    result = runner.invoke(cli, ["validate", "--no-such-flag", "--json"])
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "UsageError" and "--no-such-flag" in error["message"]
+
+
+def test_json_floats_rounded():
+    from edgekit.cli.render import rounded
+
+    assert rounded({"a": [89.60000000000001, 1 / 3], "b": True, "c": 3}) == {"a": [89.6, 0.333333], "b": True, "c": 3}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny, tmp_path_factory):
+    """The tiny model quantized to int8 (through the CLI)."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    out = tmp_path_factory.mktemp("json") / "m_int8.tflite"
+    result = CliRunner().invoke(cli, ["quantize", str(tiny["model"]), "--mode", "int8", "--data", str(tiny["train"]),
+                                      "--scale", "1/255", "--samples", "50", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert isinstance(report, dict)
+    return out
+
+
+def _ok(runner, cli, args) -> object:
+    result = runner.invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_json_success_cheap_commands(tiny, artifacts, runner, cli, tmp_path):
+    art, val, model = str(artifacts), str(tiny["val"]), str(tiny["model"])
+    report = _ok(runner, cli, ["validate", art, "--data", val, "--scale", "1/255", "--runs", "3", "--warmup", "1"])
+    assert isinstance(report, dict)
+    assert isinstance(_ok(runner, cli, ["inspect", art]), dict)
+    assert isinstance(_ok(runner, cli, ["benchmark", art, "--runs", "3", "--warmup", "1"]), dict)
+    assert isinstance(_ok(runner, cli, ["check", art, "--target", "gpu"]), dict)
+    assert any(d["name"] == "local" for d in _ok(runner, cli, ["devices", "list"]))  # type: ignore[union-attr]
+    assert len(_ok(runner, cli, ["recipe", "list"])) == 7  # type: ignore[arg-type]
+    exported = _ok(runner, cli, ["export", model, "--target", "gpu", "--no-fp16-check", "-o", str(tmp_path / "gpu")])
+    assert isinstance(exported, dict)
+    pruned = _ok(runner, cli, ["prune", model, "--data", str(tiny["train"]), "--sparsity", "0.5", "--epochs", "0", "--no-export",
+                               "-o", str(tmp_path / "p.keras")])
+    assert isinstance(pruned, dict)
+    clustered = _ok(runner, cli, ["cluster", model, "--data", str(tiny["train"]), "--clusters", "8", "--epochs", "0", "--no-export",
+                                  "-o", str(tmp_path / "c.keras")])
+    assert isinstance(clustered, dict)
+
+
+def test_json_success_training_commands(tiny, runner, cli, tmp_path):
+    model, train, val = str(tiny["model"]), str(tiny["train"]), str(tiny["val"])
+    qat = _ok(runner, cli, ["qat", model, "--data", train, "--val", val, "--scale", "1/255", "--epochs", "1",
+                            "-o", str(tmp_path / "q.tflite")])
+    assert isinstance(qat, dict)
+    distilled = _ok(runner, cli, ["distill", "--teacher", model, "--width", "0.5", "--data", train, "--val", val,
+                                  "--scale", "1/255", "--epochs", "1", "--no-export", "-o", str(tmp_path / "s.keras")])
+    assert isinstance(distilled, dict)
+    ran = _ok(runner, cli, ["run", "int8-cpu", "--model", model, "--data", train, "--val", val, "--scale", "1/255",
+                            "--no-html", "-o", str(tmp_path / "run")])
+    assert isinstance(ran, dict)
+
+
+def test_closed_pipe_exits_zero(tiny, artifacts, tmp_path):
+    """``edgekit validate ... | head -1``: the reader is gone before edgekit writes; exit 0, no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    commands = (
+        ["devices", "list"],
+        ["recipe", "list", "--json"],
+        ["validate", str(artifacts), "--data", str(tiny["val"]), "--scale", "1/255", "--runs", "2", "--warmup", "1"],
+    )
+    for args in commands:
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # every write to stdout now fails with EPIPE
+        proc = subprocess.run([sys.executable, "-m", "edgekit", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              env=env, cwd=tmp_path, timeout=300)
+        os.close(write_end)
+        err = proc.stderr.decode()
+        assert proc.returncode == 0, (args, err)
+        assert "Traceback" not in err and "Broken pipe" not in err
