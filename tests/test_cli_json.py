@@ -77,7 +77,32 @@ def artifacts(tiny, tmp_path_factory):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert isinstance(report, dict)
+    _assert_schema(json.loads(out.with_suffix(".json").read_text()), "manifest-v1")
     return out
+
+
+def _assert_schema(instance, name: str) -> None:
+    from edgekit.core.jsonschema_check import load_schema, schema_problems
+
+    schema = load_schema(name)
+    assert schema_problems(instance, schema) == []
+    try:
+        import jsonschema
+    except ImportError:
+        return
+    jsonschema.validate(instance, schema)
+
+
+def test_schema_check_finds_problems():
+    from edgekit.core.jsonschema_check import SCHEMAS, load_schema, schema_problems
+
+    for name in SCHEMAS:
+        assert load_schema(name)["$id"].endswith(f"{name}.schema.json")
+    problems = schema_problems({"manifest_version": 2, "artifact": {"file": "m.tflite", "sha256": "abc", "bytes": -1}},
+                               load_schema("manifest-v1"))
+    assert "$.manifest_version: expected 1, got 2" in problems
+    assert any(p.startswith("$.artifact.sha256") for p in problems) and any("bytes" in p for p in problems)
+    assert "$: missing 'inputs'" in problems
 
 
 def _ok(runner, cli, args) -> object:
@@ -116,6 +141,11 @@ def test_json_success_training_commands(tiny, runner, cli, tmp_path):
     ran = _ok(runner, cli, ["run", "int8-cpu", "--model", model, "--data", train, "--val", val, "--scale", "1/255",
                             "--no-html", "-o", str(tmp_path / "run")])
     assert isinstance(ran, dict)
+    _assert_schema(ran, "report-v1")
+    written = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert written["report_version"] == 1
+    _assert_schema(written, "report-v1")
+    _assert_schema(json.loads((tmp_path / "run" / "model.json").read_text()), "manifest-v1")
 
 
 def test_closed_pipe_exits_zero(tiny, artifacts, tmp_path):
