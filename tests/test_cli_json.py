@@ -146,6 +146,12 @@ def test_json_success_training_commands(tiny, runner, cli, tmp_path):
     assert written["report_version"] == 1
     _assert_schema(written, "report-v1")
     _assert_schema(json.loads((tmp_path / "run" / "model.json").read_text()), "manifest-v1")
+    quiet = runner.invoke(cli, ["run", "int8-cpu", "--model", model, "--data", train, "--val", val, "--scale", "1/255",
+                                "--no-html", "-o", str(tmp_path / "run_q"), "-q"])
+    assert quiet.exit_code == 0, quiet.output
+    lines = quiet.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{tmp_path / 'run_q'}/model.tflite, ")
+    assert "top-1 " in lines[0] and "KB" in lines[0]
 
 
 def test_closed_pipe_exits_zero(tiny, artifacts, tmp_path):

@@ -58,10 +58,36 @@ def show_gated_report(report: dict[str, Any] | None, failure: Exception | None, 
         report = json.loads(path.read_text()) if path.is_file() else None
     if as_json and report is not None:
         print_json(report)
-    elif report is not None and not quiet:
+    elif report is not None and quiet:
+        sys.stdout.write(result_line(report, out_dir) + "\n")
+    elif report is not None:
         render(report, out_dir)
     if failure is not None:
         raise failure
+
+
+def result_line(report: dict[str, Any], out_dir: Any) -> str:
+    """The one-line result of a run/optimize report (what ``-q`` prints)."""
+    chosen = report.get("recommended") if report.get("kind") == "optimize" else None
+    if chosen is None:
+        rows = [r for r in report.get("candidates", []) if r.get("name") != "reference"]
+        chosen = rows[-1] if rows and report.get("kind") != "optimize" else None
+    parts = [f"{out_dir}/model.tflite" if chosen is not None else f"{out_dir}: no candidate met the budget"]
+    if chosen is not None:
+        if report.get("kind") == "optimize":
+            parts.append(str(chosen.get("name")))
+        if chosen.get("bytes") is not None:
+            parts.append(human_bytes(chosen["bytes"]))
+        if chosen.get("top1") is not None:
+            drop = f" (drop {fmt(chosen['drop'])})" if chosen.get("drop") is not None else ""
+            parts.append(f"top-1 {fmt(chosen['top1'])}%{drop}")
+        if chosen.get("p50_ms") is not None:
+            parts.append(f"p50 {fmt(chosen['p50_ms'], 3)} ms")
+    gates = report.get("gates") or []
+    if gates:
+        failed = [g["gate"] for g in gates if not g.get("passed")]
+        parts.append("gates: " + ("FAIL " + ", ".join(failed) if failed else "pass"))
+    return ", ".join(parts)
 
 
 def human_bytes(n: float | int | None) -> str:
