@@ -171,3 +171,24 @@ def test_closed_pipe_exits_zero(tiny, artifacts, tmp_path):
         err = proc.stderr.decode()
         assert proc.returncode == 0, (args, err)
         assert "Traceback" not in err and "Broken pipe" not in err
+
+
+def test_one_vocabulary_with_hidden_old_spellings(runner, cli):
+    """-o/--out and --learning-rate everywhere; --output and --lr still parse but are not in --help."""
+    from edgekit.cli import COMMANDS, EdgekitGroup
+    from edgekit.cli.options import CANONICAL_FLAGS, visible_opts
+
+    group = cli
+    assert isinstance(group, EdgekitGroup)
+    ctx = group.make_context("edgekit", ["--help"], resilient_parsing=True)
+    for name in COMMANDS:
+        command = group.get_command(ctx, name)
+        assert command is not None
+        for param in command.params:
+            shown = visible_opts(param) if hasattr(param, "opts") and param.param_type_name == "option" else []
+            assert not set(shown) & set(CANONICAL_FLAGS), (name, shown)
+    for name in ("qat", "distill"):
+        text = runner.invoke(cli, [name, "--help"]).output
+        assert "--learning-rate" in text and "--lr " not in text and "-o, --out " in text and "--output" not in text
+    old = runner.invoke(cli, ["quantize", "/nope/m.keras", "--mode", "dynamic", "--output", "x.tflite"])
+    assert old.exit_code == 2 and "does not exist" in old.stderr  # the old spelling still parses

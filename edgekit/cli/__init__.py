@@ -20,6 +20,7 @@ from importlib import import_module
 import click
 
 from edgekit import __version__
+from edgekit.cli.options import harmonize, visible_opts
 from edgekit.core.errors import EdgekitError
 
 # command name -> "module:attribute"; registered explicitly, in the order --help shows them
@@ -72,7 +73,7 @@ def with_flags(exc: EdgekitError, command: click.Command | None) -> str:
     text = exc.one_line()
     if command is None or not exc.settings:
         return text
-    flags = {p.name: max(p.opts, key=len) for p in command.params if isinstance(p, click.Option) and p.name}
+    flags = {p.name: max(visible_opts(p), key=len) for p in command.params if isinstance(p, click.Option) and p.name}
     for setting in exc.settings:
         flag = flags.get(setting)
         if flag is not None:
@@ -104,7 +105,7 @@ class EdgekitGroup(click.Group):
         if target is None or not _available(cmd_name):
             return None
         module, attr = target.split(":")
-        return getattr(import_module(module), attr)
+        return harmonize(getattr(import_module(module), attr))
 
     def invoke(self, ctx: click.Context):  # noqa: D102 - click API
         verbose = bool(ctx.params.get("verbose"))
