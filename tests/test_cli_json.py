@@ -30,6 +30,7 @@ BAD = {
     "recipe": (["recipe", "show", "no-such-recipe"], 2, "InputError"),
     "run": (["run", "int8-cpu", "--model", "/nope/m.keras", "--data", "/nope/d.npz", "-o", "{tmp}/r"], 2, "InputError"),
     "optimize": (["optimize", "/nope/m.keras", "--data", "/nope/d.npz", "-o", "{tmp}/o"], 2, "InputError"),
+    "docs": (["docs", "no-such-topic"], 2, "InputError"),
 }
 
 
@@ -192,3 +193,12 @@ def test_one_vocabulary_with_hidden_old_spellings(runner, cli):
         assert "--learning-rate" in text and "--lr " not in text and "-o, --out " in text and "--output" not in text
     old = runner.invoke(cli, ["quantize", "/nope/m.keras", "--mode", "dynamic", "--output", "x.tflite"])
     assert old.exit_code == 2 and "does not exist" in old.stderr  # the old spelling still parses
+
+
+def test_docs_command(runner, cli):
+    listed = runner.invoke(cli, ["docs"])
+    assert listed.exit_code == 0 and "prune" in listed.stdout and "rules" in listed.stdout
+    guide = runner.invoke(cli, ["docs", "qat"])
+    assert guide.exit_code == 0 and guide.stdout.startswith("# Quantization-aware training")
+    typo = runner.invoke(cli, ["docs", "prnue", "--json"])
+    assert typo.exit_code == 2 and json.loads(typo.stdout)["error"]["hint"] == "did you mean 'prune'?"

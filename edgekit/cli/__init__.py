@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "recipe": "edgekit.cli.cmd_recipe:recipe",
     "run": "edgekit.cli.cmd_run:run",
     "optimize": "edgekit.cli.cmd_optimize:optimize",
+    "docs": "edgekit.cli.cmd_docs:docs",
 }
 
 
