@@ -20,7 +20,7 @@ from importlib import import_module
 import click
 
 from edgekit import __version__
-from edgekit.cli.options import harmonize, visible_opts
+from edgekit.cli.options import EdgekitContext, harmonize, visible_opts
 from edgekit.core.errors import EdgekitError
 
 # command name -> "module:attribute"; registered explicitly, in the order --help shows them
@@ -84,6 +84,8 @@ def with_flags(exc: EdgekitError, command: click.Command | None) -> str:
 
 class EdgekitGroup(click.Group):
     """A group that loads commands lazily and turns errors into one line and an exit code."""
+
+    context_class = EdgekitContext  # --help word-wraps to the terminal (80 columns when piped)
 
     def _invoked(self, ctx: click.Context) -> click.Command | None:
         """The (sub)command that ran, for its flag spellings."""
@@ -155,8 +157,10 @@ def cli(verbose: bool) -> None:
     \b
     Quick start (the bundled example):
       edgekit quantize examples/fashion_mnist/model.keras --mode int8 \\
-          --data examples/fashion_mnist/calib.npz --scale 1/255 -o out/model_int8.tflite
-      edgekit validate out/model_int8.tflite --data examples/fashion_mnist/val.npz \\
+          --data examples/fashion_mnist/calib.npz --scale 1/255 \\
+          -o out/model_int8.tflite
+      edgekit validate out/model_int8.tflite \\
+          --data examples/fashion_mnist/val.npz \\
           --reference examples/fashion_mnist/model.keras
     """
     if verbose:

@@ -25,9 +25,14 @@ def docs(topic: str | None, as_json: bool) -> None:
         if as_json:
             print_json([{"topic": name, "title": title} for name, title in entries])
             return
+        import shutil
+        import textwrap
+
+        columns = shutil.get_terminal_size((80, 24)).columns
         width = max(len(name) for name, _ in entries)
         for name, title in entries:
-            click.echo(f"{name.ljust(width)}  {title}")
+            click.echo(textwrap.fill(title, max(columns, 40), initial_indent=f"{name.ljust(width)}  ",
+                                     subsequent_indent=" " * (width + 2), break_long_words=False))
         return
     text = guide_text(topic)
     if as_json:

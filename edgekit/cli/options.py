@@ -130,7 +130,30 @@ def harmonize(command: click.Command) -> click.Command:
                 if not isinstance(param, AliasedOption):
                     param.__class__ = AliasedOption
                 param.hidden_aliases = (*getattr(param, "hidden_aliases", ()), old)  # type: ignore[attr-defined]
+    command.context_class = EdgekitContext
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             harmonize(sub)
     return command
+
+
+class WrappingFormatter(click.HelpFormatter):
+    """Click's help formatter, but lines of verbatim (``\\b``) blocks wider than the terminal are
+    word-wrapped too, indented under their first word, so ``--help`` fits 80 columns."""
+
+    def getvalue(self) -> str:
+        import textwrap
+
+        lines = []
+        for line in super().getvalue().split("\n"):
+            if len(line) <= self.width:
+                lines.append(line)
+                continue
+            indent = " " * (len(line) - len(line.lstrip()))
+            lines += textwrap.wrap(line.strip(), self.width, initial_indent=indent, subsequent_indent=indent + "    ",
+                                   break_long_words=False, break_on_hyphens=False)
+        return "\n".join(lines)
+
+
+class EdgekitContext(click.Context):
+    formatter_class = WrappingFormatter

@@ -23,7 +23,8 @@ class _Console(Console):
             raise SystemExit(0)
 
 
-console = _Console(highlight=False, soft_wrap=True)
+# soft_wrap off: prose wraps at word boundaries to the terminal width (80 when piped, or $COLUMNS)
+console = _Console(highlight=False, soft_wrap=False)
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -112,19 +113,43 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in rows:
-        table.add_row(key, fmt(value))
-    return table
+class KeyValues:
+    """A titled block of ``key  value`` lines sized to the console: a value that does not fit
+    beside its key goes on its own line below it, whole (a hash or a path is never cut)."""
+
+    def __init__(self, title: str, rows: list[tuple[str, Any]]) -> None:
+        self.title = title
+        self.rows = [(key, fmt(value)) for key, value in rows]
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        from rich.text import Text
+
+        width = options.max_width
+        if self.title:
+            yield Text(self.title, style="italic")
+        key_width = max((len(k) for k, _ in self.rows), default=0) + 2
+        for key, value in self.rows:
+            lines = value.splitlines() or [""]
+            if key_width + max(len(line) for line in lines) <= width:
+                for i, line in enumerate(lines):
+                    label = Text(key.ljust(key_width) if i == 0 else " " * key_width, style="bold" if i == 0 else "")
+                    yield label + Text(line)
+            else:  # the key alone, then the value indented; a single long token (hash, path) overflows whole
+                yield Text(key, style="bold")
+                for line in lines:
+                    yield Text("  " + line, overflow="ignore", no_wrap=len(line) + 2 > width and " " not in line)
+
+
+def kv_table(title: str, rows: list[tuple[str, Any]]) -> KeyValues:
+    """The key/value block of a result (see :class:`KeyValues`)."""
+    return KeyValues(title, rows)
 
 
 def tensor_rows(specs: list[dict[str, Any]]) -> Table:
     table = Table(show_header=True, box=None, pad_edge=False)
-    for col in ("name", "shape", "dtype", "quantization (scale, zero point)"):
-        table.add_column(col)
+    table.add_column("name", overflow="fold")  # a long tensor name wraps whole, never cut with an ellipsis
+    for col in ("shape", "dtype", "quantization (scale, zero point)"):
+        table.add_column(col, overflow="fold")
     for spec in specs:
         q = spec.get("quantization")
         if q:

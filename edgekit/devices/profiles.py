@@ -303,7 +303,7 @@ class DeviceProfile(_Strict):
         """The profile as YAML that :func:`load_profile` reads back."""
         data = self.model_dump(mode="json")
         data = {k: v for k, v in data.items() if v is not None}
-        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=110)
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=76)  # fits 80 columns
 
 
 @dataclass(frozen=True)
