@@ -202,3 +202,14 @@ def test_docs_command(runner, cli):
     assert guide.exit_code == 0 and guide.stdout.startswith("# Quantization-aware training")
     typo = runner.invoke(cli, ["docs", "prnue", "--json"])
     assert typo.exit_code == 2 and json.loads(typo.stdout)["error"]["hint"] == "did you mean 'prune'?"
+
+
+def test_shell_completion_script_and_completions(tmp_path):
+    """The README's completion line works: Click emits the bash script and completes command names."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "_EDGEKIT_COMPLETE": "bash_source"}
+    script = subprocess.run([sys.executable, "-m", "edgekit"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert script.returncode == 0 and "_edgekit_completion()" in script.stdout
+    env.update({"_EDGEKIT_COMPLETE": "bash_complete", "COMP_WORDS": "edgekit qu", "COMP_CWORD": "1"})
+    words = subprocess.run([sys.executable, "-m", "edgekit"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert "plain,quantize" in words.stdout.splitlines()
+    assert "_EDGEKIT_COMPLETE=bash_source edgekit" in (REPO / "README.md").read_text()
