@@ -95,40 +95,83 @@ def _short(name: str, n: int = 28) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def plot_candidates(rows: list[dict[str, Any]]) -> str | None:
-    """Accuracy vs latency (marker area ~ size) and accuracy vs size, with the Pareto front."""
+def _budget_lines(budget: dict[str, Any] | None, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The gates as plot coordinates: ``top1`` floor, ``p50_ms`` and ``bytes`` (KB) limits."""
+    out: dict[str, float] = {}
+    if not budget:
+        return out
+    ref = next((r for r in rows if (r.get("status") or r.get("role")) == "reference" and r.get("top1") is not None), None)
+    if budget.get("max_drop") is not None and ref is not None:
+        drop = float(budget["max_drop"])
+        relative = "%" in str(budget.get("drop_unit", ""))
+        out["top1"] = ref["top1"] * (1 - drop / 100) if relative else ref["top1"] - drop
+    if budget.get("max_latency_ms") is not None:
+        out["p50_ms"] = float(budget["max_latency_ms"])
+    if budget.get("max_size_bytes") is not None:
+        out["bytes"] = float(budget["max_size_bytes"]) / 1024
+    return out
+
+
+def plot_candidates(rows: list[dict[str, Any]], budget: dict[str, Any] | None = None) -> str | None:
+    """Accuracy vs latency (marker area ~ size) and accuracy vs size: points numbered (the key
+    below the plots names them, so labels never overlap), the Pareto front highlighted, a line
+    for each gate of the budget, and axes wide enough to show the whole budget."""
     pts = [r for r in rows if r.get("top1") is not None and r.get("p50_ms") is not None]
     if not pts:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    lines = _budget_lines(budget, rows)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6 + 0.22 * ((len(pts) + 1) // 2)))
     biggest = max(r["bytes"] for r in pts) or 1
     for ax, xkey, xlabel in ((axes[0], "p50_ms", "latency p50 (ms)"), (axes[1], "bytes", "size on disk (KB)")):
-        for r in pts:
+        xs = []
+        for i, r in enumerate(pts, 1):
             status = r.get("status") or r.get("role") or "feasible"
             x = r[xkey] / 1024 if xkey == "bytes" else r[xkey]
+            xs.append(x)
             area = 40 + 400 * (r["bytes"] / biggest) if xkey == "p50_ms" else 60
             marker = "*" if status == "recommended" else ("s" if status in ("reference", "final") else "o")
             ax.scatter([x], [r["top1"]], s=area * (2.2 if marker == "*" else 1), c=STATUS_COLORS.get(status, "#6e7781"),
-                       marker=marker, alpha=0.85, edgecolors="black", linewidths=0.5)
-            ax.annotate(_short(r["name"], 22), (x, r["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=7.5)
+                       marker=marker, alpha=0.85, edgecolors="#1a7f37" if r.get("pareto") else "black",
+                       linewidths=2.0 if r.get("pareto") else 0.5, zorder=3)
+            ax.annotate(str(i), (x, r["top1"]), textcoords="offset points", xytext=(5, 5), fontsize=8, zorder=4)
         front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r[xkey])
         if len(front) > 1:
             ax.plot([r[xkey] / 1024 if xkey == "bytes" else r[xkey] for r in front], [r["top1"] for r in front],
-                    "--", color="#1a7f37", linewidth=1, label="Pareto front")
-            ax.legend(loc="lower right", fontsize=8)
-        if xkey == "p50_ms" and max(r[xkey] for r in pts) > 5 * min(r[xkey] for r in pts):
-            from matplotlib.ticker import NullFormatter, ScalarFormatter
-
+                    "-", color="#1a7f37", linewidth=1.5, alpha=0.7, label="Pareto front", zorder=2)
+        tops = [r["top1"] for r in pts]
+        if "top1" in lines:
+            ax.axhline(lines["top1"], color="#cf222e", linestyle="--", linewidth=1, label="accuracy floor")
+            tops.append(lines["top1"])
+        if xkey in lines:
+            ax.axvline(lines[xkey], color="#bf8700", linestyle="--", linewidth=1,
+                       label="latency limit" if xkey == "p50_ms" else "size limit")
+            xs.append(lines[xkey])
+        low, high = min(tops), max(tops)
+        pad = max(0.5, (high - low) * 0.15)  # at least a point either side: no zoom into a 0.4-point range
+        ax.set_ylim(low - pad, high + pad)
+        if xkey == "p50_ms" and max(xs) > 5 * min(xs):
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
             xlabel += ", log scale"
+        else:
+            ax.set_xlim(0, max(xs) * 1.1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=8)
     axes[0].set_title("accuracy vs latency (marker area ~ size)", fontsize=10)
     axes[1].set_title("accuracy vs size", fontsize=10)
+    key = [f"{i} {r['name']}" for i, r in enumerate(pts, 1)]
+    half = (len(key) + 1) // 2
+    fig.text(0.06, 0.01, "\n".join(key[:half]), fontsize=8, va="bottom", family="monospace")
+    fig.text(0.53, 0.01, "\n".join(key[half:]), fontsize=8, va="bottom", family="monospace")
+    fig.subplots_adjust(bottom=0.12 + 0.045 * half)
     return _png(fig)
 
 
@@ -255,7 +298,7 @@ def render_report(report: dict[str, Any]) -> str:
 
     parts.append("<h2>Candidates: accuracy, size, latency</h2>")
     parts.append(_candidates_section(rows))
-    plot = plot_candidates(rows)
+    plot = plot_candidates(rows, report.get("budget") if report.get("kind") == "optimize" else None)
     if plot:
         parts.append(plot)
     cond = report.get("latency_conditions") or {}
