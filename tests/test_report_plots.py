@@ -24,3 +24,11 @@ def test_plot_with_budget_renders():
     png = plot_candidates(ROWS, {"max_drop": 1.0, "drop_unit": "points", "max_latency_ms": 30.0, "max_size_bytes": 512_000})
     assert png is not None and len(png) > 1000
     assert plot_candidates([{"name": "x", "top1": None, "p50_ms": None, "bytes": 1}]) is None
+
+
+def test_device_probe_is_a_short_table():
+    from edgekit.report.html import _device_summary
+
+    flat = [(f"details.k{i}", i) for i in range(40)] + [("name", "pixel-8"), ("transport", "adb"), ("os.release", "14")]
+    short = _device_summary(flat)
+    assert len(short) == 12 and short[:3] == [("name", "pixel-8"), ("transport", "adb"), ("os.release", "14")]

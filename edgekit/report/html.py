@@ -226,6 +226,18 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]], depth: int = 0
         out.append((prefix, text if not isinstance(text, str) or len(text) < 400 else text[:400] + "…"))
 
 
+DEVICE_KEYS = ("name", "transport", "address", "model", "soc", "os", "system", "machine", "arch", "abi", "cpu", "cores",
+               "memory", "ram", "runtime", "litert", "accelerator", "gpu", "npu", "thermal", "governor")
+
+
+def _device_summary(flat: list[tuple[str, Any]], limit: int = 12) -> list[tuple[str, Any]]:
+    """The few probe entries a reader wants first (name, transport, OS, CPU, memory, runtime...)."""
+    picked = [(k, v) for k, v in flat
+              if v not in (None, "", []) and any(word in part for part in k.lower().split(".") for word in DEVICE_KEYS)]
+    rest = [(k, v) for k, v in flat if (k, v) not in picked and v not in (None, "", [])]
+    return (picked + rest)[:limit]
+
+
 def _candidates_section(rows: list[dict[str, Any]]) -> str:
     table_rows = []
     for r in rows:
@@ -344,7 +356,10 @@ def render_report(report: dict[str, Any]) -> str:
     if device:
         flat: list[tuple[str, Any]] = []
         _flatten("", device, flat)
-        parts.append(_kv(flat[:60]))
+        short = _device_summary(flat)
+        parts.append(_kv(short))
+        if len(flat) > len(short):
+            parts.append(f"<details><summary>full probe ({len(flat)} entries)</summary>{_kv(flat[:200])}</details>")
     else:
         parts.append("<p class='muted'>No device probe.</p>")
 
