@@ -130,14 +130,32 @@ class KeyValues:
         key_width = max((len(k) for k, _ in self.rows), default=0) + 2
         for key, value in self.rows:
             lines = value.splitlines() or [""]
+            if key_width + max(len(line) for line in lines) > width and ", " in value and "\n" not in value:
+                lines = _pack(value.split(", "), max(width - key_width, 20))  # a list wraps between its items
             if key_width + max(len(line) for line in lines) <= width:
                 for i, line in enumerate(lines):
                     label = Text(key.ljust(key_width) if i == 0 else " " * key_width, style="bold" if i == 0 else "")
                     yield label + Text(line)
-            else:  # the key alone, then the value indented; a single long token (hash, path) overflows whole
+            else:  # the key alone, then the value indented; a single long token (hash, path) is kept whole
                 yield Text(key, style="bold")
                 for line in lines:
                     yield Text("  " + line, overflow="ignore", no_wrap=len(line) + 2 > width and " " not in line)
+
+
+def _pack(items: list[str], width: int) -> list[str]:
+    """``items`` joined by ", " into lines of at most ``width`` (an item is never split)."""
+    lines: list[str] = []
+    current = ""
+    for i, item in enumerate(items):
+        piece = item + ("," if i < len(items) - 1 else "")
+        if current and len(current) + 1 + len(piece) > width:
+            lines.append(current)
+            current = piece
+        else:
+            current = f"{current} {piece}" if current else piece
+    if current:
+        lines.append(current)
+    return lines
 
 
 def kv_table(title: str, rows: list[tuple[str, Any]]) -> KeyValues:
