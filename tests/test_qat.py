@@ -407,7 +407,7 @@ def _only_unsupported_model(path):
         ("nothing-to-preserve", 3, "no sparsity to keep"),
         ("not-clustered", 3, "so it is not clustered"),
         ("bad-output-suffix", 2, "should end with .tflite"),
-        ("negative-lr", 2, "--lr must be a positive number"),
+        ("negative-lr", 2, "--learning-rate must be a positive number"),
     ],
 )
 def test_bad_input_fails_before_training(runner, cli, tiny, tmp_path, case, code, words):

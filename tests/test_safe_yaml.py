@@ -21,7 +21,7 @@ from edgekit.core.safe_yaml import (
     load_bounded_file,
 )
 
-BUNDLED = sorted([*REPO.glob("recipes/*.yaml"), *REPO.glob("devices/*.yaml"), *REPO.glob("edgekit/export/rules/*.yaml")])
+BUNDLED = sorted([*REPO.glob("edgekit/recipes/*.yaml"), *REPO.glob("devices/*.yaml"), *REPO.glob("edgekit/export/rules/*.yaml")])
 
 BILLION_LAUGHS = "\n".join(
     ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]

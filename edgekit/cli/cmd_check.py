@@ -20,7 +20,7 @@ from edgekit.cli.render import console, kv_table, print_json
 def check(artifact, target, api_level, show_all, require_full, ignore_manifest, as_json):
     """Check ARTIFACT (a .tflite file or an `edgekit export` directory) against edgekit's rule
     tables for the target's delegate, transcribed from LiteRT's own support checks
-    (edgekit/export/rules/SOURCES.md). For each node that will not run on the delegate: the op, why,
+    (`edgekit docs rules`). For each node that will not run on the delegate: the op, why,
     the Keras layer it came from (when the names tell) and a suggested rewrite. Summary: share of
     nodes and of FLOPs on the delegate and the number of partitions TFLite will make.
     """

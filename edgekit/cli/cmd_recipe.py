@@ -18,7 +18,8 @@ def recipe() -> None:
     """A recipe is a YAML file: an ordered list of passes (prune, cluster, distill, qat or quantize,
     export), the data settings, and gates on accuracy drop, latency and size. Run one with
     `edgekit run RECIPE --model M --data D -o OUT`. Bundled recipes: int8-cpu, fp16-gpu,
-    prune80-int8, prune-qat-int8, distill-int8, npu-int8 (see docs/recipes.md).
+    prune80-int8, prune-qat-int8, distill-int8, npu-int8, cluster16-int8 (see `edgekit docs
+    recipes`).
     """
 
 

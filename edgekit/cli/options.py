@@ -101,3 +101,69 @@ def build_config(config_type: type[Any], values: dict[str, Any]) -> Any:
         # a rule across settings: every setting the message names gets its flag spelling
         named = tuple(f for f in config_type.model_fields if re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", message))
         raise InputError(message, hint="check the options", settings=named) from None
+
+
+# One vocabulary: the canonical spelling of an option for every command, and the old spelling
+# kept as a hidden alias for one release (it still parses, --help no longer shows it).
+CANONICAL_FLAGS: dict[str, str] = {"--output": "--out", "--lr": "--learning-rate"}
+
+
+class AliasedOption(click.Option):
+    """An option whose ``hidden_aliases`` parse but are left out of ``--help``."""
+
+    hidden_aliases: tuple[str, ...] = ()
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        opts = self.opts
+        self.opts = [o for o in opts if o not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
+def visible_opts(option: click.Option) -> list[str]:
+    """The spellings ``--help`` shows (hidden aliases left out)."""
+    hidden = getattr(option, "hidden_aliases", ())
+    return [o for o in option.opts if o not in hidden]
+
+
+def harmonize(command: click.Command) -> click.Command:
+    """Gives ``command`` (and a group's subcommands) the canonical flag spellings of
+    :data:`CANONICAL_FLAGS`, keeping each old spelling as a hidden alias. Idempotent."""
+    for param in command.params:
+        if not isinstance(param, click.Option):
+            continue
+        for old, new in CANONICAL_FLAGS.items():
+            if old in param.opts and new not in param.opts:
+                param.opts = [new if o == old else o for o in param.opts] + [old]
+                if not isinstance(param, AliasedOption):
+                    param.__class__ = AliasedOption
+                param.hidden_aliases = (*getattr(param, "hidden_aliases", ()), old)  # type: ignore[attr-defined]
+    command.context_class = EdgekitContext
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            harmonize(sub)
+    return command
+
+
+class WrappingFormatter(click.HelpFormatter):
+    """Click's help formatter, but lines of verbatim (``\\b``) blocks wider than the terminal are
+    word-wrapped too, indented under their first word, so ``--help`` fits 80 columns."""
+
+    def getvalue(self) -> str:
+        import textwrap
+
+        lines = []
+        for line in super().getvalue().split("\n"):
+            if len(line) <= self.width:
+                lines.append(line)
+                continue
+            indent = " " * (len(line) - len(line.lstrip()))
+            lines += textwrap.wrap(line.strip(), self.width, initial_indent=indent, subsequent_indent=indent + "    ",
+                                   break_long_words=False, break_on_hyphens=False)
+        return "\n".join(lines)
+
+
+class EdgekitContext(click.Context):
+    formatter_class = WrappingFormatter

@@ -17,6 +17,7 @@ import hashlib
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -410,7 +411,42 @@ def _load_npy(p: Path) -> np.ndarray:
         raise DataError(f"data {p} cannot be read as .npy ({type(exc).__name__}: truncated or corrupt?)", hint="save it again with numpy.save") from None
 
 
-def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, limit: int | None = None, seed: int = 0):
+#: how an image folder's images are fitted to the model's input: ``crop`` (to the input's aspect
+#: ratio, centred, then resize; what most training pipelines do), ``stretch`` (resize ignoring the
+#: aspect ratio) or ``pad`` (resize to fit inside, pad with black, centred)
+RESIZE_METHODS = ("crop", "stretch", "pad")
+#: the interpolation used to resize (recorded in manifests so validate re-applies it)
+IMAGE_INTERPOLATION = "bilinear"
+
+
+def fit_image(image: Any, width: int, height: int, method: str = "crop") -> Any:
+    """``image`` (a PIL image) fitted to ``width`` x ``height`` with ``method`` (see :data:`RESIZE_METHODS`)."""
+    from PIL import Image
+
+    if method not in RESIZE_METHODS:
+        raise InputError(f"resize must be one of {', '.join(RESIZE_METHODS)}, got '{method}'", hint="use --resize crop",
+                         settings=("resize",))
+    bilinear = Image.Resampling.BILINEAR
+    w, h = image.size
+    if method == "stretch" or w * height == h * width:
+        return image.resize((width, height), bilinear)
+    if method == "crop":
+        if w * height > h * width:  # too wide: keep the centre columns
+            keep = h * width / height
+            box = ((w - keep) / 2, 0.0, (w + keep) / 2, float(h))
+        else:
+            keep = w * height / width
+            box = (0.0, (h - keep) / 2, float(w), (h + keep) / 2)
+        return image.resize((width, height), bilinear, box=box)
+    ratio = min(width / w, height / h)  # pad
+    inner = image.resize((max(1, round(w * ratio)), max(1, round(h * ratio))), bilinear)
+    canvas = Image.new(image.mode, (width, height))
+    canvas.paste(inner, ((width - inner.size[0]) // 2, (height - inner.size[1]) // 2))
+    return canvas
+
+
+def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, limit: int | None = None, seed: int = 0,
+                       resize: str = "crop"):
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -435,7 +471,7 @@ def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, l
     for f, label in files:
         try:
             with Image.open(f) as opened:
-                arr = np.asarray(opened.convert(mode).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+                arr = np.asarray(fit_image(opened.convert(mode), width, height, resize), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"image {f} cannot be read ({type(exc).__name__})", hint="remove or replace the file") from None
         xs.append(arr.reshape(height, width, -1))

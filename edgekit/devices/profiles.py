@@ -311,7 +311,7 @@ class DeviceProfile(_Strict):
         """The profile as YAML that :func:`load_profile` reads back."""
         data = self.model_dump(mode="json")
         data = {k: v for k, v in data.items() if v is not None}
-        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=110)
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=76)  # fits 80 columns
 
 
 @dataclass(frozen=True)
@@ -355,7 +355,7 @@ def _format_validation_error(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "profile"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see docs/devices.md for the keys)"
+            message = "unknown key (check the spelling; see `edgekit docs devices` for the keys)"
         elif err["type"] == "missing":
             message = "required key is missing"
         parts.append(f"{where}: {message}")
@@ -371,13 +371,13 @@ def parse_profile(text: str, *, source: str = "<string>", base_dir: Path | None 
     """
     data = load_bounded(text, f"device profile {source}", error=RecipeError)  # bounded: depth, size, aliases, scalars
     if not isinstance(data, dict):
-        raise RecipeError(f"device profile {source} must be a mapping of keys (schema_version, name, transport, ...)", hint="see docs/devices.md")
+        raise RecipeError(f"device profile {source} must be a mapping of keys (schema_version, name, transport, ...)", hint="see `edgekit docs devices`")
     if "schema_version" not in data:
         raise RecipeError(f"device profile {source} has no schema_version", hint=f"add 'schema_version: {SCHEMA_VERSION}' at the top")
     try:
         profile = DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(f"device profile {source} is invalid: {_format_validation_error(exc)}", hint="see docs/devices.md for the schema") from None
+        raise RecipeError(f"device profile {source} is invalid: {_format_validation_error(exc)}", hint="see `edgekit docs devices` for the schema") from None
     base = base_dir if base_dir is not None else Path.cwd()
     updates: dict[str, Any] = {}
     if profile.ssh is not None:

@@ -250,7 +250,7 @@ def parse_rules(data: Any, name: str = "<rules>") -> GpuRules | NnapiRules | Xnn
         where = ".".join(str(p) for p in first["loc"])
         raise RecipeError(
             f"rule table {name} is invalid at {where or 'top level'}: {first['msg']} ({exc.error_count()} error(s))",
-            hint="fix the YAML; the schema is described in edgekit/export/rules/SOURCES.md",
+            hint="fix the YAML; the schema is described in `edgekit docs rules`",
         ) from None
 
 

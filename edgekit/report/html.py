@@ -19,6 +19,8 @@ import json
 import math
 from typing import Any
 
+from edgekit.core.datatypes import METRIC_LABELS, PERCENT_METRICS
+
 STATUS_COLORS = {"recommended": "#1a7f37", "reference": "#6e7781", "final": "#0969da", "feasible": "#0969da",
                  "rejected": "#cf222e", "failed": "#8250df", "skipped": "#bf8700"}
 
@@ -91,44 +93,95 @@ def _pyplot():
     return plt
 
 
+def _metric_label(rows: list[dict[str, Any]]) -> str:
+    """The primary metric's name for a table or an axis (``top-1 (%)``, ``MAE``, ``mean IoU (%)``)."""
+    metric = next((r.get("metric") for r in rows if r.get("metric")), "top1")
+    return METRIC_LABELS.get(metric, metric) + (" (%)" if metric in PERCENT_METRICS else "")
+
+
 def _short(name: str, n: int = 28) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def plot_candidates(rows: list[dict[str, Any]]) -> str | None:
-    """Accuracy vs latency (marker area ~ size) and accuracy vs size, with the Pareto front."""
+def _budget_lines(budget: dict[str, Any] | None, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The gates as plot coordinates: ``top1`` floor, ``p50_ms`` and ``bytes`` (KB) limits."""
+    out: dict[str, float] = {}
+    if not budget:
+        return out
+    ref = next((r for r in rows if (r.get("status") or r.get("role")) == "reference" and r.get("value") is not None), None)
+    if budget.get("max_drop") is not None and ref is not None:
+        drop = float(budget["max_drop"])
+        relative = "%" in str(budget.get("drop_unit", ""))
+        lower = ref.get("metric") in ("mae", "rmse")  # a ceiling for an error metric, a floor otherwise
+        sign = 1 if lower else -1
+        out["top1"] = ref["value"] * (1 + sign * drop / 100) if relative else ref["value"] + sign * drop
+    if budget.get("max_latency_ms") is not None:
+        out["p50_ms"] = float(budget["max_latency_ms"])
+    if budget.get("max_size_bytes") is not None:
+        out["bytes"] = float(budget["max_size_bytes"]) / 1024
+    return out
+
+
+def plot_candidates(rows: list[dict[str, Any]], budget: dict[str, Any] | None = None) -> str | None:
+    """Accuracy vs latency (marker area ~ size) and accuracy vs size: points numbered (the key
+    below the plots names them, so labels never overlap), the Pareto front highlighted, a line
+    for each gate of the budget, and axes wide enough to show the whole budget."""
     pts = [r for r in rows if r.get("value") is not None and r.get("p50_ms") is not None]
     if not pts:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    lines = _budget_lines(budget, rows)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6 + 0.22 * ((len(pts) + 1) // 2)))
     biggest = max(r["bytes"] for r in pts) or 1
     for ax, xkey, xlabel in ((axes[0], "p50_ms", "latency p50 (ms)"), (axes[1], "bytes", "size on disk (KB)")):
-        for r in pts:
+        xs = []
+        for i, r in enumerate(pts, 1):
             status = r.get("status") or r.get("role") or "feasible"
             x = r[xkey] / 1024 if xkey == "bytes" else r[xkey]
+            xs.append(x)
             area = 40 + 400 * (r["bytes"] / biggest) if xkey == "p50_ms" else 60
             marker = "*" if status == "recommended" else ("s" if status in ("reference", "final") else "o")
             ax.scatter([x], [r["value"]], s=area * (2.2 if marker == "*" else 1), c=STATUS_COLORS.get(status, "#6e7781"),
-                       marker=marker, alpha=0.85, edgecolors="black", linewidths=0.5)
-            ax.annotate(_short(r["name"], 22), (x, r["value"]), textcoords="offset points", xytext=(6, 4), fontsize=7.5)
+                       marker=marker, alpha=0.85, edgecolors="#1a7f37" if r.get("pareto") else "black",
+                       linewidths=2.0 if r.get("pareto") else 0.5, zorder=3)
+            ax.annotate(str(i), (x, r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8, zorder=4)
         front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r[xkey])
         if len(front) > 1:
             ax.plot([r[xkey] / 1024 if xkey == "bytes" else r[xkey] for r in front], [r["value"] for r in front],
-                    "--", color="#1a7f37", linewidth=1, label="Pareto front")
-            ax.legend(loc="lower right", fontsize=8)
-        if xkey == "p50_ms" and max(r[xkey] for r in pts) > 5 * min(r[xkey] for r in pts):
-            from matplotlib.ticker import NullFormatter, ScalarFormatter
-
+                    "-", color="#1a7f37", linewidth=1.5, alpha=0.7, label="Pareto front", zorder=2)
+        tops = [r["value"] for r in pts]
+        if "top1" in lines:
+            ax.axhline(lines["top1"], color="#cf222e", linestyle="--", linewidth=1, label="accuracy floor")
+            tops.append(lines["top1"])
+        if xkey in lines:
+            ax.axvline(lines[xkey], color="#bf8700", linestyle="--", linewidth=1,
+                       label="latency limit" if xkey == "p50_ms" else "size limit")
+            xs.append(lines[xkey])
+        low, high = min(tops), max(tops)
+        pad = max(0.5, (high - low) * 0.15)  # at least a point either side: no zoom into a 0.4-point range
+        ax.set_ylim(low - pad, high + pad)
+        if xkey == "p50_ms" and max(xs) > 5 * min(xs):
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
             xlabel += ", log scale"
+        else:
+            ax.set_xlim(0, max(xs) * 1.1)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 (%)")
+        ax.set_ylabel(_metric_label(pts))
         ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=8)
     axes[0].set_title("accuracy vs latency (marker area ~ size)", fontsize=10)
     axes[1].set_title("accuracy vs size", fontsize=10)
+    key = [f"{i} {r['name']}" for i, r in enumerate(pts, 1)]
+    half = (len(key) + 1) // 2
+    fig.text(0.06, 0.01, "\n".join(key[:half]), fontsize=8, va="bottom", family="monospace")
+    fig.text(0.53, 0.01, "\n".join(key[half:]), fontsize=8, va="bottom", family="monospace")
+    fig.subplots_adjust(bottom=0.12 + 0.045 * half)
     return _png(fig)
 
 
@@ -183,6 +236,18 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]], depth: int = 0
         out.append((prefix, text if not isinstance(text, str) or len(text) < 400 else text[:400] + "…"))
 
 
+DEVICE_KEYS = ("name", "transport", "address", "model", "soc", "os", "system", "machine", "arch", "abi", "cpu", "cores",
+               "memory", "ram", "runtime", "litert", "accelerator", "gpu", "npu", "thermal", "governor")
+
+
+def _device_summary(flat: list[tuple[str, Any]], limit: int = 12) -> list[tuple[str, Any]]:
+    """The few probe entries a reader wants first (name, transport, OS, CPU, memory, runtime...)."""
+    picked = [(k, v) for k, v in flat
+              if v not in (None, "", []) and any(word in part for part in k.lower().split(".") for word in DEVICE_KEYS)]
+    rest = [(k, v) for k, v in flat if (k, v) not in picked and v not in (None, "", [])]
+    return (picked + rest)[:limit]
+
+
 def _candidates_section(rows: list[dict[str, Any]]) -> str:
     table_rows = []
     for r in rows:
@@ -196,7 +261,7 @@ def _candidates_section(rows: list[dict[str, Any]]) -> str:
             _num(r.get("value")), _num(r.get("drop")), _num(r.get("p50_ms"), 4), _num(r.get("p90_ms"), 4),
             _num(r.get("faster_than_reference"), 2, "x"),
         ])
-    return _table(["candidate", "status / why", "bytes", "smaller", "gzip bytes", "top-1 %", "drop (pts)", "p50 ms", "p90 ms", "faster"],
+    return _table(["candidate", "status / why", "bytes", "smaller", "gzip bytes", _metric_label(rows), "drop", "p50 ms", "p90 ms", "faster"],
                   table_rows, numeric={2, 3, 4, 5, 6, 7, 8, 9})
 
 
@@ -234,7 +299,7 @@ def render_report(report: dict[str, Any]) -> str:
         budget = report.get("budget", {})
         if rec:
             parts.append(f"<div class='box'><b>Recommended: {_e(rec['name'])}</b> — {_num(rec.get('bytes'))} bytes "
-                         f"({_num(rec.get('smaller_than_reference'), 2, 'x')} smaller than float32), top-1 {_num(rec.get('value'))}% "
+                         f"({_num(rec.get('smaller_than_reference'), 2, 'x')} smaller than float32), {_metric_label([rec])} {_num(rec.get('value'))} "
                          f"(drop {_num(rec.get('drop'))} points), p50 {_num(rec.get('p50_ms'), 4)} ms "
                          f"({_num(rec.get('faster_than_reference'), 2, 'x')} faster). Recipe to rerun it: <code>recipe.yaml</code>."
                          f"<br>{_e(report.get('why_recommended', ''))}</div>")
@@ -255,7 +320,7 @@ def render_report(report: dict[str, Any]) -> str:
 
     parts.append("<h2>Candidates: accuracy, size, latency</h2>")
     parts.append(_candidates_section(rows))
-    plot = plot_candidates(rows)
+    plot = plot_candidates(rows, report.get("budget") if report.get("kind") == "optimize" else None)
     if plot:
         parts.append(plot)
     cond = report.get("latency_conditions") or {}
@@ -301,7 +366,10 @@ def render_report(report: dict[str, Any]) -> str:
     if device:
         flat: list[tuple[str, Any]] = []
         _flatten("", device, flat)
-        parts.append(_kv(flat[:60]))
+        short = _device_summary(flat)
+        parts.append(_kv(short))
+        if len(flat) > len(short):
+            parts.append(f"<details><summary>full probe ({len(flat)} entries)</summary>{_kv(flat[:200])}</details>")
     else:
         parts.append("<p class='muted'>No device probe.</p>")
 

@@ -200,7 +200,7 @@ class Recipe(_Strict):
 
     def to_yaml(self, header: str | None = None) -> str:
         """The resolved recipe as YAML that :func:`~edgekit.workflows.recipes.load_recipe` reads back."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False, width=110)
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False, width=76)
         if header:
             text = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + text
         return text

@@ -35,9 +35,8 @@ Example:
 from __future__ import annotations
 
 import os
-import sys
-import sysconfig
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +53,9 @@ ENV_VAR = "EDGEKIT_RECIPES"
 
 
 def bundled_dirs() -> list[Path]:
-    """Where bundled recipes are looked for, in order.
-
-    - ``recipes/`` beside the ``edgekit`` package (a source checkout or an editable install);
-    - ``<prefix>/share/edgekit/recipes`` (a wheel install: pyproject's ``data-files`` puts them there).
-    """
-    here = Path(__file__).resolve().parent
-    dirs = [here.parents[1] / "recipes"]
-    for prefix in dict.fromkeys([sys.prefix, sysconfig.get_path("data")]):
-        dirs.append(Path(prefix) / "share" / "edgekit" / "recipes")
-    return dirs
+    """Where bundled recipes are: ``edgekit/recipes/``, package data read through
+    :mod:`importlib.resources` (so a checkout, ``pip install`` and ``pip install --target`` all find them)."""
+    return [Path(str(resources.files("edgekit").joinpath("recipes")))]
 
 
 def search_dirs(recipes_dir: str | os.PathLike[str] | None = None) -> list[tuple[Path, str]]:
