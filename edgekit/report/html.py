@@ -95,7 +95,7 @@ def _pyplot():
 
 def _metric_label(rows: list[dict[str, Any]]) -> str:
     """The primary metric's name for a table or an axis (``top-1 (%)``, ``MAE``, ``mean IoU (%)``)."""
-    metric = next((r.get("metric") for r in rows if r.get("metric")), "top1")
+    metric = str(next((r.get("metric") for r in rows if r.get("metric")), "top1"))
     return METRIC_LABELS.get(metric, metric) + (" (%)" if metric in PERCENT_METRICS else "")
 
 
