@@ -31,6 +31,7 @@ BAD = {
     "run": (["run", "int8-cpu", "--model", "/nope/m.keras", "--data", "/nope/d.npz", "-o", "{tmp}/r"], 2, "InputError"),
     "optimize": (["optimize", "/nope/m.keras", "--data", "/nope/d.npz", "-o", "{tmp}/o"], 2, "InputError"),
     "docs": (["docs", "no-such-topic"], 2, "InputError"),
+    "compare": (["compare", "/nope/a.tflite", "/nope/b.tflite"], 2, "InputError"),
 }
 
 

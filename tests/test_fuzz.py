@@ -10,6 +10,8 @@ in the runner's child process) and nothing may be written.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -52,8 +54,10 @@ def fuzz_inputs(tiny, tmp_path_factory):
 def _check(result, workdir, before):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert result.exit_code in KNOWN_CODES, result.output
-    if result.exit_code != 0:
-        assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    if result.exit_code != 0:  # one error line (with --json, the same error as a JSON object on stdout too)
+        assert lines[0].startswith("error: "), result.output
+        rest = "\n".join(lines[1:])
+        assert not rest or json.loads(rest)["error"]["code"] == result.exit_code, result.output
     assert "Traceback" not in result.output
     assert files_in(workdir) == before
     return result.exit_code

@@ -93,6 +93,12 @@ def _pyplot():
     return plt
 
 
+def _val(row: dict[str, Any]) -> Any:
+    """A candidate's primary metric (``value``; ``top1`` in reports written before tasks existed)."""
+    value = row.get("value")
+    return value if value is not None else row.get("top1")
+
+
 def _metric_label(rows: list[dict[str, Any]]) -> str:
     """The primary metric's name for a table or an axis (``top-1 (%)``, ``MAE``, ``mean IoU (%)``)."""
     metric = str(next((r.get("metric") for r in rows if r.get("metric")), "top1"))
@@ -108,13 +114,13 @@ def _budget_lines(budget: dict[str, Any] | None, rows: list[dict[str, Any]]) -> 
     out: dict[str, float] = {}
     if not budget:
         return out
-    ref = next((r for r in rows if (r.get("status") or r.get("role")) == "reference" and r.get("value") is not None), None)
+    ref = next((r for r in rows if (r.get("status") or r.get("role")) == "reference" and _val(r) is not None), None)
     if budget.get("max_drop") is not None and ref is not None:
         drop = float(budget["max_drop"])
         relative = "%" in str(budget.get("drop_unit", ""))
         lower = ref.get("metric") in ("mae", "rmse")  # a ceiling for an error metric, a floor otherwise
         sign = 1 if lower else -1
-        out["top1"] = ref["value"] * (1 + sign * drop / 100) if relative else ref["value"] + sign * drop
+        out["top1"] = _val(ref) * (1 + sign * drop / 100) if relative else _val(ref) + sign * drop
     if budget.get("max_latency_ms") is not None:
         out["p50_ms"] = float(budget["max_latency_ms"])
     if budget.get("max_size_bytes") is not None:
@@ -126,7 +132,7 @@ def plot_candidates(rows: list[dict[str, Any]], budget: dict[str, Any] | None = 
     """Accuracy vs latency (marker area ~ size) and accuracy vs size: points numbered (the key
     below the plots names them, so labels never overlap), the Pareto front highlighted, a line
     for each gate of the budget, and axes wide enough to show the whole budget."""
-    pts = [r for r in rows if r.get("value") is not None and r.get("p50_ms") is not None]
+    pts = [r for r in rows if _val(r) is not None and r.get("p50_ms") is not None]
     if not pts:
         return None
     plt = _pyplot()
@@ -143,15 +149,15 @@ def plot_candidates(rows: list[dict[str, Any]], budget: dict[str, Any] | None = 
             xs.append(x)
             area = 40 + 400 * (r["bytes"] / biggest) if xkey == "p50_ms" else 60
             marker = "*" if status == "recommended" else ("s" if status in ("reference", "final") else "o")
-            ax.scatter([x], [r["value"]], s=area * (2.2 if marker == "*" else 1), c=STATUS_COLORS.get(status, "#6e7781"),
+            ax.scatter([x], [_val(r)], s=area * (2.2 if marker == "*" else 1), c=STATUS_COLORS.get(status, "#6e7781"),
                        marker=marker, alpha=0.85, edgecolors="#1a7f37" if r.get("pareto") else "black",
                        linewidths=2.0 if r.get("pareto") else 0.5, zorder=3)
-            ax.annotate(str(i), (x, r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8, zorder=4)
+            ax.annotate(str(i), (x, _val(r)), textcoords="offset points", xytext=(5, 5), fontsize=8, zorder=4)
         front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r[xkey])
         if len(front) > 1:
-            ax.plot([r[xkey] / 1024 if xkey == "bytes" else r[xkey] for r in front], [r["value"] for r in front],
+            ax.plot([r[xkey] / 1024 if xkey == "bytes" else r[xkey] for r in front], [_val(r) for r in front],
                     "-", color="#1a7f37", linewidth=1.5, alpha=0.7, label="Pareto front", zorder=2)
-        tops = [r["value"] for r in pts]
+        tops = [_val(r) for r in pts]
         if "top1" in lines:
             ax.axhline(lines["top1"], color="#cf222e", linestyle="--", linewidth=1, label="accuracy floor")
             tops.append(lines["top1"])
@@ -258,7 +264,7 @@ def _candidates_section(rows: list[dict[str, Any]]) -> str:
             f"<b>{_e(r['name'])}</b>" + ("<br><span class='muted'>Pareto</span>" if r.get("pareto") else ""),
             _badge(status) + why,
             _num(r.get("bytes")), _num(r.get("smaller_than_reference"), 2, "x"), _num(r.get("gzip_bytes")),
-            _num(r.get("value")), _num(r.get("drop")), _num(r.get("p50_ms"), 4), _num(r.get("p90_ms"), 4),
+            _num(_val(r)), _num(r.get("drop")), _num(r.get("p50_ms"), 4), _num(r.get("p90_ms"), 4),
             _num(r.get("faster_than_reference"), 2, "x"),
         ])
     return _table(["candidate", "status / why", "bytes", "smaller", "gzip bytes", _metric_label(rows), "drop", "p50 ms", "p90 ms", "faster"],
@@ -299,7 +305,7 @@ def render_report(report: dict[str, Any]) -> str:
         budget = report.get("budget", {})
         if rec:
             parts.append(f"<div class='box'><b>Recommended: {_e(rec['name'])}</b> — {_num(rec.get('bytes'))} bytes "
-                         f"({_num(rec.get('smaller_than_reference'), 2, 'x')} smaller than float32), {_metric_label([rec])} {_num(rec.get('value'))} "
+                         f"({_num(rec.get('smaller_than_reference'), 2, 'x')} smaller than float32), {_metric_label([rec])} {_num(_val(rec))} "
                          f"(drop {_num(rec.get('drop'))} points), p50 {_num(rec.get('p50_ms'), 4)} ms "
                          f"({_num(rec.get('faster_than_reference'), 2, 'x')} faster). Recipe to rerun it: <code>recipe.yaml</code>."
                          f"<br>{_e(report.get('why_recommended', ''))}</div>")
