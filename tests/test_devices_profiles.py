@@ -68,7 +68,7 @@ def test_user_profiles_shadow_bundled_ones(tmp_path, monkeypatch):
     assert load_profile("raspberry-pi-4", devices_dir=cli_dir).ssh.host == "10.0.0.5"  # --devices-dir first
     assert load_profile("raspberry-pi-4").ssh.identity_file == str(env_dir / "keys" / "id")  # relative to the profile
     origins = {e.profile.name: e.origin for e in list_profiles()}
-    assert origins["raspberry-pi-4"] == "user" and origins["pixel-8"] == "bundled"
+    assert origins["raspberry-pi-4"] == "env" and origins["pixel-8"] == "bundled"
     assert load_profile(str(cli_dir / "raspberry-pi-4.yml")).ssh.host == "10.0.0.5"  # by path
 
 
@@ -256,3 +256,38 @@ def test_probe_with_a_recorded_cpu_description(tmp_path):
     assert probe.warnings[0].startswith("CPU description read from") and len(probe.warnings) == 1
     # only ai-edge-litert is installed here: despite the known risk it is used, because its try-run passed
     assert probe.runtime.runtime == "ai_edge_litert" and "despite a known risk" in probe.runtime.reason
+
+
+def test_a_profile_that_runs_programs_needs_trust(tmp_path, runner, cli, monkeypatch):
+    """A profile from --devices-dir (or a path) whose ssh config has a ProxyCommand, or whose local runner
+    is another program, runs only with edgekit --trust-profile; devices show lists what would run."""
+    from edgekit.core.errors import InputError
+    from edgekit.devices.connect import open_transport
+    from edgekit.devices.profiles import load_profile, local_programs
+
+    monkeypatch.delenv("EDGEKIT_TRUST_PROFILE", raising=False)
+    (tmp_path / "ssh_config").write_text("Host *\n  ProxyCommand touch /tmp/owned-by-profile\n")
+    (tmp_path / "jump.yaml").write_text("schema_version: 1\nname: jump\ntransport: ssh\nssh:\n  host: pi.local\n"
+                                        "  config_file: ssh_config\n")
+    (tmp_path / "py.yaml").write_text("schema_version: 1\nname: py\ntransport: local\nrunner:\n  python: /usr/bin/python3\n"
+                                      "  env:\n    PYTHONPATH: /tmp/evil\n")
+    jump = load_profile("jump", devices_dir=tmp_path)
+    assert any("ProxyCommand touch /tmp/owned-by-profile" in line for line in local_programs(jump))
+    with pytest.raises(InputError, match="would run programs on this machine .*ProxyCommand.* and it comes from --devices-dir"):
+        open_transport(jump)
+    with pytest.raises(InputError, match="runner.python: /usr/bin/python3; runner.env: PYTHONPATH=/tmp/evil"):
+        open_transport(load_profile(str(tmp_path / "py.yaml")))
+    shown = runner.invoke(cli, ["devices", "show", "jump", "--devices-dir", str(tmp_path)])
+    assert shown.exit_code == 0 and "runs on this machine (only with edgekit --trust-profile)" in shown.output
+    # the user's own folder (EDGEKIT_DEVICES) is trusted, unless other users can write to it
+    monkeypatch.setenv("EDGEKIT_DEVICES", str(tmp_path))
+    open_transport(load_profile("py")).close()
+    tmp_path.chmod(0o777)
+    try:
+        with pytest.raises(InputError, match="writable by other users"):
+            open_transport(load_profile("py"))
+    finally:
+        tmp_path.chmod(0o755)
+    # and the explicit opt-in
+    result = runner.invoke(cli, ["--trust-profile", "devices", "probe", "py", "--devices-dir", str(tmp_path), "--json"])
+    assert "would run programs" not in result.output

@@ -79,7 +79,10 @@ def devices(tmp_path_factory):
     (fake / "ai_edge_litert-2.3.0.dist-info").mkdir()
     (fake / "ai_edge_litert-2.3.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: ai-edge-litert\nVersion: 2.3.0\n")
     write_profile(folder, "qemu-broken-litert", "cortex-a76", [fake, ROOT / "site-tflite-2.14"])
-    return folder
+    # these profiles run qemu-aarch64 here (runner.python, runner.env): trusted, as the user's own profiles are
+    os.environ["EDGEKIT_TRUST_PROFILE"] = "1"
+    yield folder
+    os.environ.pop("EDGEKIT_TRUST_PROFILE", None)
 
 
 @pytest.fixture(autouse=True)

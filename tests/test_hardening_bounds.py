@@ -184,3 +184,25 @@ def test_four_racing_writers_one_wins(tiny, tmp_path):
     from edgekit.core.fsutil import sha256_file
 
     assert manifest["artifact"]["sha256"] == sha256_file(out)
+
+
+def test_image_over_the_pixel_limit_is_refused_before_decoding(runner, cli, tiny, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    Image.new("L", (8000, 6000)).save(folder / "huge.png")  # 48 MP, a small file
+    out = tmp_path / "m.tflite"
+    result = runner.invoke(cli, ["quantize", str(tiny["model"]), "--mode", "int8", "--data", str(tmp_path / "imgs"), "-o", str(out)])
+    assert result.exit_code == 4 and "over edgekit's limit of 40 MP" in result.output, result.output
+    assert not out.exists()
+
+
+def test_report_to_a_device_node_is_refused(runner, cli, tiny, tmp_path):
+    import stat
+
+    art = tmp_path / "m.tflite"
+    assert runner.invoke(cli, ["quantize", str(tiny["model"]), "--mode", "float32", "-o", str(art)]).exit_code == 0
+    result = runner.invoke(cli, ["validate", str(art), "--data", str(tiny["val"]), "--runs", "2", "--report", "/dev/null"])
+    assert result.exit_code == 2 and "not a regular file" in result.output, result.output
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)  # still the device node

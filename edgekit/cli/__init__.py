@@ -114,6 +114,7 @@ class EdgekitGroup(click.Group):
     def invoke(self, ctx: click.Context):  # noqa: D102 - click API
         verbose = bool(ctx.params.get("verbose"))
         before = os.environ.get("EDGEKIT_VERBOSE")
+        trust_before = os.environ.get("EDGEKIT_TRUST_PROFILE")
         as_json = _wants_json(ctx)
         try:
             return super().invoke(ctx)
@@ -148,17 +149,21 @@ class EdgekitGroup(click.Group):
             detail = " ".join(str(exc).split())[:300]
             _fail(ctx, f"unexpected {type(exc).__name__}: {detail} (rerun with -v for the traceback)", 1,
                   as_json=as_json, kind="InternalError", hint="rerun with -v for the traceback")
-        finally:  # -v holds for this invocation only (library code reads it from the environment)
-            if before is None:
-                os.environ.pop("EDGEKIT_VERBOSE", None)
-            else:
-                os.environ["EDGEKIT_VERBOSE"] = before
+        finally:  # -v and --trust-profile hold for this invocation only (library code reads them from the environment)
+            for key, value in (("EDGEKIT_VERBOSE", before), ("EDGEKIT_TRUST_PROFILE", trust_before)):
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 @click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and the converter/runtime logs.")
+@click.option("--trust-profile", is_flag=True,
+              help="Let a device profile from --devices-dir or a path run the programs it names (ssh ProxyCommand, runner.python, "
+                   "runner.env, an adb client); see edgekit devices show.")
 @click.version_option(__version__, prog_name="edgekit")
-def cli(verbose: bool) -> None:
+def cli(verbose: bool, trust_profile: bool) -> None:
     """Take a trained Keras model to a small, fast, validated on-device artifact.
 
     \b
@@ -172,6 +177,8 @@ def cli(verbose: bool) -> None:
     """
     if verbose:
         os.environ["EDGEKIT_VERBOSE"] = "1"
+    if trust_profile:
+        os.environ["EDGEKIT_TRUST_PROFILE"] = "1"
 
 
 class Terminated(KeyboardInterrupt):

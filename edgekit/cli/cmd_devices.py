@@ -48,13 +48,18 @@ def list_devices(devices_dir, as_json):
 @json_option
 def show_device(name, devices_dir, as_json):
     """Print profile NAME (a name or a .yaml path), validated, with every default filled in."""
-    from edgekit.devices.profiles import load_profile
+    from edgekit.devices.profiles import TRUSTED_ORIGINS, load_profile, local_programs
 
     profile = load_profile(name, devices_dir=devices_dir)
+    programs = local_programs(profile)
     if as_json:
-        print_json({**profile.model_dump(mode="json"), "path": profile.source})
+        print_json({**profile.model_dump(mode="json"), "path": profile.source, "origin": profile.origin, "runs_on_this_machine": programs})
         return
-    click.echo(f"# {profile.source}")
+    click.echo(f"# {profile.source} (from {profile.origin})")
+    if programs:
+        click.echo("# runs on this machine" + ("" if profile.origin in TRUSTED_ORIGINS else " (only with edgekit --trust-profile)") + ":")
+        for line in programs:
+            click.echo(f"#   {line}")
     click.echo(profile.to_yaml(), nl=False)
 
 

@@ -29,6 +29,8 @@ from edgekit.core.numexpr import eval_number
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
+MAX_IMAGE_PIXELS = 40_000_000  # per image, checked from the header before decoding (a 6,000 x 6,600 photo); bigger is refused
+
 DEFAULT_CALIBRATION_SAMPLES = 100  # int8 calibration sample size, the same default in every command
 
 
@@ -471,6 +473,11 @@ def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, l
     for f, label in files:
         try:
             with Image.open(f) as opened:
+                w, h = opened.size  # from the header: nothing is decoded yet
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise DataError(f"image {f} is {w}x{h} pixels ({w * h / 1e6:.0f} MP), over edgekit's limit of "
+                                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP per image (decoding it could take minutes and gigabytes)",
+                                    hint="resize the images to about the model's input size first")
                 arr = np.asarray(fit_image(opened.convert(mode), width, height, resize), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"image {f} cannot be read ({type(exc).__name__})", hint="remove or replace the file") from None

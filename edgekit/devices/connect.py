@@ -15,13 +15,18 @@ Example::
 from __future__ import annotations
 
 from edgekit.devices.adb import AdbTransport
-from edgekit.devices.profiles import DeviceProfile
+from edgekit.devices.profiles import DeviceProfile, check_trusted
 from edgekit.devices.ssh import SshTransport
 from edgekit.devices.transport import LocalTransport, Transport
 
 
 def open_transport(profile: DeviceProfile) -> Transport:
-    """The transport ``profile`` names (not yet connected; connections open on first use)."""
+    """The transport ``profile`` names (not yet connected; connections open on first use).
+
+    Raises:
+        InputError: the profile would run programs here and is not trusted (:func:`check_trusted`).
+    """
+    check_trusted(profile)
     if profile.transport == "local":
         return LocalTransport(profile)
     if profile.transport == "ssh":

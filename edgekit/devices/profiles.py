@@ -218,6 +218,9 @@ class DeviceProfile(_Strict):
     max_arena_kb: float | None = Field(None, gt=0, description="Tensor arena limit (KiB of RAM left for the model's activations).")
     max_flash_kb: float | None = Field(None, gt=0, description="Model size limit (KiB of flash left after the firmware).")
     _source: str | None = PrivateAttr(None)
+    #: where the profile came from: "bundled", "env" (EDGEKIT_DEVICES), "config" (the user config dir),
+    #: "devices-dir" (--devices-dir), "path" (a file named on the command line) or None (built in code)
+    _origin: str | None = PrivateAttr(None)
 
     @field_validator("schema_version")
     @classmethod
@@ -262,6 +265,11 @@ class DeviceProfile(_Strict):
     def source(self) -> str | None:
         """The file the profile was read from (None when built in code)."""
         return self._source
+
+    @property
+    def origin(self) -> str | None:
+        """Where the profile was found (see ``_origin``)."""
+        return self._origin
 
     @property
     def runner_settings(self) -> RunnerSettings:
@@ -327,19 +335,92 @@ def bundled_dir() -> Path:
     return BUNDLED_DIR
 
 
+def user_config_dir() -> Path:
+    """The user's own profile folder: ``$XDG_CONFIG_HOME/edgekit/devices`` (``~/.config/edgekit/devices``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    return Path(base) / "edgekit" / "devices"
+
+
 def search_dirs(devices_dir: str | os.PathLike[str] | None = None) -> list[tuple[Path, str]]:
-    """Folders searched for ``NAME.yaml``, first match wins: --devices-dir, EDGEKIT_DEVICES, bundled."""
+    """Folders searched for ``NAME.yaml``, first match wins: --devices-dir, EDGEKIT_DEVICES, the user config dir, bundled."""
     dirs: list[tuple[Path, str]] = []
     if devices_dir is not None:
         path = Path(devices_dir).expanduser()
         if not path.is_dir():
             raise InputError(f"--devices-dir {path} is not a folder", hint="create it or pass the folder holding your NAME.yaml profiles")
-        dirs.append((path, "user"))
+        dirs.append((path, "devices-dir"))
     for entry in os.environ.get(ENV_VAR, "").split(os.pathsep):
         if entry.strip():
-            dirs.append((Path(entry.strip()).expanduser(), "user"))
+            dirs.append((Path(entry.strip()).expanduser(), "env"))
+    config = user_config_dir()
+    if config.is_dir():
+        dirs.append((config, "config"))
     dirs.append((bundled_dir(), "bundled"))
     return dirs
+
+
+# ssh_config keywords that make ssh run a program on this machine (ssh_config(5)); Include may pull in more
+_SSH_EXEC_KEYWORDS = ("proxycommand", "localcommand", "permitlocalcommand", "knownhostscommand", "match", "pkcs11provider",
+                      "securitykeyprovider", "include", "remotecommand")
+TRUSTED_ORIGINS = ("bundled", "env", "config")
+TRUST_ENV = "EDGEKIT_TRUST_PROFILE"
+
+
+def local_programs(profile: DeviceProfile) -> list[str]:
+    """What ``profile`` makes edgekit run on this machine beyond the system ssh/adb clients, one line each:
+    ssh config directives that execute commands, another adb client, and (transport local) the
+    runner's Python and environment."""
+    found: list[str] = []
+    if profile.ssh is not None and profile.ssh.config_file is not None:
+        try:
+            lines = Path(profile.ssh.config_file).read_text(encoding="utf-8", errors="replace").splitlines()[:10_000]
+        except OSError:
+            lines = []
+        for line in lines:
+            words = line.strip().replace("=", " ").split(None, 1)
+            if words and words[0].lower() in _SSH_EXEC_KEYWORDS and not (words[0].lower() == "match" and "exec" not in line.lower()):
+                found.append(f"ssh config {profile.ssh.config_file}: {line.strip()[:160]}")
+    if profile.adb is not None and profile.adb.adb != "adb":
+        found.append(f"adb client: {profile.adb.adb}")
+    if profile.transport == "local" and profile.runner is not None:
+        if profile.runner.python is not None:
+            found.append(f"runner.python: {' '.join(profile.runner.python_argv() or [])}")
+        if profile.runner.env:
+            found.append("runner.env: " + ", ".join(f"{k}={v}" for k, v in sorted(profile.runner.env.items())))
+    return found
+
+
+def _writable_by_others(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & 0o002) and not bool(mode & 0o1000)  # world-writable, not sticky
+
+
+def check_trusted(profile: DeviceProfile) -> None:
+    """Refuses a profile that would run programs here unless it is trusted configuration.
+
+    Profiles are configuration like an ssh config, and some make edgekit run programs on this
+    machine (:func:`local_programs`): those run when the profile is bundled, comes from the user's
+    own folders (``EDGEKIT_DEVICES``, :func:`user_config_dir`) or was built in code, or with
+    ``edgekit --trust-profile`` (``EDGEKIT_TRUST_PROFILE=1``). A profile from ``--devices-dir`` or a
+    path, or from a folder other users can write, needs the explicit trust.
+
+    Raises:
+        InputError: naming what would run and how to trust it.
+    """
+    programs = local_programs(profile)
+    if not programs or os.environ.get(TRUST_ENV) == "1":
+        return
+    folder = Path(profile.source).parent if profile.source else None
+    shared = folder is not None and (_writable_by_others(folder) or _writable_by_others(Path(profile.source or "")))
+    if profile.origin is None or (profile.origin in TRUSTED_ORIGINS and not shared):
+        return
+    why = "its folder is writable by other users" if shared else f"it comes from {'--devices-dir' if profile.origin == 'devices-dir' else 'a path'}"
+    raise InputError(f"device profile {profile.source} would run programs on this machine ({'; '.join(programs)[:300]}) and {why}",
+                     hint="profiles are trusted configuration like an ssh config: check it (edgekit devices show), then pass "
+                          "edgekit --trust-profile, or keep it in EDGEKIT_DEVICES or " + str(user_config_dir()))
 
 
 def _resolve_path(value: str | None, base: Path) -> str | None:
@@ -421,8 +502,10 @@ def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile, *, device
         path = Path(name).expanduser()
         if not path.is_file():
             raise InputError(f"device profile {path} does not exist", hint="give a profile name (edgekit devices list) or an existing .yaml file")
-        return _read_profile(path)
-    for folder, _origin in search_dirs(devices_dir):
+        found = _read_profile(path)
+        found._origin = "path"
+        return found
+    for folder, origin in search_dirs(devices_dir):
         for suffix in (".yaml", ".yml"):
             path = folder / f"{name}{suffix}"
             if path.is_file():
@@ -432,6 +515,7 @@ def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile, *, device
                         f"device profile {path} says name: {profile.name}, but its file is {path.name}",
                         hint=f"set name: {name} in the file or rename the file to {profile.name}{suffix}",
                     )
+                profile._origin = origin
                 return profile
     known = ", ".join(sorted({e.profile.name for e in list_profiles(devices_dir, strict=False)}))
     raise InputError(f"unknown device '{name}' (known: {known})", hint="add NAME.yaml to --devices-dir or EDGEKIT_DEVICES, or pass a profile path")

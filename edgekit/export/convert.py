@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,11 +27,12 @@ import numpy as np
 
 from edgekit.core.data import Calibration, rows_of
 from edgekit.core.datatypes import InputSpec, IOType, QuantMode
-from edgekit.core.errors import ConversionError, InputError
+from edgekit.core.errors import ConversionError, EdgekitError, InputError
 from edgekit.core.keras_graph import codebook_per_layer
 from edgekit.core.keras_quantized import check_not_keras_quantized
-from edgekit.core.models import LoadedModel
+from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tfshim import disable_per_channel, keras, native_output_captured, tensorflow
+from edgekit.export.converter_worker import convert_in_worker, error_details, isolation_enabled
 
 SELECT_OPS_WARNING = (
     "SELECT_TF_OPS is on: ops outside the TFLite builtin set run through the Flex delegate, "
@@ -273,11 +275,32 @@ def convert(
     Raises:
         ConversionError: with the converter's own first error line.
     """
+    if converter_hook is None and isolation_enabled():
+        done = convert_in_worker(worker_convert, model, mode, calibration=calibration, io_type=io_type,
+                                 allow_select_tf_ops=allow_select_tf_ops, per_channel=per_channel)
+        if done is not None:
+            return done
     converter = make_converter(model, mode, io_type=io_type, calibration=calibration, allow_select_tf_ops=allow_select_tf_ops,
                                per_channel=per_channel)
     if converter_hook is not None:
         converter_hook(converter)
     return run_converter(converter, allow_select_tf_ops=allow_select_tf_ops)
+
+
+def worker_convert(job: dict[str, Any]) -> tuple[str, Any]:
+    """Runs in the converter's worker process (:mod:`edgekit.export.converter_worker`): loads the model
+    file, converts it in process; ``("ok", bytes)``, ``("reload", why)`` or ``("error", details)``."""
+    os.environ["EDGEKIT_CONVERTER"] = "inprocess"  # the worker itself converts in process
+    try:
+        try:
+            loaded = load_model(job["model"], unsafe=job["unsafe"])
+        except EdgekitError as exc:
+            return "reload", exc.one_line()
+        flatbuffer = convert(loaded, QuantMode(job["mode"]), calibration=job["calibration"], io_type=IOType(job["io_type"]),
+                             allow_select_tf_ops=job["allow_select_tf_ops"], per_channel=job["per_channel"])
+        return "ok", flatbuffer
+    except EdgekitError as exc:
+        return "error", error_details(exc)
 
 
 def convert_qat(keras_model: Any, io_type: IOType | str = IOType.FLOAT) -> bytes:

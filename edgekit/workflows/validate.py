@@ -157,6 +157,9 @@ def _report_path(path: Path, data: Any, reference: Any, report: Any) -> Path:
     inputs = [Path(p).resolve() for p in (path, data, reference) if p is not None]
     if out.resolve() in inputs or out.resolve() == manifest_path_for(path).resolve():
         raise InputError(f"--report {out} would overwrite an input or the artifact's manifest", hint="choose another report path")
+    if os.path.lexists(out) and not out.is_symlink() and not out.is_file() and not out.is_dir():
+        raise InputError(f"--report {out} is not a regular file (a device, FIFO or socket); edgekit never replaces it",
+                         hint="give a file path for the report with --report")
     if out.is_file() and not _is_report(out):
         raise InputError(f"--report {out} exists and is not an edgekit report", hint="choose another report path; reports are only refreshed in place")
     if out.is_dir() or not out.parent.is_dir():
