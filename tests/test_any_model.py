@@ -132,3 +132,14 @@ def test_rescaling_layer_inside_and_scale_given(two_io, runner, cli, tmp_path):
     assert runner.invoke(cli, ["quantize", str(model), "--mode", "int8", "--data", str(data), "-o", str(art)]).exit_code == 0
     result = runner.invoke(cli, ["validate", str(art), "--data", str(val), "--reference", str(model), "--scale", "1/255", "--runs", "2"])
     assert result.exit_code == 0 and "applied twice" in result.output, result.output
+
+
+def test_misspelled_keys_are_errors_with_a_suggestion(tiny, runner, cli, tmp_path):
+    d = dict(np.load(tiny["val"]))
+    np.savez(tmp_path / "v.npz", images=d["x"], labels=d["y"])
+    art = tmp_path / "m.tflite"
+    assert runner.invoke(cli, ["quantize", str(tiny["model"]), "--mode", "float32", "-o", str(art)]).exit_code == 0
+    bad_y = runner.invoke(cli, ["validate", str(art), "--data", str(tmp_path / "v.npz"), "--x-key", "images", "--y-key", "lables"])
+    assert bad_y.exit_code == 4 and "no target array 'lables'" in bad_y.output and "did you mean 'labels'" in bad_y.output
+    bad_x = runner.invoke(cli, ["validate", str(art), "--data", str(tmp_path / "v.npz"), "--x-key", "image"])
+    assert bad_x.exit_code == 4 and "did you mean 'images'" in bad_x.output

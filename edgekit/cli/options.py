@@ -39,7 +39,16 @@ task_option = click.option("--task", "tasks", multiple=True, metavar="OUTPUT=TAS
                            help="The task of an output (classification, binary, multilabel, regression, segmentation, embedding, none) "
                                 "instead of the detected one; repeatable. TASK alone for a single-output model.")
 
+def _remember_resize(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        ctx.meta["edgekit.resize"] = value
+    return value
+
+
 preprocessing_options = _stack(
+    click.option("--resize", type=click.Choice(["crop", "stretch", "pad"]), default=None, expose_value=False, callback=_remember_resize,
+                 help="How an image folder's images are fitted to the model input: crop to its aspect ratio then resize "
+                      "[default], stretch, or pad with black. Recorded in the manifest; validate re-applies it."),
     click.option("--scale", default=None, help="Multiply raw inputs by this, e.g. 1/255."),
     click.option("--mean", default=None, help="Subtract after scaling; one value or one per channel (0.5,0.5,0.5)."),
     click.option("--std", default=None, help="Divide after subtracting the mean; one value or one per channel."),
@@ -60,12 +69,14 @@ force_option = click.option("--force", is_flag=True, help="Overwrite existing ou
 
 
 def preprocessing_from_options(scale: str | None, mean: str | None, std: str | None):
-    """A Preprocessing from the CLI strings, or None when none was given."""
-    if scale is None and mean is None and std is None:
+    """A Preprocessing from the CLI strings (and ``--resize``), or None when none was given."""
+    ctx = click.get_current_context(silent=True)
+    resize = ctx.meta.get("edgekit.resize") if ctx is not None else None
+    if scale is None and mean is None and std is None and resize is None:
         return None
     from edgekit.core.data import parse_preprocessing
 
-    return parse_preprocessing(scale, mean, std)
+    return parse_preprocessing(scale, mean, std, resize)
 
 
 devices_dir_option = click.option(

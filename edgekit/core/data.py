@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def parse_number(text: str) -> float:
         raise InputError(f"'{text}' is not a number", hint="write e.g. 0.00392 or 1/255") from None
 
 
-def parse_preprocessing(scale: str | None, mean: str | None, std: str | None) -> Preprocessing:
+def parse_preprocessing(scale: str | None, mean: str | None, std: str | None, resize: str | None = None) -> Preprocessing:
     """Builds a :class:`Preprocessing` from CLI strings (``--scale 1/255 --mean 0.5 --std 0.5,0.5,0.5``)."""
 
     def values(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -55,10 +56,13 @@ def parse_preprocessing(scale: str | None, mean: str | None, std: str | None) ->
             raise InputError("--std contains 0", hint="std values divide the input; use non-zero values")
         return vals
 
+    if resize is not None and resize not in RESIZE_METHODS:
+        raise InputError(f"--resize must be one of {', '.join(RESIZE_METHODS)}, got '{resize}'", hint="use --resize crop")
     return Preprocessing(
         scale=parse_number(scale) if scale is not None else None,
         mean=values(mean, "mean"),
         std=values(std, "std"),
+        resize=resize,
     )
 
 
@@ -224,7 +228,9 @@ def load_dataset(
         if len(specs) > 1:
             raise DataError(f"image folder {p} feeds one image input; the model has {len(specs)} inputs ({', '.join(s.name for s in specs)})",
                             hint="give a .npz with one array per input, named after the inputs")
-        x, y, labels = _load_image_folder(p, specs[0].shape if specs else None, limit=limit, seed=seed)
+        method = pre.resize or "crop"
+        x, y, labels = _load_image_folder(p, specs[0].shape if specs else None, limit=limit, seed=seed, resize=method)
+        pre = replace(pre, resize=method)  # recorded with the preprocessing: validate fits images the same way
         xs, ys = [x], [y]
         digest = _hash_array(x)
         limit = None  # already applied while listing the files
@@ -344,6 +350,13 @@ def _pick(keys: list[str], candidates: list[str]) -> str | None:
     return next((c for c in candidates if c in keys), None)
 
 
+def _did_you_mean(name: str, keys: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _load_npz(p: Path, specs, out_names, x_default: str | None, x_map: dict[str, str], y_default: str | None,
               y_map: dict[str, str], need_labels: bool):
     """Arrays of an .npz matched to the model's inputs and outputs by name.
@@ -367,7 +380,7 @@ def _load_npz(p: Path, specs, out_names, x_default: str | None, x_map: dict[str,
                 found = _pick(keys, cands)
                 if found is None:
                     if len(names) == 1:
-                        raise DataError(f"data {p} has no array '{cands[0]}' (it has: {have})",
+                        raise DataError(f"data {p} has no array '{cands[0]}' (it has: {have}){_did_you_mean(cands[0], keys)}",
                                         hint="name the input array with --x-key" + (f" (or name it '{name}')" if name else ""))
                     raise DataError(f"data {p} has no array for the model input '{name}' (it has: {have}); the model's inputs are "
                                     f"{', '.join(str(n) for n in names)}",
@@ -380,7 +393,12 @@ def _load_npz(p: Path, specs, out_names, x_default: str | None, x_map: dict[str,
                     cands = [y_map[name]] if name in y_map else [c for c in (y_default, f"y_{name}" if name else None) if c]
                 else:
                     cands = [y_map.get(name, f"y_{name}")]
-                y_arrays.append(_pick(keys, cands) if need_labels else None)
+                found_y = _pick(keys, cands) if need_labels else None
+                asked = y_map.get(name) if name is not None and name in y_map else (y_default if len(outs) == 1 and y_default != "y" else None)
+                if need_labels and found_y is None and asked is not None:  # a target array the user named is missing: never silent
+                    raise DataError(f"data {p} has no target array '{asked}' (it has: {have}){_did_you_mean(asked, keys)}",
+                                    hint="name the targets with --y-key (or leave it out to validate without labels)")
+                y_arrays.append(found_y)
             if need_labels and len(outs) > 1 and all(a is None for a in y_arrays) and (y_default or "y") in keys:
                 raise DataError(f"data {p} has one target array '{y_default or 'y'}', but the model has {len(outs)} outputs "
                                 f"({', '.join(str(o) for o in outs)})",

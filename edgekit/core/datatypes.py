@@ -75,6 +75,8 @@ class Preprocessing(Serializable):
     scale: float | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: how image-folder images are fitted to the input (crop, stretch, pad; None: crop), bilinear
+    resize: str | None = None
 
     @property
     def is_identity(self) -> bool:
@@ -95,10 +97,12 @@ class Preprocessing(Serializable):
     def from_dict(cls, data: dict[str, Any] | None) -> Preprocessing:
         data = data or {}
         mean, std = data.get("mean"), data.get("std")
+        resize = data.get("resize")
         return cls(
             scale=data.get("scale"),
             mean=tuple(mean) if mean is not None else None,
             std=tuple(std) if std is not None else None,
+            resize=resize if isinstance(resize, str) else None,
         )
 
 
