@@ -67,3 +67,10 @@ def test_main_paths_fit_80_columns(tiny, int8, runner, cli, tmp_path):
     run("run", "int8-cpu", "--model", model, "--data", train, "--val", val, "--scale", "1/255", "--no-html",
         "-o", str(tmp_path / "run"))
     run("docs")
+    run("docs", "prune")
+    run("compare", art, art, "--data", val, "--scale", "1/255", "--runs", "3", "--rounds", "1")
+    run("qat", model, "--data", train, "--val", val, "--scale", "1/255", "--epochs", "1", "-o", str(tmp_path / "q.tflite"))
+    run("distill", "--teacher", model, "--data", train, "--val", val, "--scale", "1/255", "--width", "0.5", "--epochs", "1",
+        "--baseline", "--runs", "3", "-o", str(tmp_path / "s.keras"))
+    run("optimize", model, "--data", train, "--val", val, "--scale", "1/255", "--effort", "quick", "--runs", "3", "--rounds", "1",
+        "--no-html", "-o", str(tmp_path / "opt"))

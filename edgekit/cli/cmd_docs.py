@@ -38,4 +38,70 @@ def docs(topic: str | None, as_json: bool) -> None:
     if as_json:
         print_json({"topic": topic, "text": text})
     else:
-        click.echo(text.rstrip("\n"))
+        import shutil
+
+        click.echo(for_terminal(text, max(40, shutil.get_terminal_size((80, 24)).columns)))
+
+
+def for_terminal(markdown: str, width: int) -> str:
+    """A guide's markdown reflowed to ``width`` columns: paragraphs and list items word-wrapped, table
+    rows as wrapped lines of their cells, code lines wrapped with a hanging indent."""
+    import re
+    import textwrap
+
+    def fill(text: str, first: str = "", rest: str = "") -> list[str]:
+        return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest, break_long_words=True,
+                             break_on_hyphens=False) or [first.rstrip()]
+
+    out: list[str] = []
+    para: list[str] = []
+    item: tuple[str, list[str]] | None = None
+    in_code = False
+
+    def flush() -> None:
+        nonlocal para, item
+        if para:
+            out.extend(fill(" ".join(para)))
+            para = []
+        if item is not None:
+            marker, words = item
+            out.extend(fill(" ".join(words), marker, " " * len(marker)))
+            item = None
+
+    for line in markdown.rstrip("\n").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            flush()
+            in_code = not in_code
+            out.append(stripped)
+            continue
+        if in_code:
+            out.extend(fill(line.rstrip(), "", "    ") if len(line) > width else [line.rstrip()])
+            continue
+        if not stripped:
+            flush()
+            out.append("")
+            continue
+        if stripped.startswith("|"):
+            flush()
+            cells = [c.strip() for c in stripped.strip("|").split("|")]
+            if all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
+                continue
+            out.extend(fill(" · ".join(c for c in cells if c), "", "    "))
+            continue
+        if stripped.startswith("#"):
+            flush()
+            out.extend(fill(stripped))
+            continue
+        marker = re.match(r"^(\s*(?:[-*]|\d+\.)\s+)", line)
+        if marker:
+            flush()
+            item = (marker.group(1), [line[marker.end():].strip()])
+            continue
+        if item is not None and line.startswith(" "):
+            item[1].append(stripped)
+            continue
+        flush()
+        para.append(stripped)
+    flush()
+    return "\n".join(out)

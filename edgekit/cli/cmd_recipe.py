@@ -59,7 +59,7 @@ def show_cmd(name, resolved, recipes_dir, as_json):
         print_json({**loaded.to_dict(), "path": str(path)})
         return
     if resolved:
-        click.echo(loaded.to_yaml(header=f"{path} (resolved: every default filled in)"), nl=False)
+        click.echo(loaded.to_yaml(header=f"{path}\nresolved: every default filled in"), nl=False)
     else:
         click.echo(f"# {path}")
         click.echo(path.read_text(encoding="utf-8"), nl=False)
