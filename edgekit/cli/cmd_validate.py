@@ -105,7 +105,7 @@ def render_validation(result) -> None:
 
 def accuracy_rows(result) -> list[tuple[str, str]]:
     """samples, each output's task and metrics, and the reference's primary metric with the artifact's drop."""
-    from edgekit.core.datatypes import METRIC_LABELS, format_metric
+    from edgekit.core.datatypes import LOWER_IS_BETTER, METRIC_LABELS, PERCENT_METRICS, format_metric
 
     rows: list[tuple[str, str]] = [("samples", str(result.samples))]
     several = len(result.tasks) > 1
@@ -124,10 +124,10 @@ def accuracy_rows(result) -> list[tuple[str, str]]:
         if reference is not None and primary is not None and primary in reference["values"] and primary in entry["values"]:
             r, a = reference["values"][primary], entry["values"][primary]
             diff = a - r
-            if primary in ("top1", "top5", "accuracy", "pixel_accuracy", "mean_iou"):
+            if primary in PERCENT_METRICS:
                 text = f"{format_metric(primary, r)}  (artifact {diff:+.2f} points)"
             else:
-                worse = diff > 0 if primary in ("mae", "rmse") else diff < 0
+                worse = diff > 0 if primary in LOWER_IS_BETTER else diff < 0
                 text = f"{format_metric(primary, r)}  (artifact {diff:+.4g}: {'worse' if worse else 'better' if diff else 'the same'})"
             rows.append((f"{prefix}reference {METRIC_LABELS.get(primary, primary)}", text))
     if acc is None and result.data.get("labelled") is False:

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import zipfile
@@ -305,15 +306,12 @@ def _as_integer(a: np.ndarray, spec: InputSpec, source: str, pre: Preprocessing)
 
 def _check_map(mapping: dict[str, str], names: list[str], option: str, what: str) -> None:
     """Every name in a ``name=array`` mapping must be one of the model's inputs/outputs."""
-    import difflib
-
     if not names:
         return
     for name in mapping:
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
             raise InputError(f"--{option} names '{name}', which is no {what} of the model ({what}s: {', '.join(names)})"
-                             + (f"; did you mean '{close[0]}'?" if close else ""), hint=f"use the {what} names edgekit inspect shows",
+                             + _did_you_mean(name, names, cutoff=0.5), hint=f"use the {what} names edgekit inspect shows",
                              settings=(option.replace("-", "_"),))
 
 
@@ -350,10 +348,8 @@ def _pick(keys: list[str], candidates: list[str]) -> str | None:
     return next((c for c in candidates if c in keys), None)
 
 
-def _did_you_mean(name: str, keys: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
+def _did_you_mean(name: str, keys: list[str], cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(name, keys, n=1, cutoff=cutoff)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 

@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -339,8 +339,6 @@ def conform_targets(targets: tuple[np.ndarray | None, ...], tasks: list[OutputTa
 def with_tasks(dataset: Any, tasks: list[OutputTask], shapes: list[tuple[int | None, ...]], what: str | None = None) -> Any:
     """``dataset`` with its targets conformed to ``tasks`` (:func:`conform_targets`); ``what`` names the
     setting the data came from in messages (``--data``)."""
-    from dataclasses import replace
-
     targets = conform_targets(dataset.targets, tasks, shapes, f"{what} {dataset.source}" if what else dataset.source)
     return replace(dataset, y=targets[0] if targets else None, more_y=tuple(targets[1:]))
 
@@ -353,16 +351,19 @@ def check_overrides(overrides: dict[str, Task] | None, outputs: list[str]) -> No
                              hint="use the output names edgekit inspect shows", settings=("task",))
 
 
+def compiled_losses_of(model: Any, names: list[str]) -> tuple[Any, ...]:
+    """The loss a compiled Keras model has for each output (``model.loss``: one, a list or a dict by name)."""
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, dict):
+        return tuple(loss.get(n) for n in names)
+    if isinstance(loss, (list, tuple)):
+        return tuple(loss)
+    return () if loss is None else tuple(loss for _ in names)
+
+
 def keras_output_tasks(model: Any) -> list[OutputTask]:
     """Each output's task from a Keras model alone (its compiled loss if compiled, activation, shape)."""
     names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
-    loss = getattr(model, "loss", None)
-    losses: tuple[Any, ...] = ()
-    if isinstance(loss, dict):
-        losses = tuple(loss.get(n) for n in names)
-    elif isinstance(loss, (list, tuple)):
-        losses = tuple(loss)
-    elif loss is not None:
-        losses = tuple(loss for _ in names)
+    losses = compiled_losses_of(model, names)
     return detect_tasks([(n, tuple(t.shape)) for n, t in zip(names, model.outputs, strict=True)],
                         activations=keras_output_activations(model), losses=losses)

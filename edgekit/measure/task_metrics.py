@@ -9,8 +9,9 @@
 | segmentation | pixel accuracy (%), mean IoU (%) | mean IoU |
 | embedding, none | - (agreement with the reference only) | - |
 
-A **drop** is always "how much worse": ``reference - artifact`` for a higher-is-better metric,
-``artifact - reference`` for a lower-is-better one, optionally relative to the reference.
+A **drop** is always "how much worse" (:meth:`edgekit.core.datatypes.AccuracyResult.drop_from`):
+``reference - artifact`` for a higher-is-better metric, ``artifact - reference`` for a lower-is-better
+one, optionally relative to the reference.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.core.datatypes import AccuracyResult, Serializable
+from edgekit.core.datatypes import LOWER_IS_BETTER, AccuracyResult, Serializable
 from edgekit.core.tasks import OutputTask, Task
 
-LOWER_IS_BETTER = frozenset({"mae", "rmse"})
-UNITS = {"top1": "%", "top5": "%", "accuracy": "%", "pixel_accuracy": "%", "mean_iou": "%", "auc": "", "mae": "", "rmse": "", "r2": ""}
 PRIMARY = {Task.CLASSIFICATION: "top1", Task.BINARY: "accuracy", Task.MULTILABEL: "accuracy", Task.REGRESSION: "mae",
            Task.SEGMENTATION: "mean_iou"}
 
@@ -47,17 +46,6 @@ class TaskMetrics(Serializable):
     @property
     def higher_is_better(self) -> bool:
         return self.primary not in LOWER_IS_BETTER
-
-
-def drop(reference: TaskMetrics | None, artifact: TaskMetrics | None, *, relative: bool = False) -> float | None:
-    """How much worse ``artifact``'s primary metric is than ``reference``'s (positive = worse); None if unmeasured."""
-    if reference is None or artifact is None or reference.primary_value is None or artifact.primary_value is None:
-        return None
-    ref, art = reference.primary_value, artifact.primary_value
-    worse = (ref - art) if reference.higher_is_better else (art - ref)
-    if relative:
-        return worse / abs(ref) * 100.0 if ref != 0 else (0.0 if worse == 0 else math.inf)
-    return worse
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import json
 import math
 from typing import Any
 
-from edgekit.core.datatypes import METRIC_LABELS, PERCENT_METRICS
+from edgekit.core.datatypes import LOWER_IS_BETTER, METRIC_LABELS, PERCENT_METRICS
 
 STATUS_COLORS = {"recommended": "#1a7f37", "reference": "#6e7781", "final": "#0969da", "feasible": "#0969da",
                  "rejected": "#cf222e", "failed": "#8250df", "skipped": "#bf8700"}
@@ -118,7 +118,7 @@ def _budget_lines(budget: dict[str, Any] | None, rows: list[dict[str, Any]]) -> 
     if budget.get("max_drop") is not None and ref is not None:
         drop = float(budget["max_drop"])
         relative = "%" in str(budget.get("drop_unit", ""))
-        lower = ref.get("metric") in ("mae", "rmse")  # a ceiling for an error metric, a floor otherwise
+        lower = ref.get("metric") in LOWER_IS_BETTER  # a ceiling for an error metric, a floor otherwise
         sign = 1 if lower else -1
         out["top1"] = _val(ref) * (1 + sign * drop / 100) if relative else _val(ref) + sign * drop
     if budget.get("max_latency_ms") is not None:

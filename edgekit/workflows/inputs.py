@@ -17,7 +17,7 @@ from edgekit.core.datatypes import AccuracyResult, Dataset, Preprocessing
 from edgekit.core.errors import DataError, EdgekitError, InputError
 from edgekit.core.fsutil import save_keras_atomic
 from edgekit.core.keras_graph import clone_model
-from edgekit.core.tasks import OutputTask, Task, detect_tasks, keras_output_activations, with_tasks
+from edgekit.core.tasks import OutputTask, Task, compiled_losses_of, detect_tasks, keras_output_activations, with_tasks
 from edgekit.devices.probe import probe_device
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.run import runs_here
@@ -57,21 +57,10 @@ def model_tasks(model: Any, dataset: Dataset | None = None, overrides: dict[str,
     keras_model = getattr(model, "keras_model", model)
     overrides = overrides or getattr(model, "task_overrides", None)
     names = list(getattr(keras_model, "output_names", None) or [f"output_{i}" for i in range(len(keras_model.outputs))])
-    losses = getattr(model, "losses", ()) or _compiled_losses(keras_model, names)
+    losses = getattr(model, "losses", ()) or compiled_losses_of(keras_model, names)
     return detect_tasks([(n, tuple(t.shape)) for n, t in zip(names, keras_model.outputs, strict=True)],
                         activations=keras_output_activations(keras_model), losses=losses,
                         targets=dataset.targets if dataset is not None else (), overrides=overrides)
-
-
-def _compiled_losses(keras_model: Any, names: list[str]) -> tuple[Any, ...]:
-    loss = getattr(keras_model, "loss", None)
-    if loss is None:
-        return ()
-    if isinstance(loss, dict):
-        return tuple(loss.get(n) for n in names)
-    if isinstance(loss, (list, tuple)):
-        return tuple(loss)
-    return tuple(loss for _ in names)
 
 
 def conform(model: Any, dataset: Dataset | None, tasks: list[OutputTask], what: str | None = None) -> Dataset | None:

@@ -107,11 +107,6 @@ def _rows(x: Any, n: int) -> Any:
     return [a[:n] for a in x] if isinstance(x, list) else x[:n]
 
 
-def model_output_tasks(model: Any) -> list[Any]:
-    """Each output's task from the model alone (:func:`edgekit.core.tasks.keras_output_tasks`)."""
-    return keras_output_tasks(model)
-
-
 class QatPass(Pass[QatConfig]):
     """Quantization-aware fine-tuning (see the module docstring)."""
 
@@ -149,7 +144,7 @@ class QatPass(Pass[QatConfig]):
         if classifier:
             detected, output_kind = loss_for(model.predict(_rows(sample, 256), batch_size=256, verbose=0))
         else:  # any other model trains with its own (compiled) losses, or the ones its tasks call for
-            detected = getattr(model, "loss", None) or loss_for_tasks(list(ctx.tasks) if ctx.tasks else model_output_tasks(model))
+            detected = getattr(model, "loss", None) or loss_for_tasks(list(ctx.tasks) if ctx.tasks else keras_output_tasks(model))
             output_kind = "the model's compiled loss" if getattr(model, "loss", None) is not None else "losses from the output tasks"
         if cfg.distill and not classifier:
             cfg = cfg.model_copy(update={"distill": False})
