@@ -32,9 +32,9 @@ def main() -> None:
     parser.add_argument("--distill-epochs", type=int, default=30, help="epochs of the distilled and the labels-only student")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import model_zoo
     from click.testing import CliRunner
 
-    import model_zoo
     from edgekit.cli import cli
     from edgekit.core.datatypes import format_metric
     from edgekit.core.tflite_file import read_tflite
@@ -49,7 +49,7 @@ def main() -> None:
             cells: dict[str, str] = {}
             timings: dict[str, float] = {}
 
-            def run(name: str, argv: list[str]) -> bool:
+            def run(name: str, argv: list[str], cells: dict[str, str] = cells, timings: dict[str, float] = timings) -> bool:
                 t = time.perf_counter()
                 result = runner.invoke(cli, argv)
                 timings[name] = time.perf_counter() - t
