@@ -79,8 +79,8 @@ def main() -> None:
                             "-o", str(work / "s.keras")])
             run("optimize", ["optimize", model, *common, "--effort", "quick", "--no-html", "-o", str(work / "opt")])
             dist = ""
-            if (work / "s.report.json").is_file():
-                m = json.loads((work / "s.report.json").read_text())["models"]
+            if (work / "s.distill.report.json").is_file():
+                m = json.loads((work / "s.distill.report.json").read_text())["models"]
                 dist = f"{format_metric(metric, m['baseline'].get('value'))} -> {format_metric(metric, m['distilled'].get('value'))}" \
                     if metric != "-" else ""
             rows.append((kind, task, metric, f_val, i_val, drop, flex, cells, dist, time.perf_counter() - t0))

@@ -163,3 +163,15 @@ def save(kind: str, folder, n: int = 600, seed: int = 0):
     np.savez(folder / "data.npz", **train)
     np.savez(folder / "val.npz", **val)
     return folder / "model.keras", folder / "data.npz", folder / "val.npz"
+
+
+def crash_in_worker(job):
+    """A job for the converter's worker that dies the way a native converter bug does (SIGSEGV)."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def echo_in_worker(job):
+    return "ok", job["x"]

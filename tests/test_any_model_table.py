@@ -71,7 +71,7 @@ def test_every_command_on_every_kind(zoo, runner, cli, tmp_path, kind):
     _ok(runner.invoke(cli, ["qat", model, *common, "--epochs", "1", "-o", str(tmp_path / "q.tflite")]), "qat")
     _ok(runner.invoke(cli, ["distill", "--teacher", model, *common, "--width", "0.5", "--epochs", "1", "--runs", "3",
                             "-o", str(tmp_path / "s.keras")]), "distill")
-    distilled = json.loads((tmp_path / "s.report.json").read_text())
+    distilled = json.loads((tmp_path / "s.distill.report.json").read_text())
     assert distilled["models"]["distilled"]["metric"] == PRIMARY[kind]
     _ok(runner.invoke(cli, ["optimize", model, *common, "--effort", "quick", "--runs", "5", "--rounds", "1", "--no-html",
                             "-o", str(tmp_path / "opt")]), "optimize")

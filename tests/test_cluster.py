@@ -100,7 +100,7 @@ def test_cli_cluster_end_to_end(tiny, tmp_path, runner, cli):
                               "--clusters", "8", "--epochs", "1", "--batch-size", "32", "--runs", "10", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "clustered" in res.output and "gzip" in res.output
-    report = json.loads((tmp_path / "c.report.json").read_text())
+    report = json.loads((tmp_path / "c.cluster.report.json").read_text())
     assert all(layer["distinct_values"] <= 8 for layer in report["layers"] if layer["status"] == "clustered")
     assert report["export"]["compressed"]["top1"] is not None  # the int8 export ran in LiteRT
     assert report["export"]["compressed"]["size"]["gzip_bytes"] < report["export"]["original"]["size"]["gzip_bytes"]

@@ -367,7 +367,7 @@ def test_cli_distills_with_baseline_and_writes_the_report(tiny, runner, cli, tmp
     ])
     assert result.exit_code == 0, result.output
     assert "distilled" in result.output and "probabilities (softmax)" in result.output
-    report = json.loads((tmp_path / "student.report.json").read_text())
+    report = json.loads((tmp_path / "student.distill.report.json").read_text())
     assert set(report["models"]) == {"teacher", "baseline", "distilled"}
     assert report["teacher_outputs"]["kind"] == "softmax"
     assert report["teacher_cache"] == {"cached": True, "teacher_forward_samples": 600,
@@ -402,7 +402,7 @@ def test_distillation_worse_than_labels_is_reported(tiny, runner, cli, tmp_path)
         "--scale", "1/255", "--epochs", "3", "--batch-size", "32", "--alpha", "0.9", "--baseline", "--no-export", "-o", str(out),
     ])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "student.report.json").read_text())
+    report = json.loads((tmp_path / "student.distill.report.json").read_text())
     assert report["models"]["distilled"]["top1"] < report["models"]["baseline"]["top1"]
     assert any(n.startswith("distillation did worse than the labels alone") for n in report["notes"])
     assert "distillation did worse than the labels alone" in result.output

@@ -34,5 +34,5 @@ def test_distilled_student_not_below_labels_only(runner, cli, tmp_path, epochs):
                                  "--baseline", "--epochs", str(epochs), "--data", str(tmp_path / "train.npz"), "--val",
                                  str(tmp_path / "test.npz"), "--scale", "1/255", "--no-export", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    models = json.loads((tmp_path / "student.report.json").read_text())["models"]
+    models = json.loads((tmp_path / "student.distill.report.json").read_text())["models"]
     assert models["distilled"]["top1"] >= models["baseline"]["top1"], (models["distilled"]["top1"], models["baseline"]["top1"])

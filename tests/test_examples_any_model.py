@@ -40,5 +40,5 @@ def test_detector_example_two_outputs(runner, cli, tmp_path):
     res = runner.invoke(cli, ["distill", "--teacher", str(ex / "model.keras"), "--width", "0.5", "--data", str(ex / "train.npz"), "--val",
                               str(ex / "val.npz"), "--scale", "1/255", "--epochs", "2", "--baseline", "--no-export", "-o", str(student)])
     assert res.exit_code == 0, res.output
-    models = json.loads((tmp_path / "student.report.json").read_text())["models"]
+    models = json.loads((tmp_path / "student.distill.report.json").read_text())["models"]
     assert models["distilled"]["metric"] == "top1" and models["distilled"]["value"] is not None

@@ -63,7 +63,7 @@ def test_qat_ptq_column_is_the_quantize_artifact(tiny, quantized, tmp_path):
     r = CliRunner().invoke(cli, ["qat", str(tiny["model"]), "--data", str(tiny["train"]), "--val", str(tiny["val"]), "--scale", "1/255",
                                  "--epochs", "1", "-o", str(tmp_path / "qat.tflite")])
     assert r.exit_code == 0, r.output
-    report = json.loads((tmp_path / "qat.qat.json").read_text())
+    report = json.loads((tmp_path / "qat.qat.report.json").read_text())
     rows = {row["variant"]: row for row in report["comparison"]}
     assert rows["ptq-int8"]["sha256"] == converted
     std = read_standard_metadata(tmp_path / "qat.tflite")

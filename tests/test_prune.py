@@ -68,7 +68,7 @@ def test_polynomial_schedule_reaches_target_with_per_layer_targets(tiny, tmp_pat
     assert abs(by_path["fc"].sparsity - 0.9) <= 0.01 and by_path["fc"].target_sparsity == 0.9
     assert abs(by_path["conv"].sparsity - 0.5) <= 0.01 and abs(by_path["probs"].sparsity - 0.5) <= 0.01
     assert len(result.history["loss"]) == 2
-    report = json.loads((tmp_path / "p.report.json").read_text())
+    report = json.loads((tmp_path / "p.prune.report.json").read_text())
     assert report["config"]["schedule"] == "polynomial" and report["layers"][0]["path"] == "conv"
 
 
@@ -96,7 +96,7 @@ def test_cli_schedule_in_epochs_with_cosine_learning_rate(tiny, tmp_path, runner
                               "--schedule", "polynomial", "--begin-epoch", "0.5", "--end-epoch", "1.5", "--epochs", "2",
                               "--lr-schedule", "cosine", "--batch-size", "32", "--no-export", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    report = json.loads((tmp_path / "p.report.json").read_text())
+    report = json.loads((tmp_path / "p.prune.report.json").read_text())
     assert report["config"]["lr_schedule"] == "cosine"
     assert (report["config"]["begin_epoch"], report["config"]["end_epoch"]) == (0.5, 1.5)
     assert all(abs(layer["sparsity"] - 0.6) <= 0.01 for layer in report["layers"] if layer["status"] == "pruned")
@@ -287,7 +287,7 @@ def test_cli_prune_end_to_end_converts_and_runs_in_litert(tiny, tmp_path, runner
     res = runner.invoke(cli, ["prune", str(tiny["model"]), "--data", str(tiny["train"]), "--val", str(tiny["val"]), "--scale", "1/255",
                               "--sparsity", "0.8", "--epochs", "1", "--batch-size", "32", "--runs", "10", "-o", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    report = json.loads((tmp_path / "pruned.report.json").read_text())
+    report = json.loads((tmp_path / "pruned.prune.report.json").read_text())
     export = report["export"]
     assert export["compressed"]["size"]["gzip_bytes"] < export["original"]["size"]["gzip_bytes"]
     assert export["compressed"]["top1"] is not None and export["compressed"]["top1"] > 50  # ran in LiteRT on --val
@@ -344,7 +344,7 @@ def test_bad_data_fails_before_training(tiny, tmp_path, runner, cli):
     res = runner.invoke(cli, ["prune", str(tiny["model"]), "--data", str(tiny["train"]), "--sparsity", "0.5", "--targets", str(targets),
                               "-o", str(tmp_path / "o.keras")])
     assert res.exit_code == 2 and "typo" in res.output
-    assert not (tmp_path / "o.keras").exists() and not (tmp_path / "o.report.json").exists()
+    assert not (tmp_path / "o.keras").exists() and not (tmp_path / "o.prune.report.json").exists()
 
 
 def test_cosine_learning_rate_schedule_decays_across_stages(tiny):

@@ -292,7 +292,7 @@ def test_cli_qat_writes_int8_model_manifest_and_report(runner, cli, tiny, tmp_pa
     result = _qat_cli(runner, cli, tiny, out, "--epochs", "2", "--io-type", "int8", "--keep-keras", str(tmp_path / "tuned.keras"),
                       "--lr", "5e-4", "--batch-size", "32")
     assert result.exit_code == 0, result.output
-    assert files_in(tmp_path) == {"model_qat.tflite", "model_qat.json", "model_qat.qat.json", "tuned.keras"}
+    assert files_in(tmp_path) == {"model_qat.tflite", "model_qat.json", "model_qat.qat.report.json", "tuned.keras"}
     info = read_tflite(out)
     assert info.inputs[0].dtype == "int8" and info.outputs[0].dtype == "int8"
     assert {t.dtype for t in info.tensors if t.is_constant} <= {"INT8", "INT32"}
@@ -300,7 +300,7 @@ def test_cli_qat_writes_int8_model_manifest_and_report(runner, cli, tiny, tmp_pa
     assert manifest["options"]["mode"] == "qat-int8" and manifest["options"]["epochs"] == 2
     assert manifest["preprocessing"]["scale"] == pytest.approx(1 / 255)
     assert manifest["labels"] == [f"class_{i}" for i in range(6)]
-    report = json.loads((tmp_path / "model_qat.qat.json").read_text())
+    report = json.loads((tmp_path / "model_qat.qat.report.json").read_text())
     rows = {r["variant"]: r for r in report["comparison"]}
     assert set(rows) == {"float", "ptq-int8", "qat-int8", "qat-keras"}
     assert report["validation"]["samples"] == 200 and report["training"]["samples"] == 600

@@ -32,3 +32,17 @@ def test_device_probe_is_a_short_table():
     flat = [(f"details.k{i}", i) for i in range(40)] + [("name", "pixel-8"), ("transport", "adb"), ("os.release", "14")]
     short = _device_summary(flat)
     assert len(short) == 12 and short[:3] == [("name", "pixel-8"), ("transport", "adb"), ("os.release", "14")]
+
+
+def test_report_has_the_layer_error_chart_and_a_versions_footer():
+    from edgekit.report.html import render_report
+
+    errors = [{"layer": f"conv{i}", "op": "CONV_2D", "elements": 100, "scale": 0.01, "sqnr_db": 30.0 - i,
+               "channel_sqnr_db": 25.0 - i, "worst_channel_sqnr_db": 10.0, "rmse_over_scale": 0.3} for i in range(3)]
+    html = render_report({"kind": "optimize", "recommended": None, "budget": {}, "candidates": [dict(r, sha256="ab" * 32) for r in ROWS],
+                          "layer_errors": errors, "versions": {"edgekit": "9.9.9", "tensorflow": "2.21.0"}})
+    section = html.split("Per-layer int8 quantization error", 1)[1].split("<h2>", 1)[0]
+    assert "data:image/png;base64," in section and "conv2" in section
+    footer = html.split("<footer>", 1)[1]
+    assert footer.rstrip().endswith("</footer></body></html>")
+    assert "9.9.9" in footer and "2.21.0" in footer and "ab" * 32 in footer  # full hashes, never cut

@@ -23,7 +23,7 @@ def test_validate_reports_accuracy_latency_size(runner, cli, tiny, int8_artifact
                                  "--runs", "20", "--warmup", "2"])
     assert result.exit_code == 0, result.output
     assert "top-1" in result.stdout and "p50 / p90 / p99" in result.stdout
-    report_path = int8_artifact.with_name("tiny_int8.report.json")
+    report_path = int8_artifact.with_name("tiny_int8.validate.report.json")
     report = json.loads(report_path.read_text())
     # the preprocessing came from the manifest: without it accuracy would collapse
     assert report["preprocessing"]["scale"] == pytest.approx(1 / 255)

@@ -38,7 +38,7 @@ def cluster(model, data, val, output, seed, export, export_mode, runs, threads, 
 
     \b
     Writes a plain Keras model whose kernels take at most --clusters distinct values per layer
-    (per output channel with --per-channel) and OUT.report.json. Shared values shrink the file
+    (per output channel with --per-channel) and OUT.cluster.report.json. Shared values shrink the file
     only once it is compressed (gzip) and do not make inference faster; the report shows the
     size on disk and gzipped and the latency of the int8 exports side by side.
 

@@ -42,7 +42,7 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @click.option("--samples", default=100, show_default=True, type=int, help="Calibration samples for the int8 export.")
 @click.option("--runs", default=50, show_default=True, type=int, help="Timed runs per model for the latency comparison.")
 @click.option("--threads", default=1, show_default=True, type=int, help="Interpreter threads for the latency comparison.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="The student .keras to write (OUT.report.json beside it).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="The student .keras to write (OUT.distill.report.json beside it).")
 @preprocessing_options
 @data_key_options
 @task_option

@@ -18,7 +18,7 @@ from edgekit.cli.render import console, print_json
 compression_options = [
     click.option("--data", required=True, type=click.Path(), help="Training data for fine-tuning: .npz (x, y) or an image folder."),
     click.option("--val", type=click.Path(), default=None, help="Validation data (x, y): accuracy before/after and of the int8 exports."),
-    click.option("-o", "--output", required=True, type=click.Path(), help="The .keras file to write (OUT.report.json is written beside it)."),
+    click.option("-o", "--output", required=True, type=click.Path(), help="The .keras file to write (OUT.COMMAND.report.json beside it)."),
     click.option("--layers", default=None, help="Only layers whose path matches this regex (e.g. 'conv|fc1', 'backbone/.*')."),
     click.option("--skip", default=None, help="Leave layers whose path matches this regex untouched."),
     click.option("--epochs", default=2, show_default=True, type=int, help="Fine-tuning epochs (0: no fine-tuning)."),
@@ -72,7 +72,7 @@ def prune(model, data, val, output, seed, export, export_mode, runs, threads, sc
 
     \b
     Writes a plain Keras model (no pruning wrappers; reloads with keras.saving.load_model) and
-    OUT.report.json: per-layer sparsity or channels kept, accuracy before/after on --val, and the
+    OUT.prune.report.json: per-layer sparsity or channels kept, accuracy before/after on --val, and the
     original vs pruned model after TFLite export: size on disk and gzipped, and p50 latency.
     Unstructured and 2:4 sparsity make files smaller only once compressed, and are not faster on
     LiteRT's CPU kernels; --structure channels removes filters and is. The report says which.

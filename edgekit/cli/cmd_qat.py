@@ -26,7 +26,7 @@ IO_TYPES = ["float", "int8", "uint8"]
 @click.option("--data", type=click.Path(), default=None, help="Training data with labels: .npz (x, y) or an image folder.  [required]")
 @click.option("--val", type=click.Path(), default=None, help="Validation data for the report [default: 10% of --data held out].")
 @click.option("--epochs", type=int, default=None, help="Fine-tuning epochs (at least 1).  [required]")
-@click.option("-o", "--output", required=True, type=click.Path(), help="The .tflite file to write (manifest .json and report .qat.json beside it).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .tflite file to write (manifest .json and report .qat.report.json beside it).")
 @click.option("--keep-keras", type=click.Path(), default=None, help="Also save the fine-tuned float model (.keras, plain Keras layers).")
 @click.option("--io-type", type=click.Choice(IO_TYPES), default="float", show_default=True, help="Input/output dtype of the int8 model.")
 @click.option("--preserve", type=click.Choice(["sparsity", "clusters"]), default=None,

@@ -28,7 +28,7 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @run_options
 @click.option("--samples", type=int, default=None, help="Validate on a seeded subset of this many samples.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for --samples.")
-@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Where to write the JSON report [default: ARTIFACT stem + .report.json].")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Where to write the JSON report [default: ARTIFACT stem + .validate.report.json].")
 @click.option("--runtime", type=click.Choice(["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"]), default="auto", show_default=True, help="Which TFLite runtime runs the artifact.")
 @preprocessing_options
 @data_key_options

@@ -35,10 +35,16 @@ def manifest_path_for(artifact: str | Path) -> Path:
     return Path(artifact).with_suffix(".json")
 
 
-def report_path_for(artifact: str | Path) -> Path:
-    """``dir/model.tflite`` -> ``dir/model.report.json``."""
+def report_path_for(artifact: str | Path, command: str) -> Path:
+    """The one report naming scheme: ``dir/model.tflite`` + ``validate`` -> ``dir/model.validate.report.json``.
+
+    Every command that reports on one artifact writes ``STEM.COMMAND.report.json`` beside it (``prune``,
+    ``cluster``, ``qat``, ``distill``, ``validate``), so one command's report never overwrites another's
+    (``validate`` on a ``qat`` output keeps qat's comparison). ``run``/``optimize`` write ``report.json``
+    in their output folder; ``STEM.json`` is always the artifact's manifest, never a report.
+    """
     p = Path(artifact)
-    return p.with_name(p.stem + ".report.json")
+    return p.with_name(f"{p.stem}.{command}.report.json")
 
 
 def versions() -> dict[str, str | None]:

@@ -17,10 +17,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +37,7 @@ from edgekit.core.keras_graph import codebook_per_layer
 from edgekit.core.keras_quantized import check_not_keras_quantized
 from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tfshim import disable_per_channel, keras, native_output_captured, tensorflow
-from edgekit.export.converter_worker import convert_in_worker, error_details, isolation_enabled
+from edgekit.export.converter_worker import convert_in_worker, error_details, isolation_enabled, run_in_worker
 
 SELECT_OPS_WARNING = (
     "SELECT_TF_OPS is on: ops outside the TFLite builtin set run through the Flex delegate, "
@@ -317,8 +322,52 @@ def convert_qat(keras_model: Any, io_type: IOType | str = IOType.FLOAT) -> bytes
     if io_type not in QAT_IO_TYPES:
         raise InputError(f"io_type {io_type.value} is not available for full-int8 QAT", hint="use float, int8 or uint8",
                          settings=("io_type",))
+    if isolation_enabled():
+        with tempfile.TemporaryDirectory(prefix="edgekit-qat-export-") as tmp:
+            folder = _saved_model_for_worker(keras_model, Path(tmp) / "saved_model")
+            if folder is not None:
+                done = run_in_worker(worker_convert_qat, {"model": str(folder), "io_type": io_type.value},
+                                     stage="the QAT export to int8", name=f"the QAT model of {keras_model.name}")
+                if done is not None and done[0] == "ok":
+                    return bytes(done[1])
     converter = make_converter(keras_model, QuantMode.INT8, io_type=io_type, fake_quant=True)
     return run_converter(converter, ignore_warnings=True)
+
+
+def _saved_model_for_worker(keras_model: Any, folder: Path) -> Path | None:
+    """The model as the SavedModel ``TFLiteConverter.from_keras_model`` itself exports for a Keras 3 model
+    (one ``serve`` endpoint calling the model with ``training=False``), prepared as :func:`make_converter`
+    prepares it (recurrent layers unrolled, static batch); None when it cannot be exported (convert in process).
+
+    Layers that are never saved as ``.keras`` (the QAT fake-quant layers) travel to the converter's
+    worker this way: a SavedModel is a traced graph with its variables, no Python classes.
+    """
+    k = keras()
+    tf = tensorflow()
+    try:
+        prepared = with_static_batch(unrolled(keras_model)[0])
+        archive = k.export.ExportArchive()
+        archive.track(prepared)
+        signature = [tf.TensorSpec(t.shape, dtype=t.dtype, name=t.name) for t in prepared.inputs]
+        archive.add_endpoint("serve", functools.partial(prepared.__call__, training=False),
+                             [signature] if len(signature) > 1 else signature)
+        with native_output_captured(stdout=False), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            archive.write_out(str(folder), verbose=False)
+    except Exception:  # noqa: BLE001 - a model that cannot be exported converts in process, as before
+        return None
+    return folder
+
+
+def worker_convert_qat(job: dict[str, Any]) -> tuple[str, Any]:
+    """Runs in the converter's worker: converts the exported QAT SavedModel to full int8 from its fake-quant ranges."""
+    os.environ["EDGEKIT_CONVERTER"] = "inprocess"
+    try:
+        loaded = load_model(job["model"])
+        converter = make_converter(loaded, QuantMode.INT8, io_type=IOType(job["io_type"]), fake_quant=True)
+        return "ok", run_converter(converter, ignore_warnings=True)
+    except EdgekitError as exc:
+        return "error", error_details(exc)
 
 
 @dataclass(frozen=True)

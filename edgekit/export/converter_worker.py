@@ -8,7 +8,11 @@ process whose TensorFlow threads are running can deadlock), so TensorFlow is imp
 edgekit run, not once per conversion. The model travels as a ``.keras`` file edgekit writes into a
 private temporary folder; the worker loads it back with Keras' safe mode (unless the model was
 loaded with ``--unsafe``) and converts it with the same code as in process
-(:func:`edgekit.export.convert.convert`), so the bytes are the same.
+(:func:`edgekit.export.convert.convert`), so the bytes are the same. The other native converter
+stages run there too, each named in its error: the QAT export (the QAT graph travels as the
+SavedModel ``TFLiteConverter.from_keras_model`` would export itself, since its fake-quant layers are
+never saved as ``.keras``) and the per-layer sensitivity analysis (debugger calibration, the
+instrumented run and every re-quantization with layers kept in float, from the calibrated bytes).
 
 If the worker dies, the command fails with exit 5 (``ConversionError``) naming the signal, and the
 next conversion starts a fresh worker; past the time limit the worker is killed (exit 10,
@@ -126,6 +130,53 @@ def _save_for_worker(keras_model: Any, folder: Path) -> Path | None:
     return path
 
 
+def model_for_worker(loaded: Any, folder: Path) -> str | None:
+    """A file or folder the worker can load ``loaded`` from (written into ``folder``), or None."""
+    if loaded.keras_model is not None:
+        path = _save_for_worker(loaded.keras_model, folder)
+        return None if path is None else str(path)
+    if loaded.saved_model_dir is not None:
+        return str(loaded.saved_model_dir)
+    return None
+
+
+def run_in_worker(job_fn: Callable[[dict[str, Any]], tuple[str, Any]], job: dict[str, Any], *, stage: str, name: str,
+                  timeout_s: float | None = None, hint: str = "") -> tuple[str, Any] | None:
+    """Runs ``job_fn(job)`` in the worker process: its ``(status, value)``; None when no worker can start.
+
+    ``stage`` names what runs ("conversion to int8", "QAT export", "the per-layer sensitivity
+    analysis") in the messages. A ``("error", details)`` answer is re-raised here as the same
+    edgekit error.
+
+    Raises:
+        ConversionError: the job raised, or the worker died (a native crash), naming the signal and the stage.
+        TimeLimit: the job ran past ``timeout_s`` (the worker was killed).
+    """
+    executor = _get_executor()
+    if executor is None:
+        return None
+    limit = timeout_s or DEFAULT_TIMEOUT_S
+    try:
+        future = executor.submit(job_fn, job)
+        status, value = future.result(timeout=limit)
+    except concurrent.futures.TimeoutError:
+        _discard_executor(kill=True)
+        raise TimeLimit(f"the TFLite converter did not finish {stage} of {name} within {limit:.0f} s; it was stopped",
+                        hint="check the model converts in float32 first; rerun with -v for the converter log") from None
+    except BrokenProcessPool:
+        how = _exit_signal()
+        _discard_executor(kill=True)
+        raise ConversionError(f"the TFLite converter crashed ({how} in its own process) during {stage} of {name}; "
+                              "edgekit is unaffected and wrote nothing",
+                              hint=hint + "try another mode (float32, dynamic); rerun with -v for the converter log") from None
+    except KeyboardInterrupt:
+        _discard_executor(kill=True)
+        raise
+    if status == "error":
+        _raise_from(value)
+    return status, value
+
+
 def convert_in_worker(job_fn: Callable[[dict[str, Any]], tuple[str, Any]], loaded: Any, mode: Any, *, calibration: Any, io_type: Any,
                       allow_select_tf_ops: bool, per_channel: bool, timeout_s: float | None = None) -> bytes | None:
     """Converts in the worker process; None when the model cannot travel to it (convert in process then).
@@ -135,41 +186,17 @@ def convert_in_worker(job_fn: Callable[[dict[str, Any]], tuple[str, Any]], loade
         TimeLimit: the conversion ran past ``timeout_s`` (the worker was killed).
     """
     with tempfile.TemporaryDirectory(prefix="edgekit-convert-") as tmp:
-        if loaded.keras_model is not None:
-            path = _save_for_worker(loaded.keras_model, Path(tmp))
-            if path is None:
-                return None
-            source = str(path)
-        elif loaded.saved_model_dir is not None:
-            source = str(loaded.saved_model_dir)
-        else:
+        source = model_for_worker(loaded, Path(tmp))
+        if source is None:
             return None
         job = {"model": source, "unsafe": bool(getattr(loaded, "unsafe", False)), "mode": mode.value, "calibration": calibration,
                "io_type": io_type.value, "allow_select_tf_ops": allow_select_tf_ops, "per_channel": per_channel}
-        name = str(getattr(loaded, "path", "") or "the model")
-        executor = _get_executor()
-        if executor is None:
-            return None
-        try:
-            future = executor.submit(job_fn, job)
-            status, value = future.result(timeout=timeout_s or DEFAULT_TIMEOUT_S)
-        except concurrent.futures.TimeoutError:
-            _discard_executor(kill=True)
-            raise TimeLimit(f"the TFLite converter did not finish converting {name} within {timeout_s or DEFAULT_TIMEOUT_S:.0f} s; "
-                            "it was stopped", hint="check the model converts in float32 first; rerun with -v for the converter log") from None
-        except BrokenProcessPool:
-            how = _exit_signal()
-            _discard_executor(kill=True)
-            raise ConversionError(f"the TFLite converter crashed ({how} in its own process) while converting {name} to {mode.value}; "
-                                  "edgekit is unaffected and wrote nothing",
-                                  hint=("without --allow-select-tf-ops edgekit unrolls LSTM/GRU layers to builtin ops; " if allow_select_tf_ops
-                                        else "") + "try another mode (float32, dynamic); rerun with -v for the converter log") from None
-        except KeyboardInterrupt:
-            _discard_executor(kill=True)
-            raise
+        done = run_in_worker(job_fn, job, stage=f"the conversion to {mode.value}", name=str(getattr(loaded, "path", "") or "the model"),
+                             timeout_s=timeout_s,
+                             hint="without --allow-select-tf-ops edgekit unrolls LSTM/GRU layers to builtin ops; " if allow_select_tf_ops else "")
+    if done is None:
+        return None
+    status, value = done
     if status == "ok":
         return bytes(value)
-    if status == "reload":
-        return None  # the saved copy does not load back alone (custom classes): convert in process
-    _raise_from(value)
-    raise AssertionError("unreachable")
+    return None  # "reload": the saved copy does not load back alone (custom classes): convert in process

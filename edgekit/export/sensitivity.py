@@ -25,22 +25,27 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.core.data import rows_of
 from edgekit.core.datatypes import QuantMode
-from edgekit.core.errors import ConversionError, InputError
+from edgekit.core.errors import ConversionError, EdgekitError, InputError
 from edgekit.core.models import (
     LoadedModel,
-    keras_layer_names,  # noqa: F401 - re-exported for callers
+    keras_layer_names,
+    load_model,  # noqa: F401 - re-exported for callers
 )
-from edgekit.core.tfshim import calibrate_with_debugger, interpreter_ops, native_output_captured, requantize, tensorflow
+from edgekit.core.tfshim import CalibratedInt8, calibrate_with_debugger, interpreter_ops, native_output_captured, requantize, tensorflow
 from edgekit.export.convert import conversion_error, make_converter
+from edgekit.export.converter_worker import error_details, isolation_enabled, model_for_worker, run_in_worker
 from edgekit.export.graph import guess_layer
 
 # ops whose output keeps its input's scale: their error is the producer's, so they are not ranked
@@ -129,21 +134,20 @@ class MixedInt8:
         self.layers = keras_layer_names(model.keras_model)
         samples = np.asarray(calibration, dtype=np.float32)
         self._stats_x = samples[: max(1, stats_samples)]
-
-        def stats_dataset():
-            for i in range(self._stats_x.shape[0]):
-                yield [self._stats_x[i: i + 1]]
-
-        # int8 with float kernels allowed: the debugger's re-quantization keeps chosen layers in float
-        converter = make_converter(model, QuantMode.INT8, calibration=samples, per_channel=per_channel, float_fallback=True)
-        log: list[str] = []
-        try:
-            with native_output_captured(log), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._models = calibrate_with_debugger(converter, stats_dataset)
-        except Exception as exc:
-            raise conversion_error(exc, log, False) from exc
         self._errors: list[LayerError] | None = None
+        self._in_worker = False
+        if isolation_enabled():  # calibration, the debugger's instrumented run and re-quantization: native code, in the worker
+            with tempfile.TemporaryDirectory(prefix="edgekit-sensitivity-") as tmp:
+                source = model_for_worker(model, Path(tmp))
+                done = None if source is None else run_in_worker(
+                    worker_calibrate, {"model": source, "unsafe": bool(getattr(model, "unsafe", False)), "calibration": samples,
+                                       "stats_x": self._stats_x, "per_channel": per_channel, "layers": self.layers},
+                    stage="the per-layer sensitivity analysis (int8 calibration)", name=str(model.path))
+            if done is not None and done[0] == "ok":
+                self._models, self._errors = done[1]
+                self._in_worker = True
+                return
+        self._models = _calibrate(model, samples, self._stats_x, per_channel)
 
     # -- statistics ------------------------------------------------------------------------------
 
@@ -154,63 +158,7 @@ class MixedInt8:
         return self._errors
 
     def _compute_errors(self) -> list[LayerError]:
-        tf = tensorflow()
-        with native_output_captured(stdout=False), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            interp = tf.lite.Interpreter(
-                model_content=self._models.debug, experimental_preserve_all_tensors=True,
-                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-            interp.allocate_tensors()
-        details = {t["index"]: t for t in interp.get_tensor_details()}
-        verify_ops = []
-        ops = interpreter_ops(interp)
-        for op in ops:
-            if op["op_name"].upper().replace("_", "") != "NUMERICVERIFY":
-                continue
-            q_idx, f_idx = op["inputs"][:2]
-            producer = next((o for o in ops if q_idx in o["outputs"] and o["op_name"] != "DELEGATE"), None)
-            verify_ops.append((q_idx, f_idx, producer["op_name"] if producer else "?", _node_name(details[op["outputs"][0]]["name"])))
-        input_index = interp.get_input_details()[0]["index"]
-        sums: dict[int, dict[str, Any]] = {}
-        for i in range(self._stats_x.shape[0]):
-            interp.set_tensor(input_index, self._stats_x[i: i + 1])
-            interp.invoke()
-            for q_idx, f_idx, _, _ in verify_ops:
-                detail = details[q_idx]
-                scale, zero = detail["quantization"]
-                quant = interp.get_tensor(q_idx).astype(np.float64)
-                deq = (quant - zero) * scale if scale else quant
-                ref = interp.get_tensor(f_idx).astype(np.float64)
-                channels = ref.shape[-1] if ref.ndim else 1
-                ref2 = ref.reshape(-1, channels)
-                err2 = (deq.reshape(-1, channels) - ref2)
-                acc = sums.setdefault(q_idx, {"signal": np.zeros(channels), "noise": np.zeros(channels), "max": 0.0, "n": 0})
-                acc["signal"] += (ref2 ** 2).sum(axis=0)
-                acc["noise"] += (err2 ** 2).sum(axis=0)
-                acc["max"] = max(acc["max"], float(np.abs(err2).max(initial=0.0)))
-                acc["n"] += err2.size
-        out = []
-        for q_idx, _f_idx, op_name, node in verify_ops:
-            if q_idx not in sums:
-                continue
-            acc = sums[q_idx]
-            detail = details[q_idx]
-            scale, zero = detail["quantization"]
-            signal, noise = acc["signal"], acc["noise"]
-            carrying = signal > signal.sum() * 1e-9
-            per_channel_db = [_db(s, n) for s, n in zip(signal[carrying], noise[carrying])]
-            finite = [min(v, 120.0) for v in per_channel_db]
-            mse = float(noise.sum() / max(acc["n"], 1))
-            out.append(LayerError(
-                node=node, op=op_name, layer=_layer_of(node, self.layers), elements=int(np.prod(detail["shape"])),
-                channels=int(signal.size), scale=float(scale), zero_point=int(zero),
-                sqnr_db=_db(float(signal.sum()), float(noise.sum())),
-                channel_sqnr_db=float(np.mean(finite)) if finite else math.inf,
-                worst_channel_sqnr_db=float(np.min(finite)) if finite else math.inf,
-                rmse_over_scale=math.sqrt(mse) / scale if scale else 0.0,
-                max_abs_error=acc["max"],
-            ))
-        return out
+        return compute_layer_errors(self._models.debug, self._stats_x, self.layers)
 
     def ranked_layers(self) -> list[str]:
         """Keras layers from the most to the least sensitive.
@@ -252,11 +200,122 @@ class MixedInt8:
     def quantize(self, float_layers: list[str] | tuple[str, ...] = ()) -> bytes:
         """The int8 model with ``float_layers`` (Keras layer names or regexes) computed in float32; float I/O."""
         nodes = self.nodes_of(list(float_layers)) if float_layers else []
-        log: list[str] = []
+        job = {"calibrated": self._models.calibrated, "per_channel": self.per_channel, "nodes": nodes, "float_layers": list(float_layers)}
+        if self._in_worker and isolation_enabled():
+            done = run_in_worker(worker_requantize, job, stage="the int8 re-quantization" + (
+                f" with float layers {', '.join(float_layers)}" if float_layers else ""), name=str(self.model.path))
+            if done is not None:
+                return bytes(done[1])
+        return _requantize(job)
+
+
+def _calibrate(model: LoadedModel, samples: np.ndarray, stats_x: np.ndarray, per_channel: bool) -> CalibratedInt8:
+    """Calibrates through the QuantizationDebugger (int8 with float kernels allowed, so the
+    re-quantization can keep chosen layers in float)."""
+
+    def stats_dataset():
+        for i in range(stats_x.shape[0]):
+            yield [stats_x[i: i + 1]]
+
+    converter = make_converter(model, QuantMode.INT8, calibration=samples, per_channel=per_channel, float_fallback=True)
+    log: list[str] = []
+    try:
+        with native_output_captured(log), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return calibrate_with_debugger(converter, stats_dataset)
+    except Exception as exc:
+        raise conversion_error(exc, log, False) from exc
+
+
+def _requantize(job: dict[str, Any]) -> bytes:
+    log: list[str] = []
+    try:
+        with native_output_captured(log), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return requantize(job["calibrated"], per_channel=job["per_channel"], denylisted_nodes=job["nodes"] or None)
+    except Exception as exc:
+        raise ConversionError(f"re-quantizing with float layers {', '.join(job['float_layers'])} failed: {str(exc).splitlines()[0][:200]}",
+                              hint="rerun with -v to see the converter log") from exc
+
+
+def worker_calibrate(job: dict[str, Any]) -> tuple[str, Any]:
+    """Runs in the converter's worker: calibrates and measures every node's error; ``(models, errors)``."""
+    os.environ["EDGEKIT_CONVERTER"] = "inprocess"
+    try:
         try:
-            with native_output_captured(log), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return requantize(self._models.calibrated, per_channel=self.per_channel, denylisted_nodes=nodes or None)
-        except Exception as exc:
-            raise ConversionError(f"re-quantizing with float layers {', '.join(float_layers)} failed: {str(exc).splitlines()[0][:200]}",
-                                  hint="rerun with -v to see the converter log") from exc
+            loaded = load_model(job["model"], unsafe=job["unsafe"])
+        except EdgekitError as exc:
+            return "reload", exc.one_line()
+        models = _calibrate(loaded, job["calibration"], job["stats_x"], job["per_channel"])
+        return "ok", (models, compute_layer_errors(models.debug, job["stats_x"], job["layers"]))
+    except EdgekitError as exc:
+        return "error", error_details(exc)
+
+
+def worker_requantize(job: dict[str, Any]) -> tuple[str, Any]:
+    """Runs in the converter's worker: the calibrated model re-quantized with ``nodes`` kept in float."""
+    try:
+        return "ok", _requantize(job)
+    except EdgekitError as exc:
+        return "error", error_details(exc)
+
+
+def compute_layer_errors(debug_model: bytes, stats_x: np.ndarray, layers: dict[str, str]) -> list[LayerError]:
+    """Every quantized node's error, from the debugger's instrumented model run on ``stats_x``."""
+    tf = tensorflow()
+    with native_output_captured(stdout=False), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interp = tf.lite.Interpreter(
+            model_content=debug_model, experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp.allocate_tensors()
+    details = {t["index"]: t for t in interp.get_tensor_details()}
+    verify_ops = []
+    ops = interpreter_ops(interp)
+    for op in ops:
+        if op["op_name"].upper().replace("_", "") != "NUMERICVERIFY":
+            continue
+        q_idx, f_idx = op["inputs"][:2]
+        producer = next((o for o in ops if q_idx in o["outputs"] and o["op_name"] != "DELEGATE"), None)
+        verify_ops.append((q_idx, f_idx, producer["op_name"] if producer else "?", _node_name(details[op["outputs"][0]]["name"])))
+    input_index = interp.get_input_details()[0]["index"]
+    sums: dict[int, dict[str, Any]] = {}
+    for i in range(stats_x.shape[0]):
+        interp.set_tensor(input_index, stats_x[i: i + 1])
+        interp.invoke()
+        for q_idx, f_idx, _, _ in verify_ops:
+            detail = details[q_idx]
+            scale, zero = detail["quantization"]
+            quant = interp.get_tensor(q_idx).astype(np.float64)
+            deq = (quant - zero) * scale if scale else quant
+            ref = interp.get_tensor(f_idx).astype(np.float64)
+            channels = ref.shape[-1] if ref.ndim else 1
+            ref2 = ref.reshape(-1, channels)
+            err2 = (deq.reshape(-1, channels) - ref2)
+            acc = sums.setdefault(q_idx, {"signal": np.zeros(channels), "noise": np.zeros(channels), "max": 0.0, "n": 0})
+            acc["signal"] += (ref2 ** 2).sum(axis=0)
+            acc["noise"] += (err2 ** 2).sum(axis=0)
+            acc["max"] = max(acc["max"], float(np.abs(err2).max(initial=0.0)))
+            acc["n"] += err2.size
+    out = []
+    for q_idx, _f_idx, op_name, node in verify_ops:
+        if q_idx not in sums:
+            continue
+        acc = sums[q_idx]
+        detail = details[q_idx]
+        scale, zero = detail["quantization"]
+        signal, noise = acc["signal"], acc["noise"]
+        carrying = signal > signal.sum() * 1e-9
+        per_channel_db = [_db(s, n) for s, n in zip(signal[carrying], noise[carrying])]
+        finite = [min(v, 120.0) for v in per_channel_db]
+        mse = float(noise.sum() / max(acc["n"], 1))
+        out.append(LayerError(
+            node=node, op=op_name, layer=_layer_of(node, layers), elements=int(np.prod(detail["shape"])),
+            channels=int(signal.size), scale=float(scale), zero_point=int(zero),
+            sqnr_db=_db(float(signal.sum()), float(noise.sum())),
+            channel_sqnr_db=float(np.mean(finite)) if finite else math.inf,
+            worst_channel_sqnr_db=float(np.min(finite)) if finite else math.inf,
+            rmse_over_scale=math.sqrt(mse) / scale if scale else 0.0,
+            max_abs_error=acc["max"],
+        ))
+    return out

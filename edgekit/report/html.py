@@ -387,6 +387,6 @@ def render_report(report: dict[str, Any]) -> str:
         prov.append((f"sha256 {r['name']}", r.get("sha256")))
     _flatten("versions", report.get("versions") or {}, prov)
     prov.append(("seconds", report.get("seconds")))
-    parts.append("<h2>Versions and hashes</h2>" + _kv(prov))
-    parts.append("<p class='muted'>Written by edgekit. Self-contained: no scripts, no network; plots are embedded PNGs.</p></body></html>")
+    parts.append("<footer><h2>Versions and hashes</h2>" + _kv(prov))
+    parts.append("<p class='muted'>Written by edgekit. Self-contained: no scripts, no network; plots are embedded PNGs.</p></footer></body></html>")
     return "\n".join(parts)

@@ -5,7 +5,7 @@ pipeline (:func:`edgekit.passes.pipeline.run_passes`: every check before any tra
 input model verified untouched), saves the plain ``.keras`` result, measures the original and the
 compressed model after TFLite export side by side through the one measuring path
 (:class:`edgekit.measure.bench.Bench`: size on disk and gzipped, accuracy, latency in
-interleaved rounds on this machine) and writes ``OUT.report.json`` from a frozen
+interleaved rounds on this machine) and writes ``OUT.prune.report.json / OUT.cluster.report.json`` from a frozen
 :class:`CompressionResult`.
 
 Example:
@@ -157,7 +157,7 @@ class CompressionResult:
         }
 
     def save(self) -> None:
-        """Writes the report (``OUT.report.json`` beside the model), atomically."""
+        """Writes the report (``OUT.prune.report.json / OUT.cluster.report.json`` beside the model), atomically."""
         write_json_atomic(self.report_path, self.to_dict())
 
 
@@ -196,14 +196,14 @@ def make_config(config_type: type[BaseModel], values: dict[str, Any]) -> Any:
                          settings=(where,) if where else ()) from None
 
 
-def load_inputs(model: Any, output: Any, data: Any, val: Any, preprocessing: Preprocessing | None, force: bool,
+def load_inputs(kind: str, model: Any, output: Any, data: Any, val: Any, preprocessing: Preprocessing | None, force: bool,
                 unsafe: bool, custom_objects: Any, x_key: str, y_key: str,
                 tasks: tuple[str, ...] = ()) -> tuple[Path, LoadedModel, Dataset | None, Dataset | None]:
     """Checks the output path, loads the model (compiled) and the data: ``(output, model, train, val)``."""
     src = model.path if isinstance(model, LoadedModel) else model
     data_path = data.source if isinstance(data, Dataset) else data
     val_path = val.source if isinstance(val, Dataset) else val
-    out = check_output_path(output, inputs=[src, data_path, val_path], force=force, suffixes=(".keras",), sidecars=[report_path_for(output)])
+    out = check_output_path(output, inputs=[src, data_path, val_path], force=force, suffixes=(".keras",), sidecars=[report_path_for(output, kind)])
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe, custom_objects=custom_objects, compile=True)
     if loaded.keras_model is None:
         raise ModelError(f"{loaded.path} is a SavedModel; pruning and clustering need the Keras model (.keras or .h5)", hint="pass the .keras file")
@@ -275,7 +275,7 @@ def finish(kind: str, source: Any, final: Any, out: Path, config: dict[str, Any]
             comparison = compare_exports(source, final, calibration_sample(calib_source, CALIBRATION_SAMPLES, 0), val=val,
                                          mode=export_mode, runs=runs, threads=threads, structure=structure)
     result = CompressionResult(
-        kind=kind, output=str(out), report_path=str(report_path_for(out)), config=config, layers=layers,
+        kind=kind, output=str(out), report_path=str(report_path_for(out, kind)), config=config, layers=layers,
         unsupported=tuple(unsupported_layers(source)), parameters_before=int(source.count_params()),
         parameters_after=int(final.count_params()), top1_before=before.top1 if before else None, top1_after=after.top1 if after else None,
         export=comparison, history=history, seconds=time.perf_counter() - started, notes=tuple(notes), quality_before=before,
@@ -321,7 +321,7 @@ def _compress(kind: str, model: Any, output: Any, compression: Pass, run: _Run, 
     if run.export:
         check_latency_options(run.runs, run.threads)
     started = time.perf_counter()
-    out, loaded, train, val = load_inputs(model, output, run.data, run.val, run.preprocessing, run.force, run.unsafe, run.custom_objects,
+    out, loaded, train, val = load_inputs(kind, model, output, run.data, run.val, run.preprocessing, run.force, run.unsafe, run.custom_objects,
                                           run.x_key, run.y_key, run.tasks)
     source = loaded.keras_model
     check_training_data(source, val, what="val", need_labels=False)

@@ -4,7 +4,7 @@
 through the pipeline (and, with ``baseline``, the same student on the labels alone), writes the
 student (``.keras``), measures teacher, baseline and student as int8 TFLite with
 :class:`~edgekit.measure.bench.Bench` (accuracy, size, latency in interleaved rounds) and writes
-``OUT.report.json``.
+``OUT.distill.report.json``.
 
 Example:
     >>> result = distill("teacher.keras", "student.keras", width=0.5, data="train.npz",
@@ -85,7 +85,7 @@ class ModelRow:
 
 @dataclass(frozen=True)
 class DistillResult:
-    """What :func:`distill` produced and measured; :meth:`save` writes it as ``OUT.report.json``."""
+    """What :func:`distill` produced and measured; :meth:`save` writes it as ``OUT.distill.report.json``."""
 
     output: str
     report_path: str
@@ -225,7 +225,7 @@ def distill(
     tasks: tuple[str, ...] = (),
     **settings: Any,
 ) -> DistillResult:
-    """Distills ``teacher`` into a student and writes ``output`` (.keras) and ``OUT.report.json``.
+    """Distills ``teacher`` into a student and writes ``output`` (.keras) and ``OUT.distill.report.json``.
 
     The student is ``config.student`` (a .keras file; its weights are the starting point unless
     ``reinit``) or the teacher's architecture at ``config.width`` (fresh, seeded). With
@@ -259,7 +259,7 @@ def distill(
         if calibration_samples < 1:
             raise InputError(f"samples must be at least 1, got {calibration_samples}", hint="e.g. samples 100", settings=("samples",))
     out = check_output_path(output, inputs=[_path_of(teacher), cfg.student, _path_of(data), _path_of(val)], force=force,
-                            suffixes=(".keras",), sidecars=[report_path_for(Path(output))])
+                            suffixes=(".keras",), sidecars=[report_path_for(Path(output), "distill")])
     profile = load_profile(device)
     teacher_model, teacher_src, teacher_loaded = _teacher_model(teacher, unsafe=unsafe, custom_objects=custom_objects)
     if tasks and teacher_loaded is None:
@@ -347,7 +347,7 @@ def distill(
         "data": train.source, "data_sha256": train.sha256, "val": val_ds.source if val_ds else None, "limit": cfg.limit,
         "calibration_samples": calibration_samples if export else None, "latency_runs": runs if export else None, "threads": threads,
     }
-    result = DistillResult(output=str(out), report_path=str(report_path_for(out)), rows=rows, fit=fit, baseline_fit=baseline_fit,
+    result = DistillResult(output=str(out), report_path=str(report_path_for(out, "distill")), rows=rows, fit=fit, baseline_fit=baseline_fit,
                            settings=report_settings, width_changes=tuple(WidthChange(**c) for c in step["width_changes"]),
                            val_samples=len(val_ds) if val_ds is not None else None, train_samples=len(train),
                            seconds=time.perf_counter() - started, notes=tuple(notes))

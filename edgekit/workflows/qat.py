@@ -3,7 +3,7 @@
 :func:`qat` loads the model and the data, runs :class:`~edgekit.passes.qat.QatPass` through the
 pipeline, measures the float, post-training int8 and QAT int8 models side by side on the
 validation data with :class:`~edgekit.measure.bench.Bench`, and writes the ``.tflite`` file, its
-manifest (``.json``) and the report (``.qat.json``).
+manifest (``.json``) and the report (``.qat.report.json``).
 
 Example:
     >>> result = qat("model.keras", "model_qat.tflite", data="train.npz", val="val.npz",
@@ -29,7 +29,7 @@ from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, calibration_sample, l
 from edgekit.core.datatypes import AccuracyResult, Artifact, Dataset, IOType, Preprocessing, QuantMode
 from edgekit.core.errors import ConversionError, DataError, InputError, ModelError
 from edgekit.core.fsutil import atomic_path, check_output_path, write_json_atomic
-from edgekit.core.manifest import manifest_path_for, write_artifact
+from edgekit.core.manifest import manifest_path_for, report_path_for, write_artifact
 from edgekit.core.models import LoadedModel, load_model
 from edgekit.core.tasks import OutputTask
 from edgekit.core.tflite_file import TfliteInfo, parse_tflite_bytes
@@ -69,7 +69,7 @@ class VariantResult:
 
 @dataclass(frozen=True)
 class QatResult:
-    """What :func:`qat` produced; :meth:`save` writes it as the ``.qat.json`` report."""
+    """What :func:`qat` produced; :meth:`save` writes it as the ``.qat.report.json`` report."""
 
     artifact: Artifact
     info: TfliteInfo
@@ -124,9 +124,8 @@ class QatResult:
 
 
 def report_path_for_qat(artifact: str | os.PathLike[str]) -> Path:
-    """``dir/model.tflite`` -> ``dir/model.qat.json`` (the comparison report)."""
-    p = Path(artifact)
-    return p.with_name(p.stem + ".qat.json")
+    """``dir/model.tflite`` -> ``dir/model.qat.report.json`` (the comparison report)."""
+    return report_path_for(artifact, "qat")
 
 
 @contextlib.contextmanager
@@ -220,7 +219,7 @@ def qat(
     """Fine-tunes ``model`` with simulated int8 quantization and writes a full-int8 ``output`` (.tflite).
 
     Beside ``output`` it writes the manifest (``.json``, as ``edgekit quantize`` does) and the
-    report (``.qat.json``) comparing float, PTQ int8 and QAT int8 top-1 on the validation data
+    report (``.qat.report.json``) comparing float, PTQ int8 and QAT int8 top-1 on the validation data
     (``val``, or a seeded ``val_fraction`` of ``data`` held out from training).
 
     Args:

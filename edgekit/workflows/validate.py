@@ -153,7 +153,7 @@ def _standard_preprocessing(path: Path, info: TfliteInfo) -> Preprocessing | Non
 
 def _report_path(path: Path, data: Any, reference: Any, report: Any) -> Path:
     """Where the report goes; checked before any work so a bad path fails early."""
-    out = Path(report) if report is not None else report_path_for(path)
+    out = Path(report) if report is not None else report_path_for(path, "validate")
     inputs = [Path(p).resolve() for p in (path, data, reference) if p is not None]
     if out.resolve() in inputs or out.resolve() == manifest_path_for(path).resolve():
         raise InputError(f"--report {out} would overwrite an input or the artifact's manifest", hint="choose another report path")
@@ -196,7 +196,7 @@ def validate(
     Preprocessing defaults to the one recorded in the artifact's manifest. With ``reference``
     (the float Keras model or SavedModel), outputs are compared per output (top-1 agreement,
     max/mean absolute error, cosine similarity, SQNR). The report is written to ``report`` or
-    beside the artifact (``model.report.json``) unless ``write_report`` is False.
+    beside the artifact (``model.validate.report.json``) unless ``write_report`` is False.
 
     With ``device`` (a profile name, path or :class:`~edgekit.devices.profiles.DeviceProfile`)
     the artifact runs there instead (:func:`edgekit.devices.run.run_model`) and the
