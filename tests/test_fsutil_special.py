@@ -225,3 +225,42 @@ def test_four_racing_artifact_writers_one_model_one_manifest(tmp_path):
     assert len(winners) == 1, outcomes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.tflite"]
     assert json.loads((tmp_path / "m.json").read_text())["source"] == {"writer": winners[0]}
+
+
+def _folder_racer(path: str, tag: str, barrier, results) -> None:
+    from pathlib import Path
+
+    from edgekit.workflows.outdir import prepare_out_dir, staged_dir
+
+    try:
+        out = prepare_out_dir(path, force=False, inputs=[])
+        barrier.wait()  # every run checked the folder before any finished (run/optimize/export race)
+        with staged_dir(out, force=False) as tmp:
+            (Path(tmp) / "report.json").write_text(tag)
+            time.sleep(0.05)
+        results.put(("won", tag))
+    except InputError as exc:
+        results.put(("lost", exc.one_line()))
+
+
+@pytest.mark.parametrize("pre_made", [False, True])
+def test_four_racing_folder_writers_exactly_one_wins(tmp_path, pre_made):
+    """``run``/``optimize``/``export -o DIR`` without --force: the final rename decides, one wins."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    out = tmp_path / "out"
+    if pre_made:
+        out.mkdir()  # an empty folder the user made is fine to fill, once
+    procs = [ctx.Process(target=_folder_racer, args=(str(out), f"w{i}", barrier, results)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    outcomes = [results.get(timeout=5) for _ in procs]
+    winners = [tag for kind, tag in outcomes if kind == "won"]
+    losers = [text for kind, text in outcomes if kind == "lost"]
+    assert len(winners) == 1 and len(losers) == 3, outcomes
+    assert all("already exists" in text for text in losers)
+    assert (out / "report.json").read_text() == winners[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staged folders left

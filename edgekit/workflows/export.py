@@ -250,7 +250,7 @@ def export(
                         preprocessing=pre, labels=label_names)
     flatbuffer = finished.flatbuffer
     warnings.extend(finished.notes)
-    with staged_dir(out) as tmp:
+    with staged_dir(out, force=force) as tmp:
         files = {**outputs[0].files, REPORT_FILE: json_bytes(report.to_dict())}  # the report names the file where it lies
         for name, data_bytes in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)

@@ -204,7 +204,7 @@ def export_edge(
         extra_files["model_vela.tflite"] = vela.compiled_model
 
     report_name = REPORT_FILES[target]
-    with staged_dir(out) as tmp:
+    with staged_dir(out, force=force) as tmp:
         for name, payload in extra_files.items():
             write_bytes_atomic(tmp / name, payload)
         if target == "mcu":

@@ -340,7 +340,7 @@ def optimize(
                       teacher=loaded.keras_model, show_training=training_progress)
     state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=str(model))
 
-    with staged_dir(out) as tmp:
+    with staged_dir(out, force=force) as tmp:
         (tmp / CANDIDATES_DIR).mkdir()
         bench = Bench(tmp / CANDIDATES_DIR, val=val_ds, calibration=calibration, device=profile, settings=settings)
         t0 = time.perf_counter()

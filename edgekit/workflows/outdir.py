@@ -9,6 +9,7 @@ gate failed: the report is still wanted). A crash leaves the old output folder, 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -41,8 +42,22 @@ def prepare_out_dir(out_dir: str | os.PathLike[str], *, force: bool, inputs: Seq
     return out
 
 
-def move_into_place(tmp: Path, out: Path) -> None:
-    """Renames the finished ``tmp`` folder to ``out``; an old ``out`` is replaced only at the end, and restored on failure."""
+def move_into_place(tmp: Path, out: Path, *, force: bool = True) -> None:
+    """Renames the finished ``tmp`` folder to ``out``; an old ``out`` is replaced only at the end, and restored on failure.
+
+    Without ``force`` the rename itself decides: ``rename()`` onto an absent or empty folder succeeds and
+    onto a non-empty one fails, in one step, so of several runs racing to the same new ``-o`` folder
+    exactly one wins and the others fail with "already exists" (their staged folders are removed).
+    """
+    if not force:
+        try:
+            os.rename(tmp, out)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise InputError(f"output folder {out} already exists and is not empty (written by another run meanwhile?)",
+                                 hint="pass --force to replace it or choose another -o folder", settings=("force",)) from None
+            raise
+        return
     backup = None
     if out.exists():
         backup = out.with_name(f"{TMP_PREFIX}old-{out.name}-{os.getpid()}")
@@ -58,8 +73,11 @@ def move_into_place(tmp: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(out: Path) -> Iterator[Path]:
-    """Yields a temporary folder beside ``out``; moves it to ``out`` when the block ends (also on :class:`GateFailed`)."""
+def staged_dir(out: Path, *, force: bool = True) -> Iterator[Path]:
+    """Yields a temporary folder beside ``out``; moves it to ``out`` when the block ends (also on :class:`GateFailed`).
+
+    Without ``force`` the move refuses an ``out`` that another run filled meanwhile (see :func:`move_into_place`).
+    """
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -69,10 +87,10 @@ def staged_dir(out: Path) -> Iterator[Path]:
         try:
             yield tmp
         except GateFailed:
-            move_into_place(tmp, out)
+            move_into_place(tmp, out, force=force)
             moved = True
             raise
-        move_into_place(tmp, out)
+        move_into_place(tmp, out, force=force)
         moved = True
     finally:
         if not moved:

@@ -223,7 +223,7 @@ def run_recipe(
     check_passes(passes, state, ctx)
     settings = MeasureSettings(runs=rec.measure.runs, warmup=rec.measure.warmup, rounds=rec.measure.rounds, threads=rec.measure.threads)
 
-    with staged_dir(out) as tmp:
+    with staged_dir(out, force=force) as tmp:
         (tmp / STEPS_DIR).mkdir()
         say("converting the unchanged model to float32 (the reference)")
         ref_path = tmp / STEPS_DIR / "00-float32.tflite"
