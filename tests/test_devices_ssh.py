@@ -185,3 +185,48 @@ def test_benchmark_cli_over_ssh_json(runner, cli, artifact, devices_dir):
     assert payload["device"]["probe"]["arch"] == "x86_64"
     assert payload["sha256"] == sha256_file(artifact)
 
+
+
+def test_fleet_benchmark_runs_local_and_ssh_in_parallel_one_row_each(artifact, devices_dir, runner, cli):
+    """Issue 19: a fleet run over this machine and the loopback SSH device returns both rows."""
+    result = runner.invoke(cli, ["benchmark", str(artifact), "--device", "local", "--device", "loop", "--devices-dir", str(devices_dir),
+                                 "--runs", "5", "--warmup", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    fleet = json.loads(result.output)
+    assert fleet["command"] == "benchmark" and fleet["devices"] == 2 and fleet["failed"] == 0 and fleet["max_parallel"] == 2
+    rows = {r["device"]: r for r in fleet["rows"]}
+    assert rows["local"]["transport"] == "local" and rows["loop"]["transport"] == "ssh"
+    for row in rows.values():
+        assert row["ok"] and row["result"]["latency"]["runs"] == 5 and row["result"]["latency"]["p50_ms"] > 0
+    assert rows["loop"]["result"]["device"]["work_dir_removed"] is True
+
+
+def test_fleet_validate_with_an_unreachable_device_keeps_the_other_row(tiny, artifact, devices_dir, runner, cli, tmp_path):
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text("devices: [loop, loop-closed-port]\nmax_parallel: 2\n")
+    report = tmp_path / "fleet.report.json"
+    result = runner.invoke(cli, ["validate", str(artifact), "--data", str(tiny["val"]), "--reference", str(tiny["model"]),
+                                 "--fleet", str(fleet_file), "--devices-dir", str(devices_dir), "--runs", "3", "--warmup", "0",
+                                 "--report", str(report)])
+    assert result.exit_code == 7, result.output  # a device was unreachable: its code, after the table
+    assert "FAILED (7)" in result.output and "loop-closed-port failed (exit 7):" in " ".join(result.output.split())
+    saved = json.loads(report.read_text())
+    rows = {r["device"]: r for r in saved["rows"]}
+    assert rows["loop"]["ok"] and rows["loop"]["result"]["accuracy"]["value"] > 90.0
+    assert rows["loop"]["result"]["reference_accuracy"]["value"] > 90.0
+    assert not rows["loop-closed-port"]["ok"] and rows["loop-closed-port"]["error"]["code"] == 7
+    assert saved["failed"] == 1
+
+
+def test_fleet_input_errors_fail_before_any_device_runs(artifact, devices_dir, runner, cli, tmp_path):
+    twice = runner.invoke(cli, ["benchmark", str(artifact), "--device", "loop", "--device", "loop", "--devices-dir", str(devices_dir)])
+    assert twice.exit_code == 2 and "named twice" in twice.output
+    typo = runner.invoke(cli, ["benchmark", str(artifact), "--device", "local", "--device", "lop", "--devices-dir", str(devices_dir)])
+    assert typo.exit_code == 2 and "lop" in typo.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("devices: local\n")
+    wrong = runner.invoke(cli, ["benchmark", str(artifact), "--fleet", str(bad)])
+    assert wrong.exit_code == 2 and "non-empty 'devices' list" in wrong.output
+    ops = runner.invoke(cli, ["benchmark", str(artifact), "--device", "local", "--device", "loop", "--devices-dir", str(devices_dir),
+                              "--profile-ops"])
+    assert ops.exit_code == 2 and "--profile-ops runs on one device" in ops.output

@@ -6,13 +6,14 @@ import contextlib
 
 import click
 
-from edgekit.cli.options import devices_dir_option, ignore_manifest_option, json_option, timeout_option
+from edgekit.cli.options import devices_dir_option, fleet_option_group, ignore_manifest_option, json_option, timeout_option
 from edgekit.cli.render import console, err_console, kv_table, memory_text, print_json
 
 
 @click.command(short_help="Measure the latency of a .tflite artifact on a device.")
 @click.argument("artifact", type=click.Path())
-@click.option("--device", default="local", show_default=True, help="Device profile name or .yaml path (edgekit devices list).")
+@click.option("--device", "devices", multiple=True, default=("local",), show_default=True,
+              help="Device profile name or .yaml path (edgekit devices list); repeat it to run on several devices in parallel.")
 @click.option("--runs", default=50, show_default=True, type=int, help="Timed inference runs.")
 @click.option("--warmup", default=5, show_default=True, type=int, help="Untimed warm-up runs before timing.")
 @click.option("--threads", default=None, help="Interpreter threads [default: the profile's threads]; a list (1,2,4) adds a thread sweep.")
@@ -22,22 +23,34 @@ from edgekit.cli.render import console, err_console, kv_table, memory_text, prin
 @click.option("--accelerator", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Run through LiteRT's CompiledModel on this accelerator (this machine) and compare with the CPU Interpreter.")
 @click.option("--profile-ops", is_flag=True, help="Also time every operator (cumulative truncation; an estimate where timing fails).")
+@fleet_option_group
 @devices_dir_option
 @timeout_option
 @ignore_manifest_option
 @json_option
-def benchmark(artifact, device, runs, warmup, threads, runtime, target, accelerator, profile_ops, devices_dir, timeout, ignore_manifest,
-              as_json):
+def benchmark(artifact, devices, runs, warmup, threads, runtime, target, accelerator, profile_ops, fleet_file, max_parallel, devices_dir,
+              timeout, ignore_manifest, as_json):
     """Run ARTIFACT (.tflite) on --device and report latency (p50/p90/p99, first inference, init,
     peak memory), the runtime that ran it, and the device's thermal state before and after
     (a throttled run is flagged). Linux devices run edgekit's runner; Android devices run the
     benchmark_model binary named in the profile.
+
+    \b
+    Several --device (or --fleet FILE) run in parallel, one measurement per device at a time, and
+    print one row per device; a device that fails is a row with its error, and the exit code is
+    that device's (7: unreachable).
     """
     from edgekit.devices.profiles import load_profile
     from edgekit.workflows.benchmark import benchmark as run_benchmark
 
     counts = _thread_counts(threads)
-    profile = load_profile(device, devices_dir=devices_dir)
+    if len(devices) > 1 or fleet_file is not None:
+        explicit = click.get_current_context().get_parameter_source("devices") != click.core.ParameterSource.DEFAULT
+        _benchmark_fleet(artifact, devices if explicit else (), fleet_file,
+                         max_parallel, devices_dir, counts, runs=runs, warmup=warmup, runtime=runtime, target=target,
+                         accelerator=accelerator, profile_ops=profile_ops, timeout=timeout, ignore_manifest=ignore_manifest, as_json=as_json)
+        return
+    profile = load_profile(devices[0], devices_dir=devices_dir)
     with err_console.status(f"Benchmarking on {profile.name}...", spinner="dots") if not as_json else contextlib.nullcontext():
         report = run_benchmark(artifact, device=profile, runs=runs, warmup=warmup, threads=counts[0] if counts else None, runtime=runtime,
                                target=target, profile_operators=profile_ops, thread_counts=counts, accelerator=accelerator,
@@ -66,6 +79,58 @@ def benchmark(artifact, device, runs, warmup, threads, runtime, target, accelera
         render_thread_sweep(report.thread_sweep)
     if report.op_profile is not None:
         render_op_profile(report.op_profile)
+
+
+def _benchmark_fleet(artifact, devices, fleet_file, max_parallel, devices_dir, counts, *, runs, warmup, runtime, target, accelerator,
+                     profile_ops, timeout, ignore_manifest, as_json) -> None:
+    from edgekit.core.errors import InputError
+    from edgekit.workflows.benchmark import benchmark_fleet
+    from edgekit.workflows.fleet import check_max_parallel, load_fleet
+
+    for flag, given in (("--accelerator", accelerator is not None), ("--profile-ops", profile_ops), ("a --threads list", len(counts) > 1)):
+        if given:
+            raise InputError(f"{flag} runs on one device, not a fleet", hint="benchmark one --device with it")
+    profiles, file_parallel = load_fleet(devices, fleet_file, devices_dir)
+    parallel = check_max_parallel(max_parallel) if max_parallel is not None else file_parallel
+    with err_console.status(f"Benchmarking on {len(profiles)} devices...", spinner="dots") if not as_json else contextlib.nullcontext():
+        fleet = benchmark_fleet(artifact, profiles, max_parallel=parallel, runs=runs, warmup=warmup, threads=counts[0] if counts else None,
+                                runtime=runtime, target=target, timeout=timeout, ignore_manifest=ignore_manifest)
+    if as_json:
+        print_json(fleet.to_dict())
+    else:
+        render_fleet(fleet, f"Latency of {artifact} on {len(fleet.rows)} devices")
+    if fleet.exit_code:
+        click.get_current_context().exit(fleet.exit_code)
+
+
+def render_fleet(fleet, title: str) -> None:
+    """One row per device: its latency (and accuracy for validate), or its error."""
+    from rich.table import Table
+
+    from edgekit.core.datatypes import format_metric
+
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    with_accuracy = fleet.command == "validate"
+    columns = ["device", "via", "runtime", "p50 ms", "p90 ms", *(["metric"] if with_accuracy else []), "model MB", "status"]
+    for col in columns:
+        table.add_column(col, justify="right" if col.endswith(("ms", "MB")) else "left", overflow="fold")
+    for row in fleet.rows:
+        if not row.ok:
+            table.add_row(row.device, row.transport, "-", "-", "-", *(["-"] if with_accuracy else []), "-", f"FAILED ({row.exit_code})")
+            continue
+        lat = row.result.latency
+        memory = f"{lat.model_overall_mb:.1f}" if lat.model_overall_mb is not None else "-"
+        cells = [row.device, row.transport, str(lat.runtime).split()[0], f"{lat.p50_ms:.3f}", f"{lat.p90_ms:.3f}"]
+        if with_accuracy:
+            acc = row.result.accuracy
+            cells.append(format_metric(acc.metric, acc.value) if acc is not None and acc.value is not None else "-")
+        table.add_row(*cells, memory, "ok")
+    console.print(table)
+    failed = fleet.failed
+    for row in failed:
+        console.print(f"{row.device} failed (exit {row.exit_code}): {row.error.message}", highlight=False)
+    console.print(f"{len(fleet.rows) - len(failed)} of {len(fleet.rows)} devices ran; at most {fleet.max_parallel} at once"
+                  + (f"; failed: {', '.join(r.device for r in failed)}" if failed else ""), highlight=False)
 
 
 def _thread_counts(text: str | None) -> tuple[int, ...]:

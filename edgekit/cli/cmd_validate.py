@@ -9,6 +9,7 @@ import click
 from edgekit.cli.options import (
     data_key_options,
     devices_dir_option,
+    fleet_option_group,
     ignore_manifest_option,
     json_option,
     model_loading_options,
@@ -34,20 +35,47 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @data_key_options
 @task_option
 @model_loading_options
-@click.option("--device", default=None, help="Run on this device profile (name or .yaml path; edgekit devices list) instead of this machine.")
+@click.option("--device", "devices", multiple=True, help="Run on this device profile (name or .yaml path; edgekit devices list) instead of "
+              "this machine; repeat it to run on several devices in parallel.")
+@fleet_option_group
 @devices_dir_option
 @timeout_option
 @ignore_manifest_option
 @json_option
 def validate(artifact, data, reference, runs, warmup, threads, samples, seed, report, runtime, scale, mean, std,
-             x_key, y_key, tasks, unsafe, custom_objects, device, devices_dir, timeout, ignore_manifest, as_json):
+             x_key, y_key, tasks, unsafe, custom_objects, devices, fleet_file, max_parallel, devices_dir, timeout, ignore_manifest, as_json):
     """Run ARTIFACT (.tflite) with LiteRT on this machine and report accuracy against labels,
     agreement with --reference, latency (p50/p90/p99, first inference, init, peak memory) and size.
 
     Preprocessing defaults to the one recorded in the artifact's manifest (ARTIFACT .json).
+
+    \b
+    Several --device (or --fleet FILE) run in parallel, one run per device at a time; the data
+    and reference are loaded once; one row per device, a failed device is a row with its error
+    and the exit code is that device's (7: unreachable).
     """
     from edgekit.workflows.validate import validate as run_validate
 
+    if len(devices) > 1 or fleet_file is not None:
+        from edgekit.cli.cmd_benchmark import render_fleet
+        from edgekit.workflows.fleet import check_max_parallel, load_fleet
+        from edgekit.workflows.validate import validate_fleet
+
+        profiles, file_parallel = load_fleet(devices, fleet_file, devices_dir)
+        parallel = check_max_parallel(max_parallel) if max_parallel is not None else file_parallel
+        with err_console.status(f"Validating on {len(profiles)} devices...", spinner="dots") if not as_json else contextlib.nullcontext():
+            fleet = validate_fleet(
+                artifact, data, profiles, max_parallel=parallel, reference=reference, preprocessing=preprocessing_from_options(scale, mean, std),
+                runs=runs, warmup=warmup, threads=threads, samples=samples, seed=seed, x_key=x_key, y_key=y_key, tasks=tasks, report=report,
+                unsafe=unsafe, custom_objects=custom_objects, runtime=runtime, timeout=timeout, ignore_manifest=ignore_manifest)
+        if as_json:
+            print_json(fleet.to_dict())
+        else:
+            render_fleet(fleet, f"Validation of {artifact} on {len(fleet.rows)} devices")
+        if fleet.exit_code:
+            click.get_current_context().exit(fleet.exit_code)
+        return
+    device = devices[0] if devices else None
     profile = None
     if device is not None:
         from edgekit.devices.profiles import load_profile

@@ -79,6 +79,19 @@ def preprocessing_from_options(scale: str | None, mean: str | None, std: str | N
     return parse_preprocessing(scale, mean, std, resize)
 
 
+fleet_options = [
+    click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False), default=None,
+                 help="A YAML fleet file (devices: [NAME or PATH, ...], max_parallel: N): run on every device in parallel."),
+    click.option("--max-parallel", type=int, default=None, help="With several devices: at most this many at once [default: all]."),
+]
+
+
+def fleet_option_group(f):
+    for option in reversed(fleet_options):
+        f = option(f)
+    return f
+
+
 devices_dir_option = click.option(
     "--devices-dir", type=click.Path(file_okay=False), default=None,
     help="A folder of your own device profiles (NAME.yaml), searched before EDGEKIT_DEVICES and the bundled ones.",

@@ -163,3 +163,25 @@ def _accelerated(path: Any, profile: DeviceProfile, accelerator: str, *, threads
                                         model_init_mb=done.latency.model_init_mb, model_overall_mb=done.latency.model_overall_mb)
     return BenchmarkReport(artifact=str(path), sha256=sha256_file(path), size=size_info(path), latency=latency, device=done.report,
                            versions=versions(), accelerator=details)
+
+
+def benchmark_fleet(artifact: str | os.PathLike[str], devices: Any, *, max_parallel: int | None = None, runs: int = 50, warmup: int = 5,
+                    threads: int | None = None, runtime: str | None = None, target: str | None = None, timeout: float | None = None,
+                    ignore_manifest: bool = False) -> Any:
+    """:func:`benchmark` on several devices at once (``devices``: profiles from
+    :func:`edgekit.workflows.fleet.load_fleet`); one row per device with its report or its error.
+
+    The artifact is checked once before any device runs (a bad file fails the command, not a row).
+    """
+    from edgekit.workflows.fleet import run_fleet
+
+    check_run_options(runs, warmup, threads if threads is not None else 1)
+    path = require_file(artifact, "artifact")
+    read_verified_tflite(path)
+    check_integrity(path, ignore=ignore_manifest)
+
+    def measure(profile: DeviceProfile) -> BenchmarkReport:
+        return benchmark(path, device=profile, runs=runs, warmup=warmup, threads=threads, runtime=runtime,
+                         target=target if profile.transport == "adb" else None, timeout=timeout, ignore_manifest=ignore_manifest)
+
+    return run_fleet(list(devices), measure, command="benchmark", max_parallel=max_parallel)

@@ -125,7 +125,7 @@ class QatResult:
 
 def report_path_for_qat(artifact: str | os.PathLike[str]) -> Path:
     """``dir/model.tflite`` -> ``dir/model.qat.report.json`` (the comparison report)."""
-    return report_path_for(artifact, "qat")
+    return report_path_for(Path(artifact), "qat")
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgekit.core.data import load_dataset
 from edgekit.core.datatypes import AccuracyResult, LatencyStats, OutputComparison, Preprocessing, Signature, SizeInfo
-from edgekit.core.errors import InputError, ModelError
+from edgekit.core.errors import EdgekitError, InputError, ModelError
 from edgekit.core.fsutil import require_file, sha256_file, size_info, write_json_atomic
 from edgekit.core.io_order import artifact_signature, feed_for, in_model_order, keras_feed, output_order
 from edgekit.core.manifest import check_integrity, manifest_path_for, preprocessing_from_manifest, report_path_for, versions
@@ -203,9 +203,44 @@ def validate(
     report's ``device`` entry holds the probe, the runtime, the thermal state and where accuracy
     was measured.
     """
-    check_run_options(runs, warmup, threads)
     # a bad name fails before any work; no device: this machine's profile, reported as plain "local"
     profile = load_profile(device if device is not None else "local", devices_dir=devices_dir)
+    prep = _prepare(artifact, data, reference=reference, preprocessing=preprocessing, runs=runs, warmup=warmup, threads=threads,
+                    samples=samples, seed=seed, x_key=x_key, y_key=y_key, tasks=tasks, report=report, write_report=write_report,
+                    unsafe=unsafe, custom_objects=custom_objects, ignore_manifest=ignore_manifest)
+    # one code path: the profile decides where the run happens; a device asked for by name records
+    # the conditions of the run (probe, thermal state, where accuracy was measured)
+    named = device is not None
+    on_device = run_model(profile, prep.path, prep.feed, threads=threads, runs=runs, warmup=warmup, runtime=runtime,
+                          with_probe=named, timeout_s=timeout)
+    result = _finish(prep, on_device, on_device.report if named else {"name": profile.name, "transport": profile.transport})
+    if prep.report_path is not None:
+        write_json_atomic(prep.report_path, result.to_dict())
+        result = dataclasses.replace(result, report_path=str(prep.report_path))
+    return result
+
+
+@dataclass
+class _Prepared:
+    """What every device's run of one validation shares: the checked artifact, data and reference."""
+
+    path: Path
+    info: TfliteInfo
+    manifest: dict[str, Any] | None
+    ref_model: Any
+    signature: Signature
+    dataset: Any
+    output_tasks: list[OutputTask]
+    warnings: list[str]
+    report_path: Path | None
+    feed: Any
+    ref_out: list[np.ndarray] | None = None  # the reference model's outputs, computed once
+
+
+def _prepare(artifact: Any, data: Any, *, reference: Any, preprocessing: Preprocessing | None, runs: int, warmup: int, threads: int,
+             samples: int | None, seed: int, x_key: str, y_key: str, tasks: Any, report: Any, write_report: bool, unsafe: bool,
+             custom_objects: Any, ignore_manifest: bool) -> _Prepared:
+    check_run_options(runs, warmup, threads)
     if samples is not None and samples < 1:
         raise InputError(f"--samples must be at least 1, got {samples}", hint="omit it to use all samples")
     path = require_file(artifact, "artifact")
@@ -228,22 +263,24 @@ def validate(
     output_tasks = _tasks(info, signature, dataset, ref_model, recorded, overrides)
     dataset = with_tasks(dataset, output_tasks, [o.shape for o in signature.outputs])
     warnings = input_range_warnings(dataset, signature, expected_ranges(info, recorded, ref_model))
+    return _Prepared(path=path, info=info, manifest=manifest, ref_model=ref_model, signature=signature, dataset=dataset,
+                     output_tasks=output_tasks, warnings=warnings, report_path=report_path, feed=feed_for(info, dataset))
 
-    # one code path: the profile decides where the run happens; a device asked for by name records
-    # the conditions of the run (probe, thermal state, where accuracy was measured)
-    named = device is not None
-    on_device = run_model(profile, path, feed_for(info, dataset), threads=threads, runs=runs, warmup=warmup, runtime=runtime,
-                          with_probe=named, timeout_s=timeout)
+
+def _finish(prep: _Prepared, on_device: Any, device_report: dict[str, Any]) -> ValidationReport:
+    """The report of one device's run: accuracy, the comparison with the reference, latency."""
+    info, signature, dataset, output_tasks, ref_model = prep.info, prep.signature, prep.dataset, prep.output_tasks, prep.ref_model
     run, latency = on_device.run, on_device.latency
     outputs = in_model_order(info, run.outputs)
-    device_report = on_device.report if named else {"name": profile.name, "transport": profile.transport}
     _check_outputs(signature, outputs)
     acc = evaluate(output_tasks, outputs, dataset.targets)
     ref_acc = None
     comparisons: list[OutputComparison] = []
     if ref_model is not None:
-        ref_out = ref_model.predict(keras_feed(ref_model.keras_model, dataset.input_names, dataset.inputs)
-                                    if ref_model.keras_model is not None else dataset.feed)
+        if prep.ref_out is None:
+            prep.ref_out = list(ref_model.predict(keras_feed(ref_model.keras_model, dataset.input_names, dataset.inputs)
+                                                  if ref_model.keras_model is not None else dataset.feed))
+        ref_out = prep.ref_out
         if len(ref_out) != len(outputs):
             raise InputError(
                 f"reference model has {len(ref_out)} outputs, the artifact {len(outputs)}",
@@ -254,10 +291,11 @@ def validate(
                 raise InputError(f"reference output shape {ref.shape} differs from the artifact's {out.shape}", hint="pass the model the artifact was converted from")
             comparisons.append(compare_outputs(spec.name, ref.reshape(out.shape), out, categorical=task.task.categorical))
         ref_acc = evaluate(output_tasks, [r.reshape(o.shape) for r, o in zip(ref_out, outputs, strict=True)], dataset.targets)
-    warnings += chance_warnings(ref_acc if ref_acc is not None else acc, output_tasks, "the reference model" if ref_acc is not None else "the artifact")
-
-    labels = (manifest or {}).get("labels") or (list(dataset.labels) if dataset.labels else None)
-    result = ValidationReport(
+    warnings = prep.warnings + chance_warnings(ref_acc if ref_acc is not None else acc, output_tasks,
+                                               "the reference model" if ref_acc is not None else "the artifact")
+    path = prep.path
+    labels = (prep.manifest or {}).get("labels") or (list(dataset.labels) if dataset.labels else None)
+    return ValidationReport(
         artifact=str(path),
         sha256=sha256_file(path),
         size=size_info(path),
@@ -275,7 +313,58 @@ def validate(
         tasks=[t.to_dict() for t in output_tasks],
         warnings=warnings,
     )
-    if report_path is not None:
-        write_json_atomic(report_path, result.to_dict())
-        result = dataclasses.replace(result, report_path=str(report_path))
-    return result
+
+
+def validate_fleet(
+    artifact: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    devices: Any,
+    *,
+    max_parallel: int | None = None,
+    reference: str | os.PathLike[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int = 1,
+    samples: int | None = None,
+    seed: int = 0,
+    x_key: str = "x",
+    y_key: str = "y",
+    tasks: list[str] | tuple[str, ...] | None = None,
+    report: str | os.PathLike[str] | None = None,
+    write_report: bool = True,
+    unsafe: bool = False,
+    custom_objects: str | os.PathLike[str] | None = None,
+    runtime: str = "auto",
+    timeout: float | None = None,
+    ignore_manifest: bool = False,
+) -> Any:
+    """:func:`validate` on several devices at once (``devices``: profiles from
+    :func:`edgekit.workflows.fleet.load_fleet`): the artifact, data and reference are checked and
+    loaded once, each device runs the artifact in parallel, and each row holds that device's
+    :class:`ValidationReport` or its error. The report file holds every row.
+    """
+    from edgekit.workflows.fleet import run_fleet
+
+    prep = _prepare(artifact, data, reference=reference, preprocessing=preprocessing, runs=runs, warmup=warmup, threads=threads,
+                    samples=samples, seed=seed, x_key=x_key, y_key=y_key, tasks=tasks, report=report, write_report=write_report,
+                    unsafe=unsafe, custom_objects=custom_objects, ignore_manifest=ignore_manifest)
+
+    def measure(profile: DeviceProfile) -> Any:
+        return run_model(profile, prep.path, prep.feed, threads=threads, runs=runs, warmup=warmup, runtime=runtime,
+                         with_probe=True, timeout_s=timeout)
+
+    ran = run_fleet(list(devices), measure, command="validate", max_parallel=max_parallel)
+    rows = []
+    for row in ran.rows:  # accuracy and the reference comparison here, one device after the other (one reference run)
+        if row.ok:
+            try:
+                row = replace(row, result=_finish(prep, row.result, row.result.report))
+            except EdgekitError as exc:
+                row = replace(row, result=None, error=exc)
+        rows.append(row)
+    fleet = replace(ran, rows=tuple(rows))
+    if prep.report_path is not None:
+        write_json_atomic(prep.report_path, {**fleet.to_dict(), "artifact": str(prep.path), "sha256": sha256_file(prep.path),
+                                             "latency": None, "versions": versions()})
+    return fleet
