@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := examples/fashion_mnist
-# optional extras the test venv gets, so CI exercises int4 (quantizer), TFLite Micro (mcu) and Vela (ethos-u)
-EXTRAS ?= dev,quantizer,mcu,ethos-u
+# optional extras the test venv gets, so CI exercises int4 (quantizer), TFLite Micro (mcu), Vela (ethos-u) and Optuna (distributed)
+EXTRAS ?= dev,quantizer,mcu,ethos-u,distributed
 
 .PHONY: demo test check setup system-deps mediapipe-venv bench lint clean
 

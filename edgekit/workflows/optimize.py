@@ -41,8 +41,8 @@ from typing import Any
 
 from edgekit.core.data import DEFAULT_CALIBRATION_SAMPLES, rows_of, sample_rows
 from edgekit.core.datatypes import Preprocessing, QuantMode, Serializable
-from edgekit.core.errors import DataError, EdgekitError, GateFailed
-from edgekit.core.extras import EXTRAS, has_extra
+from edgekit.core.errors import DataError, EdgekitError, GateFailed, InputError
+from edgekit.core.extras import EXTRAS, has_extra, import_extra
 from edgekit.core.fsutil import write_bytes_atomic
 from edgekit.core.manifest import command_line, versions, write_artifact
 from edgekit.core.models import LoadedModel, load_model
@@ -56,6 +56,7 @@ from edgekit.passes.base import ModelState, PassContext
 from edgekit.passes.pipeline import run_passes
 from edgekit.passes.registry import build, pass_class
 from edgekit.report.files import REPORT_JSON, write_reports
+from edgekit.workflows import optuna_search
 from edgekit.workflows.inputs import classes_of, describe_device, ensure_loss, load_training_inputs
 from edgekit.workflows.optimize_recipe import write_recipe
 from edgekit.workflows.outdir import prepare_out_dir, staged_dir
@@ -109,6 +110,7 @@ class _Search:
         self.bench, self.state, self.ctx, self.budget, self.say, self.deadline = bench, state, ctx, budget, say, deadline
         self.trials: list[Trial] = []
         self.planned = 0
+        self.mixed: MixedInt8 | None = None  # the calibrated per-layer analysis, once made
 
     def over_budget(self, estimate_s: float = 0.0) -> bool:
         return self.deadline is not None and time.perf_counter() + estimate_s > self.deadline
@@ -172,7 +174,7 @@ def _ptq_and_mixed(search: _Search, ref: Trial, loaded: LoadedModel, calibration
     if loaded.keras_model is not None:
         search.say("per-layer int8 error (QuantizationDebugger)", len(search.trials), search.planned)
         try:
-            mixed = MixedInt8(loaded, calibration)
+            mixed = search.mixed = MixedInt8(loaded, calibration)
             layer_errors = [e.to_dict() for e in mixed.layer_errors()]
             ranked = mixed.ranked_layers()
         except EdgekitError as exc:
@@ -285,6 +287,9 @@ def optimize(
     progress: ProgressFn | None = None,
     training_progress: bool = False,
     html: bool = True,
+    search: str = "enumerate",
+    n_trials: int = 24,
+    study: str | None = None,
 ) -> OptimizeResult:
     """Searches candidates for ``model`` and writes the recommendation to ``out_dir``; see the module docstring.
 
@@ -304,12 +309,24 @@ def optimize(
         epochs: fine-tuning epochs of the QAT and pruning candidates.
         max_float_layers: at most this many layers are kept in float by the mixed candidates.
         try_equalize: try int8 after cross-layer equalization when plain int8 misses the drop.
+        search: ``enumerate`` (the fixed steps above) or ``optuna``: after the PTQ and per-layer steps,
+            ``n_trials`` trials of Optuna's NSGA-II over PTQ modes, float layers, pruning sparsity and
+            QAT epochs, resumable from ``study`` (:mod:`edgekit.workflows.optuna_search`).
 
     Raises:
         InputError, DataError, ModelError: before any work.
         GateFailed: when no candidate meets the budget (everything is still written).
     """
     check_options(max_drop, budget_minutes, effort, prefer, size_metric, percentile, epochs, max_latency_ms, max_size_bytes)
+    if search not in ("enumerate", "optuna"):
+        raise InputError(f"search must be enumerate or optuna, got {search!r}", hint="--search enumerate (default) or --search optuna",
+                         settings=("search",))
+    if search == "optuna":
+        import_extra("distributed", "optuna")  # a missing extra fails before any work
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+            raise InputError(f"--trials must be at least 1, got {n_trials!r}", hint="e.g. --trials 24", settings=("trials",))
+    elif study is not None:
+        raise InputError("--study needs --search optuna", hint="add --search optuna", settings=("study",))
     say: ProgressFn = progress or (lambda _m, _d, _t: None)
     started = time.perf_counter()
     deadline = started + budget_minutes * 60 if budget_minutes is not None else None
@@ -349,26 +366,40 @@ def optimize(
         ref = Trial("float32", "reference", [_quantize(mode="float32")], status="reference",
                     measurement=bench.add(Candidate("float32", path=ref_path), reference=True))
         ref = ref.with_(seconds=time.perf_counter() - t0)
-        search = _Search(bench, state, ctx, budget, say, deadline)
-        layer_errors, ranked = _ptq_and_mixed(search, ref, loaded, calibration, effort=effort, try_equalize=try_equalize,
+        searcher = _Search(bench, state, ctx, budget, say, deadline)
+        layer_errors, ranked = _ptq_and_mixed(searcher, ref, loaded, calibration, effort=effort, try_equalize=try_equalize,
                                               max_float_layers=max_float_layers, notes=notes)
-        if search.measured() and max_latency_ms is not None:  # a preliminary latency, to decide on training candidates
-            say("preliminary latency", len(search.trials), search.planned)
+        if searcher.measured() and max_latency_ms is not None:  # a preliminary latency, to decide on training candidates
+            say("preliminary latency", len(searcher.trials), searcher.planned)
             quick = MeasureSettings(runs=max(5, runs // 5), warmup=warmup, rounds=1, threads=threads)
-            timed = bench.time([ref.measurement, *[t.measurement for t in search.measured()]], settings=quick)  # type: ignore[list-item]
+            timed = bench.time([ref.measurement, *[t.measurement for t in searcher.measured()]], settings=quick)  # type: ignore[list-item]
             ref = ref.with_(measurement=timed[0])
-            search.trials = _with_measurements(search.trials, timed[1:])
-        if can_train and effort != "quick":
+            searcher.trials = _with_measurements(searcher.trials, timed[1:])
+        optuna_report = None
+        if search == "optuna":
+            if can_train:
+                ensure_loss(loaded.keras_model)
+            work = optuna_search.work_dir_for(out)
+            fingerprint = {"model": loaded.sha256, "data": train.sha256, "val": val_ds.sha256, "budget": budget.to_dict(), "epochs": epochs,
+                           "seed": seed, "device": profile.name, "max_float_layers": max_float_layers, "ranked_layers": ranked}
+            handle = optuna_search.open_study(study, work, fingerprint, seed)
+            mixed = searcher.mixed
+            optuna_report = optuna_search.run_optuna(
+                searcher, ref, study=handle, work=work, trials=n_trials, ranked=ranked, max_float_layers=max_float_layers,
+                can_train=can_train, epochs=epochs, percentile=percentile, relative=relative,
+                mixed_quantize=mixed.quantize if mixed is not None else None, notes=notes)
+            optuna_report["study"] = study or "study.db"
+        elif can_train and effort != "quick":
             ensure_loss(loaded.keras_model)
-            _training(search, ref, effort=effort, epochs=epochs, size_metric=size_metric, budget_minutes=budget_minutes)
+            _training(searcher, ref, effort=effort, epochs=epochs, size_metric=size_metric, budget_minutes=budget_minutes)
         elif effort == "quick":
             notes.append("--effort quick: no training candidates (QAT, pruning) were tried")
 
-        say("measuring latency (interleaved rounds)", len(search.trials), search.planned)
-        timed = bench.time([ref.measurement, *[t.measurement for t in search.measured()]])  # type: ignore[list-item]
+        say("measuring latency (interleaved rounds)", len(searcher.trials), searcher.planned)
+        timed = bench.time([ref.measurement, *[t.measurement for t in searcher.measured()]])  # type: ignore[list-item]
         ref = ref.with_(measurement=timed[0])
-        search.trials = _with_measurements(search.trials, timed[1:])
-        ref, trials, best, why = _verdicts(search, ref, budget, prefer, percentile)
+        searcher.trials = _with_measurements(searcher.trials, timed[1:])
+        ref, trials, best, why = _verdicts(searcher, ref, budget, prefer, percentile)
 
         recipe_text, compat, artifact = None, None, None
         if best is not None and best.measurement is not None:
@@ -403,6 +434,7 @@ def optimize(
             "ranked_layers": ranked,
             "candidates": rows,
             "layer_errors": layer_errors,
+            "search": optuna_report or {"sampler": "enumeration"},
             "delegates": compat,
             "device": describe_device(profile, ref.measurement.device),  # type: ignore[union-attr]
             "latency_conditions": {"runs": runs, "warmup": warmup, "rounds": rounds, "threads": bench.threads, "where": profile.name},
@@ -413,6 +445,8 @@ def optimize(
             "command": command_line(),
             "seconds": round(time.perf_counter() - started, 1),
         }
+        if search == "optuna":
+            optuna_search.keep_study(optuna_search.work_dir_for(out), tmp, explicit=study is not None)
         write_reports(tmp, report, html=html)
         say("done", len(trials), len(trials))
         result = OptimizeResult(out_dir=str(out), candidates=tuple(trials), reference=ref, recommended=best, report=report)
