@@ -579,7 +579,7 @@ def _byte_damage(data: bytes, rng: random.Random) -> bytes:
 COMMANDS = ("inspect", "check", "validate", "benchmark")
 #: exit codes a command may end with on hostile input (0: accepted; 2 bad input, 3 bad model,
 #: 4 bad data, 5 conversion, 6 runtime failure; 7 device; 10 a time limit (--timeout)
-KNOWN_CODES = {0, 2, 3, 4, 5, 6, 7, 10}  # 10: the run hit its --timeout (an endless model), a documented end
+KNOWN_CODES = {0, 2, 3, 4, 5, 6, 7, 10, 11}  # 10: the run hit its --timeout (an endless model); 11: its memory limit
 
 
 @dataclass(frozen=True)

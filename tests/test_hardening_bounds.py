@@ -206,3 +206,35 @@ def test_report_to_a_device_node_is_refused(runner, cli, tiny, tmp_path):
     result = runner.invoke(cli, ["validate", str(art), "--data", str(tiny["val"]), "--runs", "2", "--report", "/dev/null"])
     assert result.exit_code == 2 and "not a regular file" in result.output, result.output
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)  # still the device node
+
+
+def _tile_model(path) -> None:
+    """A 1 KB model whose TILE output needs a 512 MB tensor arena."""
+    from edgekit.core.tfshim import tensorflow
+
+    tf = tensorflow()
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16], tf.float32)])
+    def big(x):
+        return tf.reduce_sum(tf.tile(x, [1, 2**23]), axis=1)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([big.get_concrete_function()], big)
+    path.write_bytes(converter.convert())
+
+
+@pytest.mark.parametrize("device", [None, "local-probed"])
+def test_the_runner_memory_limit_is_its_own_exit_code(tmp_path, device):
+    """The runner's data memory is capped (RLIMIT_DATA): past it, exit 11 and a line naming the limit."""
+    model = tmp_path / "tile.tflite"
+    _tile_model(model)
+    args = [*EDGEKIT, "benchmark", str(model), "--runs", "1", "--warmup", "0"]
+    if device:  # the device path (probe, work folder) passes the limit too
+        (tmp_path / "devs").mkdir()
+        (tmp_path / "devs" / "local-probed.yaml").write_text("schema_version: 1\nname: local-probed\ntransport: local\ncpu_affinity: [0]\n")
+        args += ["--device", device, "--devices-dir", str(tmp_path / "devs")]
+    proc = subprocess.run(args, capture_output=True, text=True, env={**_env(), "EDGEKIT_MEMORY_LIMIT_MB": "300"}, timeout=300)
+    assert proc.returncode == 11, proc.stderr
+    assert "memory limit of 300 MB" in proc.stderr and "Traceback" not in proc.stderr
+    assert _runner_processes(str(model)) == []
+    ok = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=300)  # the default limit (4 GiB here) lets it run
+    assert ok.returncode == 0, ok.stderr

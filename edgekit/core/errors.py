@@ -83,3 +83,9 @@ class TimeLimit(EdgekitError):
     """A child process (the runner, a remote command) ran past its time limit and was killed."""
 
     exit_code = 10
+
+
+class MemoryLimit(EdgekitError):
+    """The runner child needed more memory than its limit (``EDGEKIT_MEMORY_LIMIT_MB``, default scaled by the work)."""
+
+    exit_code = 11

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.datatypes import LatencyStats
-from edgekit.core.errors import DeviceError, InputError, RuntimeFailure
+from edgekit.core.errors import DeviceError, InputError, MemoryLimit, RuntimeFailure
 from edgekit.core.fsutil import sha256_file
 from edgekit.devices.benchmark_ops import parse_op_profiling
 from edgekit.devices.benchmark_output import NativeBenchmarkResult, parse_benchmark_output
@@ -48,7 +48,16 @@ from edgekit.devices.probe import (
 )
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.devices.transport import Transport, work_dir
-from edgekit.runtime.local import Inputs, RunResult, check_run_options, latency_stats, load_run_result, run_local, save_inputs
+from edgekit.runtime.local import (
+    Inputs,
+    RunResult,
+    check_run_options,
+    latency_stats,
+    load_run_result,
+    memory_limit_mb,
+    run_local,
+    save_inputs,
+)
 
 
 @dataclass(frozen=True)
@@ -110,11 +119,18 @@ def _run_linux(transport: Transport, model: Path, inputs: Inputs | None, *, thre
                 saved = save_inputs(host, inputs)
                 files.append(saved)
                 argv += ["--inputs", f"{work}/{saved.name}", "--outputs", f"{work}/outputs.npz"]
+            memory_mb = memory_limit_mb(model, inputs)
+            if memory_mb:
+                argv += ["--memory-limit-mb", str(memory_mb)]
             transport.push(files, work)
             before = probe.thermal
             done = transport.run(argv, timeout_s=profile.runner_settings.timeout_s, env=runner_env(profile))
             after = read_thermal(transport)
             if not done.ok:
+                if "memory limit of" in done.stderr:
+                    message = next(ln for ln in done.stderr.splitlines() if "memory limit of" in ln).replace("EDGEKIT_ERROR: ", "")
+                    raise MemoryLimit(f"{profile.name}: {model.name}: {message.strip()}",
+                                      hint="run fewer --samples, or raise the limit with EDGEKIT_MEMORY_LIMIT_MB=N (0: none)")
                 raise python_failure(done, profile, f"running {model.name} with {probe.runtime.runtime} {probe.runtime.version}")
             transport.pull(f"{work}/result.json", host / "result.json")
             outputs_path = None

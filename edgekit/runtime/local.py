@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.datatypes import LatencyStats
-from edgekit.core.errors import InputError, RuntimeFailure, TimeLimit
+from edgekit.core.errors import InputError, MemoryLimit, RuntimeFailure, TimeLimit
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 DEFAULT_TIMEOUT_S = 1800
@@ -164,6 +164,9 @@ def run_local(
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         limit = timeout_s if timeout_s is not None else default_timeout(model_path, runs + warmup + (input_rows(inputs) if inputs is not None else 0))
+        memory_mb = memory_limit_mb(model_path, inputs)
+        if memory_mb:
+            cmd += ["--memory-limit-mb", str(memory_mb)]
         proc = run_bounded(cmd, limit, env=env, what=f"running {model_path.name}")
         if proc.returncode < 0:
             raise RuntimeFailure(
@@ -172,11 +175,34 @@ def run_local(
             )
         if proc.returncode != 0:
             message = parse_runner_error(proc.stderr)
+            if message is not None and "memory limit" in message:
+                raise MemoryLimit(f"{model_path.name}: {message}",
+                                  hint="run fewer --samples, or raise the limit with EDGEKIT_MEMORY_LIMIT_MB=N (0: none)")
             if message is None:
                 tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["no message"]
                 message = f"the runner exited with code {proc.returncode}: {tail[0][:300]}"
             raise RuntimeFailure(f"{model_path.name}: {message}", hint="rerun with -v for the runtime log")
         return load_run_result(work / "result.json", outputs_path)
+
+
+def memory_limit_mb(model_path: str | os.PathLike[str], inputs: Inputs | None) -> int:
+    """The runner's data-memory limit in MB: ``EDGEKIT_MEMORY_LIMIT_MB`` if set (0: none), else the
+    larger of 4 GiB and 3x (model + inputs) + 2 GiB — generous for any run, but a model whose arena
+    or a runtime bug that allocates without end fails with exit 11 instead of taking the machine."""
+    given = os.environ.get("EDGEKIT_MEMORY_LIMIT_MB")
+    if given is not None:
+        try:
+            return max(0, int(given))
+        except ValueError:
+            raise InputError(f"EDGEKIT_MEMORY_LIMIT_MB must be a whole number of MB, got {given!r}",
+                             hint="e.g. EDGEKIT_MEMORY_LIMIT_MB=8192, or 0 for no limit") from None
+    try:
+        model_mb = Path(model_path).stat().st_size / 2**20
+    except OSError:
+        model_mb = 0.0
+    arrays = [] if inputs is None else (inputs if isinstance(inputs, (list, tuple)) else [inputs])
+    inputs_mb = sum(getattr(a, "nbytes", 0) for a in arrays) / 2**20
+    return int(max(4096.0, 3 * (model_mb + inputs_mb) + 2048.0))
 
 
 def default_timeout(model_path: str | os.PathLike[str], invocations: int) -> float:

@@ -191,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default=None,
                         help="run through LiteRT's CompiledModel on this accelerator (ai_edge_litert only)")
+    parser.add_argument("--memory-limit-mb", type=int, default=0,
+                        help="cap the process's data memory (RLIMIT_DATA) at this many MB; 0: no limit")
     args = parser.parse_args(argv)
+    _limit_memory(args.memory_limit_mb)
 
     try:
         import numpy as np
@@ -213,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         interp = Interpreter(model_path=args.model, num_threads=args.threads)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
+        text = str(exc).strip().lower()
+        if MEMORY_LIMIT_MB and (not text or "alloc" in text or "memory" in text):
+            _fail(f"allocating the model's tensors needed more than the runner's memory limit of {MEMORY_LIMIT_MB} MB")
         if args.accelerator == "gpu":
             _fail("LiteRT's GPU accelerator could not start here (no GPU adapter with working drivers: WebGPU/Vulkan or OpenCL); "
                   "it does not fall back to the CPU silently")
@@ -302,5 +308,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _limit_memory(mb: int) -> None:
+    """Caps the data segment (heap and private writable mappings, not address-space reservations) where the OS allows."""
+    global MEMORY_LIMIT_MB
+    if mb <= 0 or not hasattr(resource, "RLIMIT_DATA"):
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    want = mb * 2**20
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_DATA, (want, hard))
+        MEMORY_LIMIT_MB = want // 2**20
+    except (ValueError, OSError):
+        pass
+
+
+MEMORY_LIMIT_MB = 0
+
+
+def _main_bounded() -> int:
+    try:
+        return main()
+    except MemoryError:
+        _fail(f"the run needed more than the runner's memory limit of {MEMORY_LIMIT_MB} MB" if MEMORY_LIMIT_MB
+              else "the run ran out of memory")
+        return 3
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main_bounded())
