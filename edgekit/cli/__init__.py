@@ -21,6 +21,7 @@ import click
 
 from edgekit import __version__
 from edgekit.cli.options import EdgekitContext, harmonize, visible_opts
+from edgekit.core import interrupts
 from edgekit.core.errors import EdgekitError
 
 # command name -> "module:attribute"; registered explicitly, in the order --help shows them
@@ -117,7 +118,9 @@ class EdgekitGroup(click.Group):
         trust_before = os.environ.get("EDGEKIT_TRUST_PROFILE")
         as_json = _wants_json(ctx)
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            interrupts.check()  # an interrupt swallowed on the way (third-party code) still ends the run as interrupted
+            return result
         except EdgekitError as exc:
             if verbose:
                 traceback.print_exc()
@@ -126,6 +129,8 @@ class EdgekitGroup(click.Group):
         except Terminated:
             _fail(ctx, "terminated (SIGTERM); no partial output was kept", 143, as_json=as_json, kind="Terminated")
         except KeyboardInterrupt:
+            if interrupts.pending() == signal.SIGTERM:  # a SIGTERM whose first exception was swallowed, raised again
+                _fail(ctx, "terminated (SIGTERM); no partial output was kept", 143, as_json=as_json, kind="Terminated")
             _fail(ctx, "interrupted; no partial output was kept", 130, as_json=as_json, kind="Interrupted")
         except MemoryError:
             _fail(ctx, "out of memory; use fewer --samples or a smaller dataset", 1, as_json=as_json, kind="MemoryError")
@@ -205,12 +210,20 @@ def _quiet_closed_pipe() -> None:
 
 
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    interrupts.mark(signum)
     raise Terminated  # unwinds through atomic writes, so their temporary files are removed
+
+
+def _interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    interrupts.mark(signum)  # checked again before outputs are put in place, should this one be swallowed
+    raise KeyboardInterrupt
 
 
 def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored (nohup, &)
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         cli.main(prog_name="edgekit")
     except SystemExit as exit_:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgekit.core import interrupts
 from edgekit.core.datatypes import SizeInfo
 from edgekit.core.errors import EdgekitError, InputError
 
@@ -229,6 +230,7 @@ def atomic_path(final: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
+        interrupts.check()  # an interrupt swallowed while the output was made: it is not put in place
         _refuse_special_destination(final)
         if overwrite:
             os.replace(tmp, final)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core import interrupts
 from edgekit.core.datatypes import Dataset
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.keras_graph import clone_model
@@ -269,10 +270,20 @@ def lr_schedule_callback(settings: TrainSettings, steps_per_epoch: int, initial_
     return CosineDecay()
 
 
+def interrupt_callback() -> Any:
+    """Stops training at the next batch once the process was interrupted (:mod:`edgekit.core.interrupts`)."""
+
+    class InterruptCheck(keras().callbacks.Callback):  # type: ignore[misc]
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            interrupts.check()
+
+    return InterruptCheck()
+
+
 def training_callbacks(settings: TrainSettings, train: Dataset, *, title: str, initial_epoch: int = 0) -> list[Any]:
     """The callbacks every fine-tuning adds to the pass's own: lr schedule, progress bar, epoch reports."""
     steps = settings.steps_per_epoch(train)
-    callbacks = []
+    callbacks = [interrupt_callback()]
     schedule = lr_schedule_callback(settings, steps, initial_epoch)
     if schedule is not None:
         callbacks.append(schedule)

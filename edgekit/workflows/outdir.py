@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgekit.core import interrupts
 from edgekit.core.errors import GateFailed, InputError
 from edgekit.core.fsutil import TMP_PREFIX
 
@@ -86,6 +87,7 @@ def staged_dir(out: Path, *, force: bool = True) -> Iterator[Path]:
     try:
         try:
             yield tmp
+            interrupts.check()  # a swallowed interrupt: the staged folder is removed, never moved into place
         except GateFailed:
             move_into_place(tmp, out, force=force)
             moved = True
