@@ -61,6 +61,9 @@ def candidate_progress(enabled: bool):
 @click.option("--trials", type=int, default=24, show_default=True, help="With --search optuna: trials of the study (finished ones count).")
 @click.option("--study", default=None, help="With --search optuna: the study's storage URL [default: sqlite in OUT.optuna/, then OUT/study.db]; "
               "an interrupted search resumes from it.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
+              help="Build candidates as Ray tasks on this cluster (auto: RAY_ADDRESS or the local `ray start` one); measured here.")
+@click.option("--max-parallel", type=int, default=None, help="With --ray: at most this many builds at once [default: the cluster's CPUs].")
 @click.option("--max-float-layers", type=int, default=4, show_default=True, help="At most this many layers kept in float by mixed candidates.")
 @click.option("--epochs", type=int, default=1, show_default=True, help="Fine-tuning epochs of the QAT and pruning candidates.")
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per latency round.")
@@ -78,7 +81,7 @@ def candidate_progress(enabled: bool):
 @force_option
 @json_option
 def optimize(model, data, val, device, max_drop, relative, max_latency_ms, percentile, max_kb, size_metric, allow_slower,
-             budget_minutes, effort, prefer, no_equalize, search, trials, study, max_float_layers, epochs, runs, rounds, threads, seed, out_dir, no_html, quiet, scale, mean, std,
+             budget_minutes, effort, prefer, no_equalize, search, trials, study, ray_address, max_parallel, max_float_layers, epochs, runs, rounds, threads, seed, out_dir, no_html, quiet, scale, mean, std,
              x_key, y_key, tasks, unsafe, custom_objects, devices_dir, force, as_json):
     """Try float16, dynamic, int8 (per-channel, per-tensor, int8 I/O), int16x8, int8 after
     cross-layer equalization, int8 with the most sensitive layers kept in float, and (with labelled --data) QAT and pruning; measure each for
@@ -110,6 +113,7 @@ def optimize(model, data, val, device, max_drop, relative, max_latency_ms, perce
                 max_size_bytes=int(round(max_kb * 1024)) if max_kb is not None else None, size_metric=size_metric,
                 allow_slower=allow_slower, budget_minutes=budget_minutes, effort=effort, prefer=prefer, epochs=epochs, runs=runs,
                 try_equalize=not no_equalize, max_float_layers=max_float_layers, search=search, n_trials=trials, study=study,
+                ray_address=ray_address, max_parallel=max_parallel,
                 rounds=rounds, threads=threads, seed=seed, preprocessing=preprocessing_from_options(scale, mean, std),
                 x_key=x_key, y_key=y_key, tasks=tasks, force=force, unsafe=unsafe, custom_objects=custom_objects, progress=progress,
                 training_progress=False, html=not no_html)  # one live display: the candidates bar

@@ -8,7 +8,7 @@ extra       package             what it enables
 quantizer   litert-quantizer    int4 weights and per-layer mixed precision
 mcu         tflite-micro        TFLite Micro op check, tensor arena, MCU accuracy
 ethos-u     ethos-u-vela        Arm Ethos-U55/U65/U85 compilation and estimates
-distributed optuna              optimize --search optuna (resumable study)
+distributed optuna, ray         optimize --search optuna (resumable study), --ray
 ==========  ==================  ===================================================
 
 Example:
@@ -45,7 +45,7 @@ EXTRAS: dict[str, Extra] = {
     "quantizer": Extra("quantizer", "litert_quantizer", "litert-quantizer", "int4 and mixed-precision quantization"),
     "mcu": Extra("mcu", "tflite_micro", "tflite-micro", "the microcontroller target (TFLite Micro)"),
     "ethos-u": Extra("ethos-u", "ethosu.vela", "ethos-u-vela", "the Arm Ethos-U targets (Vela)"),
-    "distributed": Extra("distributed", "optuna", "optuna", "the Optuna search of optimize (--search optuna)"),
+    "distributed": Extra("distributed", "optuna", "optuna and ray", "optimize's Optuna search and Ray builds (--search optuna, --ray)"),
 }
 
 

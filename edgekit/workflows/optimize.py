@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -60,6 +61,7 @@ from edgekit.workflows import optuna_search
 from edgekit.workflows.inputs import classes_of, describe_device, ensure_loss, load_training_inputs
 from edgekit.workflows.optimize_recipe import write_recipe
 from edgekit.workflows.outdir import prepare_out_dir, staged_dir
+from edgekit.workflows.ray_builds import RayBuilds
 from edgekit.workflows.search import Budget, Trial, check_options, closest_per_limit, mark_pareto, recommend, why_not
 
 CANDIDATES_DIR = "candidates"
@@ -111,6 +113,15 @@ class _Search:
         self.trials: list[Trial] = []
         self.planned = 0
         self.mixed: MixedInt8 | None = None  # the calibrated per-layer analysis, once made
+        self.builds: Any = None  # a RayBuilds pool (optimize --ray): independent candidates are built on the cluster
+
+    def add_many(self, trials: list[Trial]) -> list[Trial]:
+        """Builds and scores independent trials: all submitted to the cluster at once with ``--ray``,
+        measured here in order (so the trials are those of an in-process run); else one after the other."""
+        if self.builds is None or self.over_budget():
+            return [self.add(t) for t in trials]
+        tickets = [self.builds.submit(t.passes) for t in trials]
+        return [self.add(t, functools.partial(self.builds.result, ticket)) for t, ticket in zip(trials, tickets, strict=True)]
 
     def over_budget(self, estimate_s: float = 0.0) -> bool:
         return self.deadline is not None and time.perf_counter() + estimate_s > self.deadline
@@ -159,14 +170,13 @@ def _ptq_and_mixed(search: _Search, ref: Trial, loaded: LoadedModel, calibration
                    max_float_layers: int, notes: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Steps 2-4: PTQ, per-layer errors, equalized and mixed int8. Returns (layer errors, ranked layers)."""
     search.planned = 7
-    for name, spec in PTQ:
-        details = {"note": INT8_IO_NOTE} if name == "int8 int8-I/O" else {}
-        search.add(Trial(name, "ptq", [_quantize(**spec)], details=details))
+    ptq = [Trial(name, "ptq", [_quantize(**spec)], details={"note": INT8_IO_NOTE} if name == "int8 int8-I/O" else {}) for name, spec in PTQ]
     if has_extra("quantizer"):  # int4 weights (litert-quantizer): a candidate when the extra is installed
         search.planned += 1
-        search.add(Trial("int4", "ptq", [{"pass": "litert_quantize", "mode": "int4"}],
+        ptq.append(Trial("int4", "ptq", [{"pass": "litert_quantize", "mode": "int4"}],
                          details={"note": "int4 weights, float activations (litert-quantizer)"}))
-    else:
+    search.add_many(ptq)
+    if not has_extra("quantizer"):
         notes.append(f"int4 candidate not tried: {EXTRAS['quantizer'].purpose} needs {EXTRAS['quantizer'].install}")
     layer_errors: list[dict[str, Any]] = []
     ranked: list[str] = []
@@ -213,6 +223,9 @@ def _training(search: _Search, ref: Trial, *, effort: str, epochs: int, size_met
             jobs.append(Trial(f"prune {structure} {int(sparsity * 100)}% + int8", "prune", [spec, _quantize(mode="int8")],
                               details={"structure": structure, "sparsity": sparsity}))
     search.planned += len(jobs)
+    if search.builds is not None and jobs and not search.over_budget():  # --ray: every training candidate at once
+        search.add_many(jobs)
+        return
     last_cost = 0.0
     for trial in jobs:
         if search.over_budget(last_cost):
@@ -290,6 +303,8 @@ def optimize(
     search: str = "enumerate",
     n_trials: int = 24,
     study: str | None = None,
+    ray_address: str | None = None,
+    max_parallel: int | None = None,
 ) -> OptimizeResult:
     """Searches candidates for ``model`` and writes the recommendation to ``out_dir``; see the module docstring.
 
@@ -312,6 +327,9 @@ def optimize(
         search: ``enumerate`` (the fixed steps above) or ``optuna``: after the PTQ and per-layer steps,
             ``n_trials`` trials of Optuna's NSGA-II over PTQ modes, float layers, pruning sparsity and
             QAT epochs, resumable from ``study`` (:mod:`edgekit.workflows.optuna_search`).
+        ray_address: build independent candidates as Ray tasks on this cluster (``auto``: the local
+            or ``RAY_ADDRESS`` one), at most ``max_parallel`` at once; measured here
+            (:mod:`edgekit.workflows.ray_builds`). None: everything in this process.
 
     Raises:
         InputError, DataError, ModelError: before any work.
@@ -327,6 +345,10 @@ def optimize(
             raise InputError(f"--trials must be at least 1, got {n_trials!r}", hint="e.g. --trials 24", settings=("trials",))
     elif study is not None:
         raise InputError("--study needs --search optuna", hint="add --search optuna", settings=("study",))
+    if max_parallel is not None and (isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1):
+        raise InputError(f"--max-parallel must be at least 1, got {max_parallel!r}", hint="e.g. --max-parallel 4", settings=("max_parallel",))
+    if ray_address is not None:
+        import_extra("distributed", "ray")  # a missing extra fails before any work
     say: ProgressFn = progress or (lambda _m, _d, _t: None)
     started = time.perf_counter()
     deadline = started + budget_minutes * 60 if budget_minutes is not None else None
@@ -357,7 +379,7 @@ def optimize(
                       teacher=loaded.keras_model, show_training=training_progress)
     state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=str(model))
 
-    with staged_dir(out, force=force) as tmp:
+    with staged_dir(out, force=force) as tmp, contextlib.ExitStack() as stack:
         (tmp / CANDIDATES_DIR).mkdir()
         bench = Bench(tmp / CANDIDATES_DIR, val=val_ds, calibration=calibration, device=profile, settings=settings)
         t0 = time.perf_counter()
@@ -367,6 +389,14 @@ def optimize(
                     measurement=bench.add(Candidate("float32", path=ref_path), reference=True))
         ref = ref.with_(seconds=time.perf_counter() - t0)
         searcher = _Search(bench, state, ctx, budget, say, deadline)
+        if ray_address is not None:
+            say(f"connecting to the Ray cluster at {ray_address}", 0, 1)
+            job = {"key": f"{loaded.sha256}-{train.sha256}-{seed}", "model": str(Path(model).resolve()),
+                   "data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val is not None else None,
+                   "unsafe": unsafe, "custom_objects": str(Path(custom_objects).resolve()) if custom_objects else None,
+                   "tasks": list(tasks), "preprocessing": pre.to_dict(), "x_key": x_key, "y_key": y_key, "seed": seed}
+            searcher.builds = RayBuilds.connect(ray_address, job, max_parallel=max_parallel)
+            stack.callback(searcher.builds.close)
         layer_errors, ranked = _ptq_and_mixed(searcher, ref, loaded, calibration, effort=effort, try_equalize=try_equalize,
                                               max_float_layers=max_float_layers, notes=notes)
         if searcher.measured() and max_latency_ms is not None:  # a preliminary latency, to decide on training candidates
@@ -434,7 +464,9 @@ def optimize(
             "ranked_layers": ranked,
             "candidates": rows,
             "layer_errors": layer_errors,
-            "search": optuna_report or {"sampler": "enumeration"},
+            "search": {**(optuna_report or {"sampler": "enumeration"}),
+                       "builds": ({"where": f"Ray cluster at {ray_address}", "max_parallel": searcher.builds.max_parallel}
+                                  if searcher.builds is not None else {"where": "this process"})},
             "delegates": compat,
             "device": describe_device(profile, ref.measurement.device),  # type: ignore[union-attr]
             "latency_conditions": {"runs": runs, "warmup": warmup, "rounds": rounds, "threads": bench.threads, "where": profile.name},

@@ -1,0 +1,166 @@
+"""``optimize --ray ADDRESS|auto``: candidates built as Ray tasks on a cluster, measured on the driver.
+
+Building a candidate (conversion, calibration, QAT or pruning with fine-tuning) is the expensive,
+device-independent part of a search; measuring it (accuracy and latency on the device) must happen
+one at a time on that device. So the driver submits the builds of independent candidates as Ray Core
+tasks (never Ray Train: its TensorFlow integration breaks with Keras 3), at most ``--max-parallel``
+at once; each task loads the model and data from their paths (a worker keeps them for its next
+task), runs the candidate's passes through the same pipeline with the same seed, and returns the
+``.tflite`` bytes; the driver measures every candidate in the order the in-process search would, so
+the trials, the report and the recommendation are those of an in-process run.
+
+Every node needs edgekit and its dependencies installed (the same version as the driver) and the
+model and data at the same paths (a shared folder), as usual for Ray jobs. ``--ray auto`` connects
+to the cluster in ``RAY_ADDRESS`` or the one ``ray start`` made on this machine.
+
+Example:
+    >>> pool = RayBuilds.connect("127.0.0.1:6379", job, max_parallel=2)  # doctest: +SKIP
+    >>> futures = [pool.submit(passes) for passes in candidates]  # doctest: +SKIP
+    >>> flatbuffers = [pool.result(f) for f in futures]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any
+
+from edgekit.core.errors import DeviceError, EdgekitError, InputError
+from edgekit.core.extras import import_extra
+
+_prepared: dict[str, Any] = {}  # in a Ray worker: the job's (state, ctx), loaded once per job
+
+
+def _state_and_context(job: dict[str, Any]) -> tuple[Any, Any]:
+    """The model state and pass context of ``job``, as :func:`edgekit.workflows.optimize.optimize` makes them."""
+    key = job["key"]
+    if key not in _prepared:
+        from edgekit.core.data import sample_rows  # noqa: F401 - the same imports as the driver
+        from edgekit.core.datatypes import Preprocessing
+        from edgekit.core.models import load_model
+        from edgekit.passes.base import ModelState, PassContext
+        from edgekit.workflows.inputs import ensure_loss, load_training_inputs
+
+        loaded = load_model(job["model"], unsafe=job["unsafe"], custom_objects=job["custom_objects"], compile=True)
+        if job["tasks"]:
+            loaded.choose_tasks(tuple(job["tasks"]))
+        pre = Preprocessing.from_dict(job["preprocessing"])
+        inputs = load_training_inputs(loaded, job["data"], job["val"], preprocessing=pre, x_key=job["x_key"], y_key=job["y_key"],
+                                      seed=job["seed"], hold_out=True, val_fraction=0.2, min_hold_out=50)
+        train = inputs.train
+        assert train is not None
+        if loaded.keras_model is not None and train.y is not None:
+            ensure_loss(loaded.keras_model)
+        ctx = PassContext(train=train, val=inputs.val, calibration=inputs.calibration, preprocessing=pre, labels=train.labels,
+                          seed=job["seed"], teacher=loaded.keras_model, show_training=False)
+        state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=job["model"])
+        _prepared.clear()
+        _prepared[key] = (state, ctx)
+    return _prepared[key]
+
+
+def build_remote(job: dict[str, Any], passes: list[dict[str, Any]]) -> tuple[str, Any]:
+    """Runs in a Ray worker: ``("ok", tflite bytes)`` or ``("error", (kind, message, hint))``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ["EDGEKIT_CONVERTER"] = "inprocess"  # the Ray worker is the isolating process
+    try:
+        from edgekit.passes.pipeline import run_passes
+        from edgekit.passes.registry import build, pass_class
+
+        state, ctx = _state_and_context(job)
+        configs = []
+        for spec in passes:
+            extra = {"layer_stats": False} if spec["pass"] == "quantize" else {}
+            configs.append(pass_class(spec["pass"]).config_type.model_validate({**spec, **extra}))
+        result = run_passes([build(c) for c in configs], state, ctx)
+        assert result.state.tflite is not None
+        return "ok", bytes(result.state.tflite)
+    except EdgekitError as exc:
+        return "error", (type(exc).__name__, exc.message, exc.hint)
+
+
+class RayBuilds:
+    """Builds submitted to a Ray cluster, at most ``max_parallel`` in flight; results in submission order."""
+
+    def __init__(self, ray: Any, job: dict[str, Any], max_parallel: int, address: str) -> None:
+        self.ray, self.job, self.max_parallel, self.address = ray, job, max_parallel, address
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(build_remote)
+        self._job_ref = ray.put(job)
+        self._waiting: deque[tuple[int, list[dict[str, Any]]]] = deque()
+        self._running: dict[int, Any] = {}
+        self._done: dict[int, tuple[str, Any]] = {}
+        self._next = 0
+
+    @classmethod
+    def connect(cls, address: str, job: dict[str, Any], *, max_parallel: int | None = None) -> RayBuilds:
+        """Connects to the cluster at ``address`` (``auto``: ``RAY_ADDRESS`` or the local ``ray start`` cluster).
+
+        Raises:
+            InputError: ray is not installed.
+            DeviceError: no cluster answers at ``address``.
+        """
+        ray = import_extra("distributed", "ray")
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
+                         configure_logging=False)
+            except Exception as exc:  # noqa: BLE001 - any connection failure: one line
+                raise DeviceError(f"no Ray cluster answers at {address}: {' '.join(str(exc).split())[:200]}",
+                                  hint="start one with `ray start --head` (or give its ADDRESS:PORT), or drop --ray") from None
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        return cls(ray, job, max_parallel or max(1, cpus), address)
+
+    def submit(self, passes: list[dict[str, Any]]) -> int:
+        """Queues one build; returns its ticket."""
+        ticket = self._next
+        self._next += 1
+        self._waiting.append((ticket, passes))
+        self._fill()
+        return ticket
+
+    def _fill(self) -> None:
+        while self._waiting and len(self._running) < self.max_parallel:
+            ticket, passes = self._waiting.popleft()
+            self._running[ticket] = self._remote.remote(self._job_ref, passes)
+
+    def result(self, ticket: int) -> bytes:
+        """Waits for build ``ticket`` (others keep running) and returns its bytes.
+
+        Raises:
+            the build's own edgekit error, or DeviceError when the task or its node died.
+        """
+        while ticket not in self._done:
+            if ticket not in self._running:
+                self._fill()
+            ready, _ = self.ray.wait(list(self._running.values()), num_returns=1)
+            for t, ref in list(self._running.items()):
+                if ref == ready[0]:
+                    del self._running[t]
+                    try:
+                        self._done[t] = self.ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - a worker that died, a lost node
+                        self._done[t] = ("lost", " ".join(str(exc).split())[:200])
+            self._fill()
+        status, value = self._done.pop(ticket)
+        if status == "ok":
+            return bytes(value)
+        if status == "lost":
+            raise DeviceError(f"the Ray task building this candidate failed on the cluster at {self.address}: {value}",
+                              hint="check the workers have edgekit installed and see the cluster's logs (ray logs)")
+        from edgekit.core import errors as error_types
+
+        kind, message, hint = value
+        cls = getattr(error_types, kind, None)
+        if not (isinstance(cls, type) and issubclass(cls, EdgekitError)):
+            cls = InputError
+        raise cls(message, hint=hint)
+
+    def close(self) -> None:
+        for ref in self._running.values():
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        self._running.clear()
+        self._waiting.clear()
+        self.ray.shutdown()

@@ -1,0 +1,78 @@
+"""Issue 19: `optimize --ray` on a local Ray cluster (a head and one worker process) inside a private
+network namespace (Ray then listens on 127.0.0.1 only): the recommendation equals the in-process run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from recipe_fixtures import write_fixture
+
+from edgekit.core.extras import missing_extra_reason
+
+RAY = str(Path(sys.executable).with_name("ray"))
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "fashion_mnist"
+
+
+def _why_not() -> str | None:
+    if missing_extra_reason("distributed"):
+        return missing_extra_reason("distributed")
+    if not Path(RAY).exists():
+        return f"the ray command is not installed next to {sys.executable}"
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "unshare and ip (util-linux, iproute2) are needed for a private network namespace"
+    if os.geteuid() != 0:
+        return "a private network namespace needs root (.ci/run runs as root)"
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return f"unshare --net is not allowed here: {probe.stderr.decode().strip()[:200]}"
+    return None
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))]
+
+
+def test_optimize_on_a_ray_cluster_equals_the_in_process_run(tmp_path):
+    tiny = write_fixture(tmp_path / "tiny")
+    edgekit = f"{sys.executable} -m edgekit"
+    bundled = (f"{edgekit} optimize {EXAMPLE}/model.keras --data {EXAMPLE}/calib.npz --val {EXAMPLE}/val.npz --scale 1/255 "
+               "--effort quick --runs 10 --rounds 1 --seed 1 --quiet --json")
+    trained = (f"{edgekit} optimize {tiny['model']} --data {tiny['train']} --val {tiny['val']} --effort full --epochs 1 "
+               "--runs 5 --rounds 1 --allow-slower --no-equalize --seed 1 --quiet --json")
+    port = 6391
+    script = tmp_path / "cluster.sh"
+    script.write_text(f"""set -u
+ip link set lo up
+export RAY_USAGE_STATS_ENABLED=0 PYTHONPATH={REPO} TF_CPP_MIN_LOG_LEVEL=3
+trap '{RAY} stop --force >/dev/null 2>&1' EXIT
+{RAY} start --head --node-ip-address 127.0.0.1 --port {port} --num-cpus 1 --include-dashboard false --disable-usage-stats \\
+    > {tmp_path}/head.log 2>&1 || exit 90
+{RAY} start --address 127.0.0.1:{port} --node-ip-address 127.0.0.1 --num-cpus 1 > {tmp_path}/worker.log 2>&1 || exit 91
+{bundled} -o {tmp_path}/bundled-here > {tmp_path}/bundled-here.json 2> {tmp_path}/bundled-here.err
+{bundled} -o {tmp_path}/bundled-ray --ray 127.0.0.1:{port} > {tmp_path}/bundled-ray.json 2> {tmp_path}/bundled-ray.err
+{trained} -o {tmp_path}/trained-here > {tmp_path}/trained-here.json 2> {tmp_path}/trained-here.err
+{trained} -o {tmp_path}/trained-ray --ray 127.0.0.1:{port} --max-parallel 2 > {tmp_path}/trained-ray.json 2> {tmp_path}/trained-ray.err
+ss -ltnH > {tmp_path}/listening.txt 2>/dev/null || true
+""")
+    done = subprocess.run(["unshare", "--net", "bash", str(script)], capture_output=True, text=True, timeout=1500)
+    logs = {p.name: p.read_text()[-1500:] for p in tmp_path.glob("*.log")} | {p.name: p.read_text()[-1500:] for p in tmp_path.glob("*.err")}
+    assert done.returncode == 0, (done.stdout, done.stderr, logs)
+    for name in ("bundled", "trained"):
+        here = json.loads((tmp_path / f"{name}-here.json").read_text())
+        ray = json.loads((tmp_path / f"{name}-ray.json").read_text())
+        assert ray["search"]["builds"]["where"] == f"Ray cluster at 127.0.0.1:{port}", logs
+        assert here["search"]["builds"]["where"] == "this process"
+        assert [c["name"] for c in ray["candidates"]] == [c["name"] for c in here["candidates"]]
+        assert ray["recommended"]["name"] == here["recommended"]["name"]
+        assert ray["recommended"]["sha256"] == here["recommended"]["sha256"]  # the same bytes, built on the cluster
+        assert (tmp_path / f"{name}-ray" / "model.tflite").is_file()
+    trained_ray = json.loads((tmp_path / "trained-ray.json").read_text())
+    assert any(c["family"] in ("qat", "prune") and c["status"] != "failed" for c in trained_ray["candidates"])
+    local = [line.split()[3] for line in (tmp_path / "listening.txt").read_text().splitlines() if len(line.split()) > 3]
+    assert f"127.0.0.1:{port}" in local, local  # the cluster's GCS on loopback, in the namespace the test made
