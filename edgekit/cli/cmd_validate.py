@@ -64,9 +64,10 @@ def validate(artifact, data, reference, runs, warmup, threads, samples, seed, re
         profiles, file_parallel = load_fleet(devices, fleet_file, devices_dir)
         parallel = check_max_parallel(max_parallel) if max_parallel is not None else file_parallel
         with err_console.status(f"Validating on {len(profiles)} devices...", spinner="dots") if not as_json else contextlib.nullcontext():
+            given = click.get_current_context().get_parameter_source("threads") != click.core.ParameterSource.DEFAULT
             fleet = validate_fleet(
                 artifact, data, profiles, max_parallel=parallel, reference=reference, preprocessing=preprocessing_from_options(scale, mean, std),
-                runs=runs, warmup=warmup, threads=threads, samples=samples, seed=seed, x_key=x_key, y_key=y_key, tasks=tasks, report=report,
+                runs=runs, warmup=warmup, threads=threads if given else None, samples=samples, seed=seed, x_key=x_key, y_key=y_key, tasks=tasks, report=report,
                 unsafe=unsafe, custom_objects=custom_objects, runtime=runtime, timeout=timeout, ignore_manifest=ignore_manifest)
         if as_json:
             print_json(fleet.to_dict())

@@ -325,7 +325,7 @@ def validate_fleet(
     preprocessing: Preprocessing | None = None,
     runs: int = 50,
     warmup: int = 5,
-    threads: int = 1,
+    threads: int | None = None,
     samples: int | None = None,
     seed: int = 0,
     x_key: str = "x",
@@ -342,16 +342,17 @@ def validate_fleet(
     """:func:`validate` on several devices at once (``devices``: profiles from
     :func:`edgekit.workflows.fleet.load_fleet`): the artifact, data and reference are checked and
     loaded once, each device runs the artifact in parallel, and each row holds that device's
-    :class:`ValidationReport` or its error. The report file holds every row.
+    :class:`ValidationReport` or its error. The report file holds every row. ``threads`` None:
+    each device's profile threads.
     """
     from edgekit.workflows.fleet import run_fleet
 
-    prep = _prepare(artifact, data, reference=reference, preprocessing=preprocessing, runs=runs, warmup=warmup, threads=threads,
+    prep = _prepare(artifact, data, reference=reference, preprocessing=preprocessing, runs=runs, warmup=warmup, threads=threads or 1,
                     samples=samples, seed=seed, x_key=x_key, y_key=y_key, tasks=tasks, report=report, write_report=write_report,
                     unsafe=unsafe, custom_objects=custom_objects, ignore_manifest=ignore_manifest)
 
     def measure(profile: DeviceProfile) -> Any:
-        return run_model(profile, prep.path, prep.feed, threads=threads, runs=runs, warmup=warmup, runtime=runtime,
+        return run_model(profile, prep.path, prep.feed, threads=threads if threads is not None else profile.threads, runs=runs, warmup=warmup, runtime=runtime,
                          with_probe=True, timeout_s=timeout)
 
     ran = run_fleet(list(devices), measure, command="validate", max_parallel=max_parallel)
