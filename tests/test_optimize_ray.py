@@ -59,6 +59,8 @@ trap '{RAY} stop --force >/dev/null 2>&1' EXIT
 {bundled} -o {tmp_path}/bundled-ray --ray 127.0.0.1:{port} > {tmp_path}/bundled-ray.json 2> {tmp_path}/bundled-ray.err
 {trained} -o {tmp_path}/trained-here > {tmp_path}/trained-here.json 2> {tmp_path}/trained-here.err
 {trained} -o {tmp_path}/trained-ray --ray 127.0.0.1:{port} --max-parallel 2 > {tmp_path}/trained-ray.json 2> {tmp_path}/trained-ray.err
+{trained.replace("--effort full --epochs 1", "--search optuna --trials 4 --epochs 1")} -o {tmp_path}/optuna-ray --ray 127.0.0.1:{port} \
+    --max-parallel 2 > {tmp_path}/optuna-ray.json 2> {tmp_path}/optuna-ray.err
 ss -ltnH > {tmp_path}/listening.txt 2>/dev/null || true
 """)
     done = subprocess.run(["unshare", "--net", "bash", str(script)], capture_output=True, text=True, timeout=1500)
@@ -75,6 +77,8 @@ ss -ltnH > {tmp_path}/listening.txt 2>/dev/null || true
         assert (tmp_path / f"{name}-ray" / "model.tflite").is_file()
     trained_ray = json.loads((tmp_path / "trained-ray.json").read_text())
     assert any(c["family"] in ("qat", "prune") and c["status"] != "failed" for c in trained_ray["candidates"])
+    optuna = json.loads((tmp_path / "optuna-ray.json").read_text())["search"]  # Optuna trials asked in batches, built on the cluster
+    assert optuna["sampler"] == "NSGA-II" and optuna["finished"] == 4 and optuna["builds"]["max_parallel"] == 2
     local = [line.split()[3] for line in (tmp_path / "listening.txt").read_text().splitlines() if len(line.split()) > 3]
     assert any(a.endswith(f"127.0.0.1:{port}") or a.endswith(f"127.0.0.1]:{port}") for a in local), local  # the cluster's GCS
     assert all("127.0.0.1" in a or a.startswith("[::1]") for a in local), local  # every socket of the cluster on loopback only

@@ -4,7 +4,8 @@ After the fixed candidates (the reference, post-training quantization, per-layer
 NSGA-II sampler proposes trials over a wider space than the enumeration: the PTQ modes, int8 with
 the 1..N most sensitive layers kept in float, pruning (structure and a continuous sparsity) and QAT
 (its epochs) when the model can be trained. Each trial is built through the same pipeline and
-measured by the same bench as the enumeration; its objectives are the accuracy drop against float32,
+measured by the same bench as the enumeration (with ``--ray``, a batch of ``--max-parallel`` trials
+is asked at once and built on the cluster); its objectives are the accuracy drop against float32,
 the latency (a short timing, final numbers come from the interleaved rounds at the end) and the
 size, all minimized. The verdicts, the Pareto front and the recommendation are then made over every
 candidate exactly as without Optuna.
@@ -21,6 +22,7 @@ file here are rebuilt from their recorded passes).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -125,33 +127,46 @@ def run_optuna(search: Any, ref: Trial, *, study: Any, work: Path, trials: int, 
     quick = MeasureSettings(runs=max(5, search.bench.settings.runs // 5), warmup=search.bench.settings.warmup, rounds=1,
                             threads=search.bench.settings.threads)
     search.planned += max(0, trials - finished)
+    pool: Any = getattr(search, "builds", None)  # optimize --ray: a batch of trials is built on the cluster at once
+    batch = pool.max_parallel if pool is not None else 1
     while finished < trials and not search.over_budget():
-        trial = study.ask()
-        name, family, passes = _suggest(trial, ranked=ranked, max_float_layers=max_float_layers, can_train=can_train, epochs=epochs)
-        trial.set_user_attr("name", name)
-        trial.set_user_attr("family", family)
-        trial.set_user_attr("passes", json.dumps(passes))
-        done = seen.get(name)
-        if done is None:  # a new point: build and measure it (a point proposed again is answered from the first)
-            build = (lambda chosen=passes[0]["float_layers"]: mixed_quantize(chosen)) if family == "mixed" and mixed_quantize else None
-            done = search.add(Trial(name, family, passes, details={"optuna_trial": trial.number}), build)
-            seen[name] = done
-            built += 1
-            if done.measurement is not None:
-                timed = search.bench.time([done.measurement], settings=quick)[0]
-                done = done.with_(measurement=timed)
-                search.trials[-1] = done
+        asked: list[tuple[Any, str, str, list[dict[str, Any]], int | None]] = []
+        for _ in range(min(batch, trials - finished)):
+            trial = study.ask()
+            name, family, passes = _suggest(trial, ranked=ranked, max_float_layers=max_float_layers, can_train=can_train, epochs=epochs)
+            trial.set_user_attr("name", name)
+            trial.set_user_attr("family", family)
+            trial.set_user_attr("passes", json.dumps(passes))
+            ticket = None
+            if pool is not None and name not in seen and family != "mixed" and name not in [a[1] for a in asked]:
+                ticket = pool.submit(passes)
+            asked.append((trial, name, family, passes, ticket))
+        for trial, name, family, passes, ticket in asked:
+            done = seen.get(name)
+            if done is None:  # a new point: build and measure it (a point proposed again is answered from the first)
+                build: Callable[[], bytes] | None = None
+                if ticket is not None:
+                    build = functools.partial(pool.result, ticket)
+                elif family == "mixed" and mixed_quantize is not None:
+                    build = functools.partial(mixed_quantize, passes[0]["float_layers"])
+                done = search.add(Trial(name, family, passes, details={"optuna_trial": trial.number}), build)
                 seen[name] = done
-                shutil.copyfile(done.measurement.path, work / f"trial-{trial.number}.tflite")
-        if done.measurement is None:
-            study.tell(trial, state=state.FAIL)
-        else:
-            m = done.measurement
-            drop = accuracy_drop(ref.measurement, m, relative) if ref.measurement is not None else None
-            latency = m.metric(percentile)
-            study.tell(trial, [drop if drop is not None else math.inf, latency if latency is not None else math.inf,
-                               float(search.budget.size_of(m))])
-        finished += 1
+                built += 1
+                if done.measurement is not None:
+                    timed = search.bench.time([done.measurement], settings=quick)[0]
+                    done = done.with_(measurement=timed)
+                    search.trials[-1] = done
+                    seen[name] = done
+                    shutil.copyfile(done.measurement.path, work / f"trial-{trial.number}.tflite")
+            if done.measurement is None:
+                study.tell(trial, state=state.FAIL)
+            else:
+                m = done.measurement
+                drop = accuracy_drop(ref.measurement, m, relative) if ref.measurement is not None else None
+                latency = m.metric(percentile)
+                study.tell(trial, [drop if drop is not None else math.inf, latency if latency is not None else math.inf,
+                                   float(search.budget.size_of(m))])
+            finished += 1
     if finished < trials:
         notes.append(f"Optuna search stopped at {finished} of {trials} trials: --budget-minutes was used up")
     return {"sampler": "NSGA-II", "trials": trials, "finished": finished, "built_now": built, "resumed_from_study": resumed}
