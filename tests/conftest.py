@@ -92,3 +92,11 @@ def int8_kernels(path) -> dict[str, tuple[np.ndarray, int]]:
     interp = Interpreter(model_path=str(path))
     return {t["name"]: (np.asarray(interp.get_tensor(t["index"])), int(t["quantization_parameters"]["scales"].size))
             for t in interp.get_tensor_details() if t["index"] in constant}
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for children a test interrupts: SIGINT back to its default, so Python installs its
+    handler there even when pytest itself runs in the background (``cmd &`` starts with SIGINT ignored)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

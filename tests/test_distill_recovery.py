@@ -20,8 +20,8 @@ def test_prune_distill_fine_tunes_with_the_original_as_teacher(runner, cli, tiny
     distilled = _prune(runner, cli, tiny, tmp_path / "kd.keras", "--distill")
     assert plain.exit_code == 0, plain.output
     assert distilled.exit_code == 0, distilled.output
-    kd = json.loads((tmp_path / "kd.distill.report.json").read_text())
-    base = json.loads((tmp_path / "plain.distill.report.json").read_text())
+    kd = json.loads((tmp_path / "kd.prune.report.json").read_text())
+    base = json.loads((tmp_path / "plain.prune.report.json").read_text())
     assert kd["config"]["distill"] is True and base["config"]["distill"] is False
     # the masks still hold under the distillation loss
     pruned = [layer for layer in kd["layers"] if layer["status"] == "pruned"]

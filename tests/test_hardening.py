@@ -13,7 +13,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from conftest import files_in
+from conftest import default_sigint, files_in
 from edgekit.core.fsutil import sha256_file
 
 QUANTIZE = [sys.executable, "-m", "edgekit", "quantize"]
@@ -41,7 +41,8 @@ def _wait_for_conversion(proc, marker_dir, timeout=60):
 def test_interrupted_run_leaves_no_artifact(tiny, tmp_path, sig):
     out = tmp_path / "m.tflite"
     proc = subprocess.Popen([*QUANTIZE, str(tiny["model"]), "-o", str(out), "--data", str(tiny["train"]), "--scale", "1/255"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=default_sigint)
     _wait_for_conversion(proc, tmp_path)
     time.sleep(1.0)
     proc.send_signal(sig)

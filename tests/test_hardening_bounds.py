@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from fuzz_tflite import seed_model
 
-from conftest import files_in
+from conftest import default_sigint, files_in
 from edgekit.cli import cli
 
 EDGEKIT = [sys.executable, "-m", "edgekit"]
@@ -139,7 +139,8 @@ def test_uint64_labels_that_would_wrap_are_refused(artifact, tiny, tmp_path):
 def test_sigterm_during_int8_quantize_exits_143_and_leaves_nothing(tiny, tmp_path):
     out = tmp_path / "m.tflite"
     proc = subprocess.Popen([*EDGEKIT, "quantize", str(tiny["model"]), "-o", str(out), "--data", str(tiny["train"]), "--scale", "1/255"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:  # wait until TensorFlow is loaded (conversion under way)
         try:
@@ -162,7 +163,8 @@ def test_sigterm_during_int8_quantize_exits_143_and_leaves_nothing(tiny, tmp_pat
 def test_sigint_during_prune_training_exits_130_and_leaves_nothing(tiny, tmp_path):
     out = tmp_path / "pruned.keras"
     proc = subprocess.Popen([*EDGEKIT, "prune", str(tiny["model"]), "-o", str(out), "--data", str(tiny["train"]), "--scale", "1/255",
-                             "--sparsity", "0.5", "--epochs", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                             "--sparsity", "0.5", "--epochs", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=default_sigint)
     seen = ""
     while "prune epoch 3/" not in seen and proc.poll() is None:  # well into the training epochs (not in an import)
         seen += proc.stderr.readline()
@@ -197,7 +199,8 @@ def test_an_interrupt_swallowed_by_third_party_code_still_ends_the_run(tiny, tmp
 def test_four_racing_writers_one_wins(tiny, tmp_path):
     out = tmp_path / "race.tflite"
     cmd = [*EDGEKIT, "quantize", str(tiny["model"]), "--mode", "float32", "-o", str(out)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()) for _ in range(4)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=default_sigint) for _ in range(4)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
     assert codes.count(0) == 1, results

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from recipe_fixtures import write_fixture
 
+from conftest import default_sigint
 from edgekit.core.extras import missing_extra_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing_extra_reason("distributed") is not None,
@@ -48,7 +49,8 @@ def test_an_interrupted_search_resumes_without_rebuilding_finished_trials(tiny, 
     out = tmp_path / "opt"
     work = tmp_path / "opt.optuna"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(_command(tiny, out, 10), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_command(tiny, out, 10), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 400
     while _complete(work / "study.db") < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -80,9 +80,13 @@ def _get_executor() -> concurrent.futures.ProcessPoolExecutor | None:
     return _executor
 
 
-def _exit_signal() -> str:
+def _exit_signal(procs: list[Any] | None = None) -> str:
     """The signal that ended the worker (SIGSEGV, SIGABRT...), if it can be told."""
-    for proc in list(getattr(_executor, "_processes", {}).values()) if _executor is not None else []:
+    if procs is None:
+        procs = list(getattr(_executor, "_processes", {}).values()) if _executor is not None else []
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=2)  # the pool may notice the death before the process is reaped
         code = getattr(proc, "exitcode", None)
         if isinstance(code, int) and code < 0:
             try:
@@ -156,6 +160,7 @@ def run_in_worker(job_fn: Callable[[dict[str, Any]], tuple[str, Any]], job: dict
     if executor is None:
         return None
     limit = timeout_s or DEFAULT_TIMEOUT_S
+    procs = list(getattr(executor, "_processes", {}).values())  # kept: the pool forgets them once it breaks
     try:
         future = executor.submit(job_fn, job)
         status, value = future.result(timeout=limit)
@@ -164,7 +169,7 @@ def run_in_worker(job_fn: Callable[[dict[str, Any]], tuple[str, Any]], job: dict
         raise TimeLimit(f"the TFLite converter did not finish {stage} of {name} within {limit:.0f} s; it was stopped",
                         hint="check the model converts in float32 first; rerun with -v for the converter log") from None
     except BrokenProcessPool:
-        how = _exit_signal()
+        how = _exit_signal(procs)
         _discard_executor(kill=True)
         raise ConversionError(f"the TFLite converter crashed ({how} in its own process) during {stage} of {name}; "
                               "edgekit is unaffected and wrote nothing",

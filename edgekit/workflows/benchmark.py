@@ -22,6 +22,7 @@ from edgekit.export.delegates import check_compatibility
 from edgekit.measure.noise import LatencySpread, compare_speed, spread_of
 from edgekit.measure.op_profile import OpProfile, profile_ops
 from edgekit.runtime.local import check_run_options
+from edgekit.workflows.fleet import run_fleet
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,6 @@ def benchmark_fleet(artifact: str | os.PathLike[str], devices: Any, *, max_paral
 
     The artifact is checked once before any device runs (a bad file fails the command, not a row).
     """
-    from edgekit.workflows.fleet import run_fleet
-
     check_run_options(runs, warmup, threads if threads is not None else 1)
     path = require_file(artifact, "artifact")
     read_verified_tflite(path)

@@ -25,8 +25,15 @@ import os
 from collections import deque
 from typing import Any
 
+from edgekit.core import errors as error_types
+from edgekit.core.datatypes import Preprocessing
 from edgekit.core.errors import DeviceError, EdgekitError, InputError
 from edgekit.core.extras import import_extra
+from edgekit.core.models import load_model
+from edgekit.passes.base import ModelState, PassContext
+from edgekit.passes.pipeline import run_passes
+from edgekit.passes.registry import build, pass_class
+from edgekit.workflows.inputs import ensure_loss, load_training_inputs
 
 _prepared: dict[str, Any] = {}  # in a Ray worker: the job's (state, ctx), loaded once per job
 
@@ -35,12 +42,6 @@ def _state_and_context(job: dict[str, Any]) -> tuple[Any, Any]:
     """The model state and pass context of ``job``, as :func:`edgekit.workflows.optimize.optimize` makes them."""
     key = job["key"]
     if key not in _prepared:
-        from edgekit.core.data import sample_rows  # noqa: F401 - the same imports as the driver
-        from edgekit.core.datatypes import Preprocessing
-        from edgekit.core.models import load_model
-        from edgekit.passes.base import ModelState, PassContext
-        from edgekit.workflows.inputs import ensure_loss, load_training_inputs
-
         loaded = load_model(job["model"], unsafe=job["unsafe"], custom_objects=job["custom_objects"], compile=True)
         if job["tasks"]:
             loaded.choose_tasks(tuple(job["tasks"]))
@@ -64,9 +65,6 @@ def build_remote(job: dict[str, Any], passes: list[dict[str, Any]]) -> tuple[str
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ["EDGEKIT_CONVERTER"] = "inprocess"  # the Ray worker is the isolating process
     try:
-        from edgekit.passes.pipeline import run_passes
-        from edgekit.passes.registry import build, pass_class
-
         state, ctx = _state_and_context(job)
         configs = []
         for spec in passes:
@@ -147,8 +145,6 @@ class RayBuilds:
         if status == "lost":
             raise DeviceError(f"the Ray task building this candidate failed on the cluster at {self.address}: {value}",
                               hint="check the workers have edgekit installed and see the cluster's logs (ray logs)")
-        from edgekit.core import errors as error_types
-
         kind, message, hint = value
         cls = getattr(error_types, kind, None)
         if not (isinstance(cls, type) and issubclass(cls, EdgekitError)):

@@ -43,6 +43,7 @@ from edgekit.measure.metrics import compare_outputs
 from edgekit.measure.sanity import chance_warnings, expected_ranges, input_range_warnings
 from edgekit.measure.task_metrics import evaluate
 from edgekit.runtime.local import check_run_options
+from edgekit.workflows.fleet import run_fleet
 
 
 @dataclass(frozen=True)
@@ -345,8 +346,6 @@ def validate_fleet(
     :class:`ValidationReport` or its error. The report file holds every row. ``threads`` None:
     each device's profile threads.
     """
-    from edgekit.workflows.fleet import run_fleet
-
     prep = _prepare(artifact, data, reference=reference, preprocessing=preprocessing, runs=runs, warmup=warmup, threads=threads or 1,
                     samples=samples, seed=seed, x_key=x_key, y_key=y_key, tasks=tasks, report=report, write_report=write_report,
                     unsafe=unsafe, custom_objects=custom_objects, ignore_manifest=ignore_manifest)
