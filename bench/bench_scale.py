@@ -58,7 +58,14 @@ echo "$t0 $t1 $t2" > {work}/times
         print(f"| this process | {t1 - t0:.1f} | {here['recommended']['name']} | {here['recommended']['sha256'][:12]} |")
         print(f"| Ray, {args.workers} local worker processes | {t2 - t1:.1f} | {ray['recommended']['name']} | "
               f"{ray['recommended']['sha256'][:12]} |")
-        print(f"\nspeed-up x{(t1 - t0) / (t2 - t1):.2f}; same recommendation and bytes: {same}")
+        print(f"\nspeed-up x{(t1 - t0) / (t2 - t1):.2f}; same recommendation and bytes: {same}\n")
+        print("| candidate | sha256 here | sha256 Ray | status here | status Ray |")
+        print("|---|---|---|---|---|")
+        ray_rows = {c["name"]: c for c in ray["candidates"]}
+        for c in here["candidates"]:
+            r = ray_rows.get(c["name"], {})
+            why = lambda row: (row.get("status") or "-") + (f" ({row['reasons'][0][:70]})" if row.get("reasons") else "")  # noqa: E731
+            print(f"| {c['name']} | {(c.get('sha256') or '-')[:12]} | {(r.get('sha256') or '-')[:12]} | {why(c)} | {why(r)} |")
 
 
 if __name__ == "__main__":

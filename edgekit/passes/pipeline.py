@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.core.datatypes import Serializable
 from edgekit.core.errors import ModelError
+from edgekit.core.tfshim import keras
 from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput
 
 
@@ -98,6 +99,8 @@ def run_passes(passes: Sequence[Pass], state: ModelState, ctx: PassContext, *, o
         ctx.progress(f"[{index}/{len(passes)}] {p.name}")
         started = time.perf_counter()
         before = _weights(state.keras)
+        if before is not None:  # every pass starts from the seed: the same model whatever ran before in this process
+            keras().utils.set_random_seed(ctx.seed)
         output = p.apply(state, step_ctx)
         if before is not None and any(not np.array_equal(a, np.asarray(b), equal_nan=a.dtype.kind in "fc") for a, b in
                                       zip(before, state.keras.get_weights(), strict=True)):

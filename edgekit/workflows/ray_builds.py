@@ -62,8 +62,7 @@ def _state_and_context(job: dict[str, Any]) -> tuple[Any, Any]:
 
 def build_remote(job: dict[str, Any], passes: list[dict[str, Any]]) -> tuple[str, Any]:
     """Runs in a Ray worker: ``("ok", tflite bytes)`` or ``("error", (kind, message, hint))``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ["EDGEKIT_CONVERTER"] = "inprocess"  # the Ray worker is the isolating process
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # conversions go through the converter's worker, as on the driver
     try:
         state, ctx = _state_and_context(job)
         configs = []
