@@ -85,20 +85,30 @@ def _benchmark_fleet(artifact, devices, fleet_file, max_parallel, devices_dir, c
                      profile_ops, timeout, ignore_manifest, as_json) -> None:
     from edgekit.core.errors import InputError
     from edgekit.workflows.benchmark import benchmark_fleet
-    from edgekit.workflows.fleet import check_max_parallel, load_fleet
-
     for flag, given in (("--accelerator", accelerator is not None), ("--profile-ops", profile_ops), ("a --threads list", len(counts) > 1)):
         if given:
             raise InputError(f"{flag} runs on one device, not a fleet", hint="benchmark one --device with it")
-    profiles, file_parallel = load_fleet(devices, fleet_file, devices_dir)
-    parallel = check_max_parallel(max_parallel) if max_parallel is not None else file_parallel
+    profiles, parallel = fleet_profiles(devices, fleet_file, max_parallel, devices_dir)
     with err_console.status(f"Benchmarking on {len(profiles)} devices...", spinner="dots") if not as_json else contextlib.nullcontext():
         fleet = benchmark_fleet(artifact, profiles, max_parallel=parallel, runs=runs, warmup=warmup, threads=counts[0] if counts else None,
                                 runtime=runtime, target=target, timeout=timeout, ignore_manifest=ignore_manifest)
+    show_fleet(fleet, f"Latency of {artifact} on {len(fleet.rows)} devices", as_json)
+
+
+def fleet_profiles(devices, fleet_file, max_parallel, devices_dir):
+    """The fleet's profiles and how many run at once (--max-parallel, else the fleet file's), checked before any run."""
+    from edgekit.workflows.fleet import check_max_parallel, load_fleet
+
+    profiles, file_parallel = load_fleet(devices, fleet_file, devices_dir)
+    return profiles, check_max_parallel(max_parallel) if max_parallel is not None else file_parallel
+
+
+def show_fleet(fleet, title: str, as_json: bool) -> None:
+    """Prints the fleet's rows (JSON or a table), then exits with the first failed device's code."""
     if as_json:
         print_json(fleet.to_dict())
     else:
-        render_fleet(fleet, f"Latency of {artifact} on {len(fleet.rows)} devices")
+        render_fleet(fleet, title)
     if fleet.exit_code:
         click.get_current_context().exit(fleet.exit_code)
 

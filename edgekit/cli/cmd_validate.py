@@ -57,24 +57,17 @@ def validate(artifact, data, reference, runs, warmup, threads, samples, seed, re
     from edgekit.workflows.validate import validate as run_validate
 
     if len(devices) > 1 or fleet_file is not None:
-        from edgekit.cli.cmd_benchmark import render_fleet
-        from edgekit.workflows.fleet import check_max_parallel, load_fleet
+        from edgekit.cli.cmd_benchmark import fleet_profiles, show_fleet
         from edgekit.workflows.validate import validate_fleet
 
-        profiles, file_parallel = load_fleet(devices, fleet_file, devices_dir)
-        parallel = check_max_parallel(max_parallel) if max_parallel is not None else file_parallel
+        profiles, parallel = fleet_profiles(devices, fleet_file, max_parallel, devices_dir)
         with err_console.status(f"Validating on {len(profiles)} devices...", spinner="dots") if not as_json else contextlib.nullcontext():
             given = click.get_current_context().get_parameter_source("threads") != click.core.ParameterSource.DEFAULT
             fleet = validate_fleet(
                 artifact, data, profiles, max_parallel=parallel, reference=reference, preprocessing=preprocessing_from_options(scale, mean, std),
                 runs=runs, warmup=warmup, threads=threads if given else None, samples=samples, seed=seed, x_key=x_key, y_key=y_key, tasks=tasks, report=report,
                 unsafe=unsafe, custom_objects=custom_objects, runtime=runtime, timeout=timeout, ignore_manifest=ignore_manifest)
-        if as_json:
-            print_json(fleet.to_dict())
-        else:
-            render_fleet(fleet, f"Validation of {artifact} on {len(fleet.rows)} devices")
-        if fleet.exit_code:
-            click.get_current_context().exit(fleet.exit_code)
+        show_fleet(fleet, f"Validation of {artifact} on {len(fleet.rows)} devices", as_json)
         return
     device = devices[0] if devices else None
     profile = None
