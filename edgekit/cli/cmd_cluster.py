@@ -14,7 +14,7 @@ from edgekit.cli.options import (
     preprocessing_options,
     task_option,
 )
-from edgekit.cli.render import print_json
+from edgekit.cli.render import print_json, shown_worker_done
 
 
 @click.command(short_help="Cluster a Keras model's weights into a few shared values and fine-tune it.")
@@ -56,6 +56,8 @@ def cluster(model, data, val, output, seed, export, export_mode, runs, threads, 
         preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode, runs=runs,
         threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, tasks=tasks, progress=True,
     )
+    if shown_worker_done(result, as_json):
+        return
     if as_json:
         print_json(result.to_dict())
         return

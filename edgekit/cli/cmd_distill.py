@@ -12,9 +12,10 @@ from edgekit.cli.options import (
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
+    strategy_option,
     task_option,
 )
-from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, print_json
+from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, print_json, shown_worker_done
 
 
 @click.command(short_help="Distill a teacher into a smaller student (Hinton KD, optional hints).")
@@ -43,6 +44,7 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @click.option("--runs", default=50, show_default=True, type=int, help="Timed runs per model for the latency comparison.")
 @click.option("--threads", default=1, show_default=True, type=int, help="Interpreter threads for the latency comparison.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="The student .keras to write (OUT.distill.report.json beside it).")
+@strategy_option
 @preprocessing_options
 @data_key_options
 @task_option
@@ -50,7 +52,7 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @force_option
 @json_option
 def distill(teacher, student, width, data, val, epochs, temperature, alpha, hints, hint_weight, baseline, seed, batch_size,
-            learning_rate, augment, reinit, limit, export, samples, runs, threads, output, scale, mean, std, x_key, y_key, tasks,
+            learning_rate, augment, reinit, limit, export, samples, runs, threads, output, strategy, scale, mean, std, x_key, y_key, tasks,
             unsafe, custom_objects, force, as_json):
     """Distill --teacher into a smaller student and compare them side by side.
 
@@ -73,7 +75,7 @@ def distill(teacher, student, width, data, val, epochs, temperature, alpha, hint
     config = build_config(DistillConfig, {
         "student": student, "width": width, "epochs": epochs, "temperature": temperature, "alpha": alpha, "hints": hints,
         "hint_weight": hint_weight, "batch_size": batch_size, "learning_rate": learning_rate, "augment": augment, "reinit": reinit,
-        "limit": limit,
+        "limit": limit, "strategy": strategy,
     })
 
     def on_epoch(tag: str, epoch: int, total: int, logs: dict[str, float]) -> None:
@@ -86,6 +88,8 @@ def distill(teacher, student, width, data, val, epochs, temperature, alpha, hint
         threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, tasks=tasks,
         on_epoch=None if as_json else on_epoch,
     )
+    if shown_worker_done(result, as_json):
+        return
     if as_json:
         print_json(result.to_dict())
         return

@@ -11,9 +11,10 @@ from edgekit.cli.options import (
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
+    strategy_option,
     task_option,
 )
-from edgekit.cli.render import console, print_json
+from edgekit.cli.render import console, print_json, shown_worker_done
 
 compression_options = [
     click.option("--data", required=True, type=click.Path(), help="Training data for fine-tuning: .npz (x, y) or an image folder."),
@@ -27,6 +28,7 @@ compression_options = [
     click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
                  help="Fine-tuning learning rate: constant, or cosine decay to 2% over all fine-tuning steps (helps after channel pruning)."),
     click.option("--loss", default=None, help="Loss for fine-tuning [default: the loss the model was compiled with]."),
+    strategy_option,
     click.option("--seed", default=0, show_default=True, type=int, help="Seed for fine-tuning and initialization."),
     click.option("--export/--no-export", default=True, show_default=True,
                  help="Convert original and result to TFLite and compare size (gzip) and latency."),
@@ -94,6 +96,8 @@ def prune(model, data, val, output, seed, export, export_mode, runs, threads, sc
         preprocessing=preprocessing_from_options(scale, mean, std), export=export, export_mode=export_mode, runs=runs,
         threads=threads, force=force, unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, tasks=tasks, progress=True,
     )
+    if shown_worker_done(result, as_json):
+        return
     if as_json:
         print_json(result.to_dict())
         return

@@ -14,9 +14,10 @@ from edgekit.cli.options import (
     model_loading_options,
     preprocessing_from_options,
     preprocessing_options,
+    strategy_option,
     task_option,
 )
-from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, print_json
+from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table, print_json, shown_worker_done
 
 IO_TYPES = ["float", "int8", "uint8"]
 
@@ -36,14 +37,15 @@ IO_TYPES = ["float", "int8", "uint8"]
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for shuffling, hold-out and initialization.")
 @click.option("--no-ptq", is_flag=True, help="Skip the post-training int8 column of the report.")
 @click.option("--distill", is_flag=True, help="Fine-tune with the float model as teacher (knowledge distillation of its outputs, T=1, alpha=0.5).")
+@strategy_option
 @preprocessing_options
 @data_key_options
 @task_option
 @model_loading_options
 @force_option
 @json_option
-def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, learning_rate, batch_size, seed, no_ptq, distill, scale, mean,
-        std, x_key, y_key, tasks, unsafe, custom_objects, force, as_json):
+def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, learning_rate, batch_size, seed, no_ptq, distill, strategy, scale,
+        mean, std, x_key, y_key, tasks, unsafe, custom_objects, force, as_json):
     """Fine-tune MODEL (.keras or .h5 classifier) with simulated int8 quantization and export a
     full-int8 TFLite model.
 
@@ -62,7 +64,7 @@ def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, learnin
     from edgekit.workflows.qat import qat as run_qat
 
     config = build_config(QatConfig, {"epochs": epochs, "io_type": io_type, "preserve": preserve, "learning_rate": learning_rate,
-                                      "batch_size": batch_size, "distill": distill})
+                                      "batch_size": batch_size, "distill": distill, "strategy": strategy})
 
     def on_epoch(_title: str, epoch: int, total: int, logs: dict[str, float]) -> None:
         if not as_json:
@@ -75,6 +77,8 @@ def qat(model, data, val, epochs, output, keep_keras, io_type, preserve, learnin
             preprocessing=preprocessing_from_options(scale, mean, std), seed=seed, compare_ptq=not no_ptq, force=force,
             unsafe=unsafe, custom_objects=custom_objects, x_key=x_key, y_key=y_key, tasks=tasks, on_epoch=on_epoch,
         )
+    if shown_worker_done(result, as_json):
+        return
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -109,7 +113,9 @@ def render_qat(result) -> None:
         ("I/O", result.io_type.value),
         ("size", f"{human_bytes(art.size.bytes)} ({art.size.gzip_bytes:,} B gzipped)"),
         ("sha256", art.sha256),
-        ("training", f"{result.train_samples} samples x {result.epochs} epoch(s), {result.seconds_training:.0f} s"),
+        ("training", f"{result.train_samples} samples x {result.epochs} epoch(s), {result.seconds_training:.0f} s"
+                     + (f" ({result.distribution['strategy']}, {result.distribution['replicas']} replicas)"
+                        if result.distribution.get("strategy", "none") != "none" else "")),
         ("operators", ", ".join(f"{k} x{v}" for k, v in result.info.op_histogram().items())),
         ("float layers", ", ".join(f"{p.name} ({p.class_name})" for p in result.unsupported) or "none"),
         ("float ops", ", ".join(result.float_ops) or "none"),

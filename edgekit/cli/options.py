@@ -191,3 +191,12 @@ class WrappingFormatter(click.HelpFormatter):
 
 class EdgekitContext(click.Context):
     formatter_class = WrappingFormatter
+
+
+def strategy_option(f):
+    """``--strategy auto|none|mirrored|multiworker`` for the training commands (qat, distill, prune, cluster)."""
+    return click.option(
+        "--strategy", type=click.Choice(["auto", "none", "mirrored", "multiworker"]), default="none", show_default=True,
+        help="tf.distribute strategy for fine-tuning: mirrored (this host's GPUs), multiworker (every host in TF_CONFIG runs the "
+             "same command; worker 0 writes the files), auto (mirrored with several GPUs). --batch-size is per replica.",
+    )(f)

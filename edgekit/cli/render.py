@@ -188,3 +188,14 @@ def memory_text(lat: Any) -> str:
     if lat.peak_memory_mb:
         parts.append(f"process peak {lat.peak_memory_mb:.1f} MB (Python, numpy, the runtime and the model)")
     return "; ".join(parts) or "-"
+
+
+def shown_worker_done(result: Any, as_json: bool) -> bool:
+    """Prints a non-chief worker's line (``WorkerDone``: it trained and wrote nothing); False for any other result."""
+    if not hasattr(result, "distribution") or not hasattr(result, "message"):
+        return False
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        err_console.print(result.message())
+    return True

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.core.data import Calibration, sample_rows
 from edgekit.core.datatypes import Dataset, Preprocessing
+from edgekit.passes.distribute import Distribution, StrategyChoice
 
 # ----------------------------------------------------------------------------------------------
 # Configs
@@ -71,6 +72,8 @@ class TrainingConfig(PassConfig):
                                         description="Fine-tuning learning rate (default: the model's optimizer's).")
     lr_schedule: LrSchedule = Field("constant", description="constant, or cosine decay to 2% over all fine-tuning steps.")
     loss: str | None = Field(None, description="A Keras loss name (default: the loss the model was compiled with).")
+    strategy: StrategyChoice = Field("none", description="tf.distribute strategy: none, mirrored (local GPUs), multiworker "
+                                     "(hosts in TF_CONFIG; batch_size is per replica) or auto (mirrored with several GPUs).")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,6 +158,8 @@ class PassContext:
     ahead: bool = False
     #: each output's task (classification, regression...) as the workflow detected it (None: passes detect from the model)
     tasks: tuple[Any, ...] | None = None
+    #: the tf.distribute strategy training passes build, compile and train under (None: one process, model.fit)
+    distribution: Distribution | None = None
 
     def calibration_for(self, samples: int) -> Calibration | None:
         """The seeded sample of ``samples`` calibration inputs (:func:`edgekit.core.data.sample_rows`).

@@ -23,7 +23,8 @@ import numpy as np
 from edgekit.core.datatypes import Serializable
 from edgekit.core.errors import ModelError
 from edgekit.core.tfshim import keras
-from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput
+from edgekit.passes import distribute
+from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput, TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,11 @@ def run_passes(passes: Sequence[Pass], state: ModelState, ctx: PassContext, *, o
         before = _weights(state.keras)
         if before is not None:  # every pass starts from the seed: the same model whatever ran before in this process
             keras().utils.set_random_seed(ctx.seed)
-        output = p.apply(state, step_ctx)
+        distribution = ctx.distribution if isinstance(p.config, TrainingConfig) else None
+        with distribute.scope(distribution):
+            output = p.apply(state, step_ctx)  # a training pass builds and compiles its model in the strategy's scope
+        if distribution is not None and distribution.strategy is not None:
+            distribute.release(output.state.keras, output.state.details)
         if before is not None and any(not np.array_equal(a, np.asarray(b), equal_nan=a.dtype.kind in "fc") for a, b in
                                       zip(before, state.keras.get_weights(), strict=True)):
             raise ModelError(f"internal error: the {p.name} pass changed its input model's weights", hint="report this to edgekit")

@@ -26,6 +26,7 @@ from edgekit.core.errors import DataError, InputError
 from edgekit.core.keras_graph import clone_model
 from edgekit.core.tasks import Task
 from edgekit.core.tfshim import keras
+from edgekit.passes import distribute
 from edgekit.passes.base import EpochCallback, PassContext, TrainingConfig
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -57,7 +58,7 @@ class TrainSettings:
                    seed=ctx.seed, progress=ctx.show_training, lr_schedule=config.lr_schedule, on_epoch=ctx.on_epoch)
 
     def steps_per_epoch(self, train: Dataset) -> int:
-        return int(np.ceil(len(train) / self.batch_size))
+        return int(np.ceil(len(train) / distribute.global_batch(self.batch_size)))
 
 
 def check_training_data(model: Any, data: Dataset | None, *, what: str = "data", need_labels: bool = True) -> None:
@@ -296,7 +297,8 @@ def training_callbacks(settings: TrainSettings, train: Dataset, *, title: str, i
 
 def fit(model: Any, source_model: Any, train: Dataset, val: Dataset | None, settings: TrainSettings, callbacks: list[Any],
         *, title: str, epochs: int | None = None, initial_epoch: int = 0) -> dict[str, list[float]]:
-    """Compiles ``model`` with the source model's loss and optimizer and fits it on ``train``.
+    """Compiles ``model`` with the source model's loss and optimizer and fits it on ``train``
+    (under a ``tf.distribute`` strategy's scope with :func:`edgekit.passes.distribute.train`'s step).
 
     Returns the Keras history (``loss``, ``accuracy``, ``val_...`` per epoch).
     """
@@ -306,9 +308,9 @@ def fit(model: Any, source_model: Any, train: Dataset, val: Dataset | None, sett
     total_epochs = settings.epochs if epochs is None else epochs
     cbs = [*callbacks, *training_callbacks(settings, train, title=title, initial_epoch=initial_epoch)]
     labelled_val = val is not None and all(t is not None for t in val.targets)
-    history = model.fit(
-        train.feed, train.fit_targets, batch_size=settings.batch_size, epochs=initial_epoch + total_epochs, initial_epoch=initial_epoch,
-        validation_data=(val.feed, val.fit_targets) if labelled_val else None,  # type: ignore[union-attr]
-        callbacks=cbs, verbose=0, shuffle=True,
+    history = distribute.train(
+        model, train.feed, train.fit_targets, batch_size=settings.batch_size, epochs=initial_epoch + total_epochs,
+        initial_epoch=initial_epoch, validation_data=(val.feed, val.fit_targets) if labelled_val else None,  # type: ignore[union-attr]
+        callbacks=cbs, shuffle=True, seed=settings.seed,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}

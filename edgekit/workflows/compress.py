@@ -41,6 +41,7 @@ from edgekit.measure.verdict import compression_verdict
 from edgekit.passes.base import ModelState, Pass, PassContext
 from edgekit.passes.cluster import ClusterConfig, ClusterPass
 from edgekit.passes.compression import LayerReport
+from edgekit.passes.distribute import WorkerDone, resolve_strategy
 from edgekit.passes.pipeline import run_passes
 from edgekit.passes.prune import LayerTarget, PruneConfig, PrunePass, Structure
 from edgekit.passes.training import check_training_data
@@ -311,7 +312,7 @@ class _Run:
     tasks: tuple[str, ...] = ()
 
 
-def _compress(kind: str, model: Any, output: Any, compression: Pass, run: _Run, structure: str, notes: list[str]) -> CompressionResult:
+def _compress(kind: str, model: Any, output: Any, compression: Pass, run: _Run, structure: str, notes: list[str]) -> CompressionResult | WorkerDone:
     """Runs one compression pass as a pipeline, then saves, measures and reports (``kind``: prune or cluster)."""
     try:
         QuantMode(run.export_mode)
@@ -321,13 +322,16 @@ def _compress(kind: str, model: Any, output: Any, compression: Pass, run: _Run, 
     if run.export:
         check_latency_options(run.runs, run.threads)
     started = time.perf_counter()
+    dist = resolve_strategy(compression.config.strategy)  # first: a multi-worker strategy configures TensorFlow's runtime
     out, loaded, train, val = load_inputs(kind, model, output, run.data, run.val, run.preprocessing, run.force, run.unsafe, run.custom_objects,
                                           run.x_key, run.y_key, run.tasks)
     source = loaded.keras_model
     check_training_data(source, val, what="val", need_labels=False)
     ctx = PassContext(train=train, val=val, seed=run.seed, teacher=source, show_training=run.progress, tasks=tuple(model_tasks(loaded)),
-                      preprocessing=train.preprocessing if train is not None else Preprocessing())
+                      preprocessing=train.preprocessing if train is not None else Preprocessing(), distribution=dist)
     done = run_passes([compression], ModelState(keras=source, source=str(loaded.path)), ctx)
+    if not dist.is_chief:
+        return WorkerDone(kind, dist, str(out))
     step = done.steps[0]
     layers = tuple(LayerReport.from_dict(d) for d in step.details["layers"])
     if kind == "prune":
@@ -344,7 +348,7 @@ def prune(model: str | os.PathLike[str] | LoadedModel, output: str | os.PathLike
           data: str | os.PathLike[str] | Dataset | None, val: str | os.PathLike[str] | Dataset | None = None, seed: int = 0,
           preprocessing: Preprocessing | None = None, export: bool = True, export_mode: str = "int8", runs: int = 60, threads: int = 1,
           force: bool = False, unsafe: bool = False, custom_objects: str | os.PathLike[str] | None = None, x_key: str = "x",
-          y_key: str = "y", progress: bool = False, tasks: tuple[str, ...] = (), **settings: Any) -> CompressionResult:
+          y_key: str = "y", progress: bool = False, tasks: tuple[str, ...] = (), **settings: Any) -> CompressionResult | WorkerDone:
     """Prunes ``model``, fine-tunes it on ``data`` and writes ``output`` (.keras) and its report.
 
     The pass is set by ``config``, or by its settings as keyword arguments (``sparsity=0.8,
@@ -371,7 +375,7 @@ def cluster(model: str | os.PathLike[str] | LoadedModel, output: str | os.PathLi
             data: str | os.PathLike[str] | Dataset | None, val: str | os.PathLike[str] | Dataset | None = None, seed: int = 0,
             preprocessing: Preprocessing | None = None, export: bool = True, export_mode: str = "int8", runs: int = 60, threads: int = 1,
             force: bool = False, unsafe: bool = False, custom_objects: str | os.PathLike[str] | None = None, x_key: str = "x",
-            y_key: str = "y", progress: bool = False, tasks: tuple[str, ...] = (), **settings: Any) -> CompressionResult:
+            y_key: str = "y", progress: bool = False, tasks: tuple[str, ...] = (), **settings: Any) -> CompressionResult | WorkerDone:
     """Clusters ``model``'s weights, fine-tunes on ``data`` and writes ``output`` (.keras) and its report.
 
     The pass is set by ``config`` or its settings as keyword arguments (``clusters=16``). Every

@@ -45,6 +45,7 @@ from edgekit.passes.distill import (
     top1,
 )
 from edgekit.passes.distill.multitask import is_classic
+from edgekit.passes.distribute import WorkerDone, resolve_strategy
 from edgekit.passes.pipeline import run_passes
 from edgekit.runtime.local import check_run_options
 from edgekit.workflows.inputs import conform, keras_quality, model_tasks
@@ -224,7 +225,7 @@ def distill(
     on_epoch: EpochCallback | None = None,
     tasks: tuple[str, ...] = (),
     **settings: Any,
-) -> DistillResult:
+) -> DistillResult | WorkerDone:
     """Distills ``teacher`` into a student and writes ``output`` (.keras) and ``OUT.distill.report.json``.
 
     The student is ``config.student`` (a .keras file; its weights are the starting point unless
@@ -254,6 +255,7 @@ def distill(
         raise TypeError(f"give either config or settings as keywords, not both ({', '.join(settings)})")
     cfg = config if config is not None else DistillConfig(**settings)
     check_distill_config(cfg)
+    dist = resolve_strategy(cfg.strategy)  # first: a multi-worker strategy configures TensorFlow's runtime
     if export:
         check_run_options(runs, 0, threads)
         if calibration_samples < 1:
@@ -302,7 +304,8 @@ def distill(
 
     ctx = PassContext(train=train, val=val_ds, preprocessing=train.preprocessing, labels=train.labels, seed=seed, teacher=teacher_model,
                       tasks=tuple(output_tasks),
-                      on_epoch=tagged("distilled"), unsafe=unsafe, custom_objects=str(custom_objects) if custom_objects else None)
+                      on_epoch=tagged("distilled"), unsafe=unsafe, custom_objects=str(custom_objects) if custom_objects else None,
+                      distribution=dist)
     start = ModelState(keras=teacher_model, source=str(teacher_src))
     distilled = run_passes([DistillPass(cfg)], start, ctx)
     step = distilled.steps[0].details
@@ -314,6 +317,8 @@ def distill(
         base = run_passes([DistillPass(labels_only)], start, replace(ctx, on_epoch=tagged("baseline")))
         baseline_fit = FitResult.from_dict(base.steps[0].details["fit"])
         models = {"teacher": teacher_model, "baseline": base.state.keras, "distilled": student}
+    if not dist.is_chief:
+        return WorkerDone("distill", dist, str(out))
 
     save_keras_atomic(student, out)
     kinds = {"teacher": fit.teacher_outputs.kind, "baseline": fit.student_outputs.kind, "distilled": fit.student_outputs.kind}
@@ -346,6 +351,7 @@ def distill(
         "augment": None if cfg.augment == "none" else cfg.augment, "reinit": cfg.reinit, "preprocessing": pre.to_dict(),
         "data": train.source, "data_sha256": train.sha256, "val": val_ds.source if val_ds else None, "limit": cfg.limit,
         "calibration_samples": calibration_samples if export else None, "latency_runs": runs if export else None, "threads": threads,
+        "strategy": dist.name, "replicas": dist.replicas,
     }
     result = DistillResult(output=str(out), report_path=str(report_path_for(out, "distill")), rows=rows, fit=fit, baseline_fit=baseline_fit,
                            settings=report_settings, width_changes=tuple(WidthChange(**c) for c in step["width_changes"]),

@@ -40,6 +40,7 @@ from edgekit.export.standard import finalize
 from edgekit.measure.bench import Bench, Candidate, Measurement
 from edgekit.measure.task_metrics import evaluate
 from edgekit.passes.base import EpochCallback, ModelState, PassContext, PassOutput
+from edgekit.passes.distribute import NONE, WorkerDone, resolve_strategy
 from edgekit.passes.pipeline import run_passes
 from edgekit.passes.qat import LayerPlan, QatConfig, QatPass, check_qat_config
 from edgekit.passes.qat.qat_pass import QAT_MODEL, check_classifier, check_labels
@@ -90,6 +91,8 @@ class QatResult:
     keras_path: str | None
     report_path: str
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: how training ran: strategy, replicas in sync, workers (see edgekit.passes.distribute)
+    distribution: dict[str, Any] = field(default_factory=lambda: NONE.to_dict())
 
     def row(self, variant: str) -> VariantResult | None:
         """The comparison row of ``variant`` ("float", "ptq-int8", "qat-int8", "qat-keras")."""
@@ -102,7 +105,7 @@ class QatResult:
             "comparison": [r.to_dict() for r in self.comparison],
             "validation": {"source": self.val_source, "samples": self.val_samples},
             "training": {"samples": self.train_samples, "epochs": self.epochs, "seconds": round(self.seconds_training, 1),
-                         "history": list(self.history)},
+                         "history": list(self.history), "distribution": self.distribution},
             "conversion_seconds": round(self.seconds_conversion, 2),
             "unsupported_layers": [p.to_dict() for p in self.unsupported],
             "float_ops": list(self.float_ops),
@@ -215,7 +218,7 @@ def qat(
     on_epoch: EpochCallback | None = None,
     tasks: tuple[str, ...] = (),
     **settings: Any,
-) -> QatResult:
+) -> QatResult | WorkerDone:
     """Fine-tunes ``model`` with simulated int8 quantization and writes a full-int8 ``output`` (.tflite).
 
     Beside ``output`` it writes the manifest (``.json``, as ``edgekit quantize`` does) and the
@@ -249,6 +252,7 @@ def qat(
     if "epochs" not in cfg.model_fields_set:
         raise InputError("epochs must be at least 1, got none", hint="QAT fine-tunes the model; use e.g. epochs 2", settings=("epochs",))
     check_qat_config(cfg)
+    dist = resolve_strategy(cfg.strategy)  # first: a multi-worker strategy configures TensorFlow's runtime
     if not 0 < val_fraction < 1:
         raise InputError(f"val_fraction must be between 0 and 1, got {val_fraction}", hint="use e.g. 0.1", settings=("val_fraction",))
     io_type = IOType(cfg.io_type)
@@ -289,8 +293,10 @@ def qat(
         captured["qat_model"] = output.state.details[QAT_MODEL]  # the fake-quantized graph, for the qat-keras row
 
     ctx = PassContext(train=train, val=validation, preprocessing=full.preprocessing, labels=full.labels, seed=seed, tasks=tuple(output_tasks),
-                      teacher=keras_model, on_epoch=on_epoch, unsafe=unsafe, custom_objects=str(custom_objects) if custom_objects else None)
+                      teacher=keras_model, on_epoch=on_epoch, unsafe=unsafe, custom_objects=str(custom_objects) if custom_objects else None, distribution=dist)
     result = run_passes([QatPass(cfg)], ModelState(keras=keras_model, source=str(loaded.path)), ctx, on_step=keep_qat_model)
+    if not dist.is_chief:
+        return WorkerDone("qat", dist, str(out))
     final, step, details = result.state, result.steps[0], result.state.details["qat"]
     assert final.tflite is not None
     flatbuffer = final.tflite
@@ -310,7 +316,8 @@ def qat(
         data={"path": str(full.source), "sha256": full.sha256, "samples": len(full), "training_samples": len(train),
               "validation": validation.source},
         options={"mode": "qat-int8", "io_type": io_type.value, "epochs": cfg.epochs, "lr": cfg.learning_rate, "batch_size": cfg.batch_size,
-                 "seed": seed, "preserve": step.details["preserve"], "loss": step.details["loss"], "distill": cfg.distill},
+                 "seed": seed, "preserve": step.details["preserve"], "loss": step.details["loss"], "distill": cfg.distill,
+                 "strategy": dist.name, "replicas": dist.replicas},
         extra={"qat": {"unsupported_layers": [p.to_dict() for p in unsupported], "float_ops": details["float_ops"],
                        "preserved": captured["qat_model"].preserved, "report": report_path_for_qat(out).name,
                        "keras_model": str(keras_out) if keras_out else None},
@@ -329,7 +336,7 @@ def qat(
             history=tuple(step.details["history"]), train_samples=len(train), val_samples=len(validation), val_source=validation.source,
             epochs=cfg.epochs, seconds_training=step.details["seconds_training"], seconds_conversion=details["conversion_seconds"],
             preserve=step.details["preserve"], preserved=details["preserved"], keras_path=str(keras_out) if keras_out else None,
-            report_path=str(report_path_for_qat(out)), warnings=tuple(notes),
+            report_path=str(report_path_for_qat(out)), warnings=tuple(notes), distribution=dist.to_dict(),
         )
         qat_result.save()
     except BaseException:

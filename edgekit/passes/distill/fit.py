@@ -22,6 +22,7 @@ import numpy as np
 from edgekit.core.datatypes import Dataset
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.tfshim import keras
+from edgekit.passes import distribute
 from edgekit.passes.distill.checks import Hint, check_distill_options, check_pair
 from edgekit.passes.distill.keras_classes import distillation_loss, keras_classes, packed_accuracy_metric
 from edgekit.passes.distill.outputs import (
@@ -194,8 +195,8 @@ def fit_with_teacher(
         uses_sigmoid(t_conv.kind, s_conv.kind, packed.shape[1] - 1)  # fail on softmax vs sigmoid now
         student.compile(optimizer=opt, loss=distillation_loss(temperature, alpha, student_kind=s_conv.kind),
                         metrics=[packed_accuracy_metric(s_conv.kind)])
-        history = student.fit(x, packed, batch_size=batch_size, epochs=epochs, validation_data=val_xy, callbacks=cbs,
-                              shuffle=True, verbose=0)
+        history = distribute.train(student, x, packed, batch_size=batch_size, epochs=epochs, validation_data=val_xy, callbacks=cbs,
+                                   seed=seed)
         if recompile:
             compile_plain(student, s_conv.kind)
         return FitResult(_history(history), t_conv, s_conv, True, forward, note, seconds=time.perf_counter() - started)
@@ -234,8 +235,8 @@ def fit_with_teacher(
             note = (f"hint features would need {feature_bytes / 2**20:.0f} MB (> {cache_limit_mb:.0f} MB cache limit), "
                     "so the teacher ran on every training batch")
     model.compile(optimizer=opt)
-    history = model.fit(x, targets, batch_size=batch_size, epochs=epochs, validation_data=val_xy, callbacks=cbs,
-                        shuffle=True, verbose=0)
+    history = distribute.train(model, x, targets, batch_size=batch_size, epochs=epochs, validation_data=val_xy, callbacks=cbs,
+                               seed=seed)
     if recompile:
         compile_plain(student, s_conv.kind)
     return FitResult(_history(history), t_conv, s_conv, cached, forward, note, adapters=model.adapter_info,

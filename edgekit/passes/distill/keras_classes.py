@@ -202,11 +202,13 @@ def keras_classes() -> KerasClasses:
                 total, soft, hard, hint, student_out = self._distill_losses(x, labels, teacher_logits, teacher_feats, True)
                 regularization = self.student.losses
                 loss = total + (ops.sum(regularization) if regularization else 0.0)
+                # under a tf.distribute strategy the replicas' gradients are summed: each replica's share is 1/replicas
+                share = loss / tf.distribute.get_strategy().num_replicas_in_sync
             variables = list(self.student.trainable_variables)
             for adapter in self.adapters:
                 if adapter is not None:
                     variables += list(adapter.trainable_variables)
-            grads = tape.gradient(loss, variables)
+            grads = tape.gradient(share, variables)
             self.optimizer.apply(grads, variables)
             for name, value in (("loss", loss), ("soft_loss", soft), ("hard_loss", hard), ("hint_loss", hint)):
                 self.trackers[name].update_state(value)

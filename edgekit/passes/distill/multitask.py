@@ -28,6 +28,7 @@ import numpy as np
 from edgekit.core.datatypes import Dataset
 from edgekit.core.tasks import OutputTask, Task, keras_output_tasks
 from edgekit.core.tfshim import keras
+from edgekit.passes import distribute
 from edgekit.passes.distill.fit import FitResult
 from edgekit.passes.distill.outputs import OutputConvention, OutputKind
 
@@ -130,8 +131,8 @@ def fit_any_task(student: Any, teacher: Any, train: Dataset, val: Dataset | None
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, entry)
 
-    wrapper.fit(train.feed, targets, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
-                callbacks=[k.callbacks.LambdaCallback(on_epoch_end=report)])
+    distribute.train(wrapper, train.feed, targets, batch_size=batch_size, epochs=epochs, seed=seed,
+                     callbacks=[k.callbacks.LambdaCallback(on_epoch_end=report)])
     kinds = ", ".join(f"{t.output}: {t.task.value}" for t in tasks)
     convention = OutputConvention(OutputKind.SOFTMAX if tasks[0].probabilities else OutputKind.LOGITS, f"per output task ({kinds})")
     return FitResult(history=history, teacher_outputs=convention, student_outputs=convention, teacher_cached=True,

@@ -30,6 +30,7 @@ from edgekit.core.models import LoadedModel
 from edgekit.core.tasks import Task, keras_output_tasks
 from edgekit.core.tflite_file import parse_tflite_bytes
 from edgekit.core.tfshim import keras
+from edgekit.passes import distribute
 from edgekit.passes.base import LrSchedule, ModelState, Pass, PassContext, PassOutput, TrainingConfig
 from edgekit.passes.distill.fit import fit_with_teacher
 from edgekit.passes.qat.build import QatModel, build_qat_model, calibrate, export_tflite, float_ops, loss_for, preserved_summary
@@ -156,7 +157,7 @@ class QatPass(Pass[QatConfig]):
             notes.append("kept float (unsupported): " + ", ".join(f"{p.name} ({p.class_name}: {p.float_part or p.detail})"
                                                                   for p in qm.plan.unsupported))
         calibrate(qm, sample, batch_size=cfg.batch_size, batches=CALIBRATION_BATCHES)
-        steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+        steps = cfg.epochs * math.ceil(len(train) / distribute.global_batch(cfg.batch_size))
         # cosine decay from the learning rate to 0 over the whole fine-tuning: the model ends where the rate is small
         rate = k.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps)) if cfg.lr_schedule == "cosine" \
             else cfg.learning_rate
@@ -180,7 +181,7 @@ class QatPass(Pass[QatConfig]):
                              optimizer=k.optimizers.Adam(learning_rate=rate), seed=ctx.seed, temperature=RECOVERY_TEMPERATURE,
                              alpha=RECOVERY_ALPHA, callbacks=callbacks)
         else:
-            qm.model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0, callbacks=callbacks)
+            distribute.train(qm.model, x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, callbacks=callbacks, seed=ctx.seed)
         details = {
             "preserve": preserve,
             "plan": [p.to_dict() for p in qm.plan.layers],
