@@ -188,3 +188,39 @@ def test_multiworker_without_tf_config_is_a_one_line_error(tiny, tmp_path):
                         "-o", str(tmp_path / "c.keras"), env=_env(EDGEKIT_CPU_REPLICAS="two"))
     assert replicas.returncode == 2 and "EDGEKIT_CPU_REPLICAS" in replicas.stderr, replicas.stderr
     assert not any(tmp_path.iterdir())
+
+
+RECIPE = """schema_version: 1
+name: prune-qat-mirrored
+passes:
+  - pass: prune
+    sparsity: 0.5
+    epochs: 1
+    strategy: {prune}
+  - pass: qat
+    epochs: 1
+    strategy: mirrored
+  - pass: export
+    target: cpu
+measure:
+  runs: 5
+  rounds: 1
+"""
+
+
+@pytest.mark.slow
+def test_a_recipe_trains_its_steps_under_the_strategy_key(tiny, tmp_path):
+    recipe = tmp_path / "mirrored.yaml"
+    recipe.write_text(RECIPE.format(prune="mirrored"))
+    done = _edgekit("run", str(recipe), "--model", str(tiny["model"]), "--data", str(tiny["train"]), "--val", str(tiny["val"]),
+                    "--scale", "1/255", "-o", str(tmp_path / "out"), "--json", "--quiet", env=_env(EDGEKIT_CPU_REPLICAS="2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert [s["config"]["strategy"] for s in report["steps"][:2]] == ["mirrored", "mirrored"]
+    assert (tmp_path / "out" / "model.tflite").is_file()
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(RECIPE.format(prune="multiworker"))
+    refused = _edgekit("run", str(mixed), "--model", str(tiny["model"]), "--data", str(tiny["train"]), "--scale", "1/255",
+                       "-o", str(tmp_path / "mixed-out"))
+    assert refused.returncode == 9 and "different strategies" in refused.stderr, refused.stderr
+    assert not (tmp_path / "mixed-out").exists()

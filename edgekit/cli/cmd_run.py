@@ -14,7 +14,7 @@ from edgekit.cli.options import (
     preprocessing_from_options,
     preprocessing_options,
 )
-from edgekit.cli.render import console, err_console, show_gated_report
+from edgekit.cli.render import console, err_console, show_gated_report, shown_worker_done
 
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress output (errors and the result only).")
 
@@ -69,6 +69,8 @@ def run(recipe, model, data, val, device, out_dir, recipes_dir, no_html, scale, 
             result = run_recipe(recipe, model, data, out_dir=out_dir, val=val, device=device, devices_dir=devices_dir,
                                 recipes_dir=recipes_dir, preprocessing=preprocessing_from_options(scale, mean, std), force=force,
                                 unsafe=unsafe, custom_objects=custom_objects, progress=say, training_progress=show, html=not no_html)
+            if shown_worker_done(result, as_json):
+                return
             report = result.to_dict()
         except GateFailed as exc:
             failure = exc

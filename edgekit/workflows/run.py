@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.datatypes import Preprocessing, QuantMode, Serializable
-from edgekit.core.errors import DataError, GateFailed, InputError, ModelError
+from edgekit.core.errors import DataError, GateFailed, InputError, ModelError, RecipeError
 from edgekit.core.fsutil import write_bytes_atomic
 from edgekit.core.manifest import command_line, versions, write_artifact
 from edgekit.core.models import load_model
@@ -46,7 +47,8 @@ from edgekit.export.mediapipe import check_mediapipe_file
 from edgekit.export.standard import finalize
 from edgekit.measure.bench import Bench, Candidate, Measurement, MeasureSettings
 from edgekit.measure.gates import GateResult, check_gates, row
-from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput
+from edgekit.passes.base import ModelState, Pass, PassContext, PassOutput, TrainingConfig
+from edgekit.passes.distribute import WorkerDone, resolve_strategy
 from edgekit.passes.pipeline import StepRecord, check_passes, run_passes
 from edgekit.passes.registry import build
 from edgekit.report.files import REPORT_JSON, write_reports
@@ -156,6 +158,15 @@ def _step_writer(tmp: Path, files_written: list[str]) -> Callable[[int, Pass, Pa
     return on_step
 
 
+def recipe_strategy(name: str, passes: list[Pass]) -> str:
+    """The one ``tf.distribute`` strategy of a recipe's training steps (their ``strategy`` keys; ``none`` when unset)."""
+    chosen = {p.config.strategy for p in passes if isinstance(p.config, TrainingConfig) and p.config.strategy != "none"}
+    if len(chosen) > 1:
+        raise RecipeError(f"recipe {name}: training steps ask for different strategies ({', '.join(sorted(chosen))}); "
+                          "one process trains under one strategy", hint="give every training step the same strategy key")
+    return chosen.pop() if chosen else "none"
+
+
 def run_recipe(
     recipe: str | os.PathLike[str] | Recipe,
     model: str | os.PathLike[str],
@@ -173,7 +184,7 @@ def run_recipe(
     progress: Progress | None = None,
     training_progress: bool = False,
     html: bool = True,
-) -> RunResult:
+) -> RunResult | WorkerDone:
     """Runs ``recipe`` on ``model``; see the module docstring.
 
     Args:
@@ -201,6 +212,7 @@ def run_recipe(
     if data is None and rec.needs_data:
         raise InputError(f"recipe {rec.name} needs data (calibration or training): pass --data", hint="e.g. --data calib.npz")
     passes = [build(spec) for spec in rec.passes]
+    dist = resolve_strategy(recipe_strategy(rec.name, passes))  # first: a multi-worker strategy configures TensorFlow's runtime
     say("loading the model and data")
     loaded = load_model(model, unsafe=unsafe, custom_objects=custom_objects, compile=rec.training)
     if loaded.keras_model is None and any(p.needs_keras for p in passes):
@@ -219,8 +231,13 @@ def run_recipe(
                       teacher=loaded.keras_model, progress=say, show_training=training_progress,
                       on_epoch=lambda title, e, n, logs: say(f"{title} epoch {e}/{n}: " + _fmt_logs(logs)),
                       unsafe=unsafe, custom_objects=str(custom_objects) if custom_objects else None,
-                      base_dir=Path(source).parent if source else None)
+                      base_dir=Path(source).parent if source else None, distribution=dist)
     check_passes(passes, state, ctx)
+    if not dist.is_chief:  # trains its share with the chief; the step files go to a private folder that is deleted
+        with tempfile.TemporaryDirectory(prefix="edgekit-worker-") as scratch:
+            (Path(scratch) / STEPS_DIR).mkdir()
+            run_passes(passes, state, ctx, on_step=_step_writer(Path(scratch), []), checked=True)
+        return WorkerDone("run", dist, str(out))
     settings = MeasureSettings(runs=rec.measure.runs, warmup=rec.measure.warmup, rounds=rec.measure.rounds, threads=rec.measure.threads)
 
     with staged_dir(out, force=force) as tmp:
