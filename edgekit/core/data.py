@@ -25,9 +25,11 @@ import numpy as np
 
 from edgekit.core.archive_guard import scan_npz
 from edgekit.core.datatypes import Dataset, InputSpec, Preprocessing, Signature
+from edgekit.core.diskarray import is_on_disk, stream_threshold_bytes
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.fsutil import require_file, sha256_file
 from edgekit.core.numexpr import eval_number
+from edgekit.core.streaming import is_tfrecord_spec, load_spec, preprocess_to_disk, read_tfrecords
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -239,7 +241,9 @@ def load_dataset(
         require_file(p, "data file")
         suffix = p.suffix.lower()
         digest = sha256_file(p)
-        if suffix == ".npz":
+        if is_tfrecord_spec(p):
+            xs, ys, labels, digest = _load_tfrecords(p, specs, out_names, need_labels)
+        elif suffix == ".npz":
             xs, ys, labels = _load_npz(p, specs, out_names, x_default, x_map, y_default, y_map, need_labels)
         elif suffix == ".npy":
             if len(specs) > 1:
@@ -249,7 +253,7 @@ def load_dataset(
         else:
             raise DataError(
                 f"data {p} has an unsupported type '{suffix or 'no suffix'}'",
-                hint="give a .npz (arrays x and y), a .npy (inputs) or a folder with one subfolder per class",
+                hint="give a .npz (arrays x and y), a .npy (inputs), a TFRecord spec (.yaml) or a folder with one subfolder per class",
             )
     n = xs[0].shape[0] if xs[0].ndim else 0
     if n == 0:
@@ -273,14 +277,17 @@ def load_dataset(
     for k, raw in enumerate(xs):
         spec = specs[k] if specs else None
         source = str(p) if len(xs) == 1 else f"{p} (input '{names[k]}')"
+        if is_on_disk(raw) and raw.size * 4 > stream_threshold_bytes():  # larger than memory may hold: preprocessed on disk
+            _check_channels(pre, _fit_shape(np.asarray(raw[:1]), spec.shape if spec is not None else None, source), source)
+            out_x.append(preprocess_to_disk(raw, lambda c, spec=spec, source=source: _prepared(c, spec, source, pre),
+                                            lambda c, source=source: _check_values(c, source)))
+            continue
         a = np.asarray(raw)  # materialize a memory-mapped selection
         _check_values(a, source)
         a = _fit_shape(a, spec.shape if spec is not None else None, source)
-        if spec is not None and spec.integer:
-            out_x.append(_as_integer(a, spec, source, pre))
-            continue
-        _check_channels(pre, a, source)
-        a = pre.apply(a)
+        if spec is None or not spec.integer:
+            _check_channels(pre, a, source)
+        a = _prepared(a, spec, source, pre)
         _check_values(a, source)
         out_x.append(a)
     if specs and all(s.integer for s in specs) and not pre.is_identity:
@@ -289,6 +296,43 @@ def load_dataset(
     return Dataset(x=out_x[0], y=clean[0] if clean else None, source=str(p), sha256=digest, preprocessing=pre, labels=labels,
                    more_x=tuple(out_x[1:]), more_y=tuple(clean[1:]), input_names=tuple(names) if specs else (),
                    output_names=tuple(out_names))
+
+
+def _prepared(a: np.ndarray, spec: InputSpec | None, source: str, pre: Preprocessing) -> np.ndarray:
+    """Samples shaped for the input, integer inputs kept whole, float inputs preprocessed (float32)."""
+    a = _fit_shape(a, spec.shape if spec is not None else None, source)
+    return _as_integer(a, spec, source, pre) if spec is not None and spec.integer else pre.apply(a)
+
+
+def _load_tfrecords(p: Path, specs, out_names, need_labels: bool):
+    """Inputs, targets, class names and a digest (spec + record files) from a TFRecord spec file."""
+    arrays, spec = read_tfrecords(p)
+    names = [s.name for s in specs] if specs else [None]
+    inputs = list(spec.inputs)
+    if len(names) == 1:
+        if len(inputs) != 1:
+            raise DataError(f"TFRecord spec {p} lists {len(inputs)} inputs ({', '.join(inputs)}); the model has one",
+                            hint="list the one feature that feeds the model under inputs")
+        xs = [arrays[inputs[0]]]
+    else:
+        missing = [n for n in names if n not in spec.inputs]
+        if missing:
+            raise DataError(f"TFRecord spec {p} has no input feature for the model input(s) {', '.join(map(str, missing))} "
+                            f"(it lists: {', '.join(inputs)})", hint="name each input feature after the model input it feeds")
+        xs = [arrays[str(n)] for n in names]
+    outs = list(out_names) or [None]
+    targets = list(spec.targets)
+    if not need_labels or not targets:
+        ys: list[np.ndarray | None] = [None] * len(outs)
+    elif len(outs) == 1:
+        if len(targets) != 1:
+            raise DataError(f"TFRecord spec {p} lists {len(targets)} targets ({', '.join(targets)}); the model has one output",
+                            hint="list the one target feature under targets")
+        ys = [arrays[targets[0]]]
+    else:
+        ys = [arrays.get(str(o), arrays.get(f"y_{o}")) for o in outs]
+    digest = hashlib.sha256(sha256_file(p).encode() + b"".join(sha256_file(f).encode() for f in load_spec(p)[1])).hexdigest()
+    return xs, ys, tuple(spec.labels) if spec.labels else None, digest
 
 
 def _as_integer(a: np.ndarray, spec: InputSpec, source: str, pre: Preprocessing) -> np.ndarray:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.diskarray import take_rows
+
 
 class QuantMode(str, enum.Enum):
     """Post-training quantization modes offered by ``edgekit quantize``."""
@@ -217,8 +219,8 @@ class Dataset:
 
     def take(self, idx: np.ndarray, source: str | None = None) -> Dataset:
         """The samples at ``idx`` (every input and target), optionally under another source name."""
-        return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx], source=source or self.source,
-                       more_x=tuple(a[idx] for a in self.more_x), more_y=tuple(None if t is None else t[idx] for t in self.more_y))
+        return replace(self, x=take_rows(self.x, idx), y=None if self.y is None else self.y[idx], source=source or self.source,
+                       more_x=tuple(take_rows(a, idx) for a in self.more_x), more_y=tuple(None if t is None else t[idx] for t in self.more_y))
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekit.core import interrupts
+from edgekit.core.diskarray import is_on_disk, stream_threshold_bytes
 from edgekit.core.errors import InputError
 from edgekit.core.tfshim import keras, tensorflow
 
@@ -224,10 +225,83 @@ def train(model: Any, x: Any, y: Any, *, batch_size: int, epochs: int, initial_e
     """
     strategy = active()
     if strategy is None:
+        if streams(x, y):  # arrays on disk: batches read as they are needed, not one tensor of everything
+            return model.fit(streamed(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed), epochs=epochs, initial_epoch=initial_epoch,
+                             validation_data=validation_data, callbacks=list(callbacks), shuffle=False, verbose=0)  # shuffled above
         return model.fit(x, y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data,
                          callbacks=list(callbacks), shuffle=shuffle, verbose=0)
     return _distributed_fit(strategy, model, x, y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
                             validation_data=validation_data, callbacks=callbacks, shuffle=shuffle, seed=seed)
+
+
+def _arrays(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, dict):
+        return list(value.values())
+    return [] if value is None else [value]
+
+
+def streams(x: Any, y: Any = None) -> bool:
+    """Whether training reads these arrays batch by batch: one of them is on disk and larger than ``EDGEKIT_STREAM_MB``
+    (a large ``.npy``/``.npz`` or TFRecord data set; smaller ones are in memory and train as Keras feeds them)."""
+    limit = stream_threshold_bytes()
+    return any(is_on_disk(a) and int(a.size) * 4 > limit for a in (*_arrays(x), *_arrays(y)))
+
+
+def _rows_of(value: Any, idx: np.ndarray) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(np.asarray(v[idx]) for v in value)
+    if isinstance(value, dict):
+        return {k: np.asarray(v[idx]) for k, v in value.items()}
+    return np.asarray(value[idx])
+
+
+def _signature(value: Any) -> Any:
+    tf = tensorflow()
+
+    def spec(a: Any) -> Any:
+        return tf.TensorSpec((None, *np.shape(a)[1:]), tf.as_dtype(np.asarray(a[:1]).dtype))
+
+    if isinstance(value, (list, tuple)):
+        return tuple(spec(v) for v in value)
+    if isinstance(value, dict):
+        return {k: spec(v) for k, v in value.items()}
+    return spec(value)
+
+
+def streamed(x: Any, y: Any, *, batch_size: int, shuffle: bool = True, seed: int = 0, drop_remainder: bool = False) -> Any:
+    """A ``tf.data`` pipeline of ``(x, y)`` batches read from the arrays as training asks for them (prefetched).
+
+    Each pass over it is one epoch: a new seeded order (``seed``, epoch) when ``shuffle``; a batch's rows
+    are read in file order, so a memory-mapped array is read mostly sequentially.
+    """
+    tf = tensorflow()
+    n = _rows(x)
+    epochs = [0]
+
+    def batches() -> Iterator[Any]:
+        order = np.random.default_rng([seed, epochs[0]]).permutation(n) if shuffle else np.arange(n)
+        epochs[0] += 1
+        stop = n - n % batch_size if drop_remainder and n >= batch_size else n
+        for start in range(0, stop, batch_size):
+            idx = np.sort(order[start:start + batch_size])
+            yield _rows_of(x, idx), _rows_of(y, idx)
+
+    return tf.data.Dataset.from_generator(batches, output_signature=(_signature(x), _signature(y))).prefetch(2)
+
+
+def predict(model: Any, x: Any, *, batch_size: int = 256) -> Any:
+    """``model.predict`` over ``x``, in chunks of rows when ``x`` is on disk (never one tensor of all of it)."""
+    if not streams(x):
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    n = _rows(x)
+    parts = [model.predict(_rows_of(x, np.arange(s, min(n, s + 8192))), batch_size=batch_size, verbose=0) for s in range(0, n, 8192)]
+    if isinstance(parts[0], (list, tuple)):
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
 
 
 def _as_tensors(value: Any) -> Any:
@@ -272,11 +346,15 @@ def _distributed_fit(strategy: Any, model: Any, x: Any, y: Any, *, batch_size: i
     k = keras()
     n = _rows(x)
     per_step = batch_size * int(strategy.num_replicas_in_sync)
-    data = tf.data.Dataset.from_tensor_slices((_as_tensors(x), _as_tensors(y)))
-    if shuffle:  # the same seed on every worker: the same order, which the data sharding then splits
-        data = data.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    # whole global batches only (when there is one): every replica gets a non-empty share of every step
-    data = data.batch(per_step, drop_remainder=n >= per_step)
+    # whole global batches only (when there is one): every replica gets a non-empty share of every step;
+    # the same seed on every worker: the same order, which the data sharding then splits
+    if streams(x, y):
+        data = streamed(x, y, batch_size=per_step, shuffle=shuffle, seed=seed, drop_remainder=True)
+    else:
+        data = tf.data.Dataset.from_tensor_slices((_as_tensors(x), _as_tensors(y)))
+        if shuffle:
+            data = data.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        data = data.batch(per_step, drop_remainder=n >= per_step)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     distributed = strategy.experimental_distribute_dataset(data.with_options(options))

@@ -215,7 +215,7 @@ def fit_with_teacher(
                                        cached=cached)
     if cached:
         feature_model = model.teacher_features
-        outs = feature_model.predict(x, batch_size=256, verbose=0)
+        outs = distribute.predict(feature_model, x)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
         targets: Any = {"labels": np.full(n, -1, np.float32) if y is None else y.astype(np.float32),
                    "teacher": to_logits(np.asarray(outs[0]).reshape(n, -1), t_conv.kind)}

@@ -103,7 +103,7 @@ def fit_any_task(student: Any, teacher: Any, train: Dataset, val: Dataset | None
     started = time.perf_counter()
     n_out = len(student.outputs)
     weights = list(loss_weights) if loss_weights is not None else [1.0] * n_out
-    raw = teacher.predict(train.feed, batch_size=256, verbose=0)
+    raw = distribute.predict(teacher, train.feed)
     raw_list = [np.asarray(r) for r in (raw if isinstance(raw, (list, tuple)) else [raw])]
     soft = [teacher_targets(t, r, temperature) for t, r in zip(tasks, raw_list, strict=True)]
     use_labels = alpha < 1.0

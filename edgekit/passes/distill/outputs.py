@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.core.errors import ModelError
 from edgekit.core.tfshim import keras, producing_layer
+from edgekit.passes import distribute
 
 # Probabilities are clipped before ``log`` so an underflowed 0 does not become -inf.
 SOFTMAX_EPS = 1e-12
@@ -194,7 +195,7 @@ def kd_terms(labels: Any, teacher_logits: Any, student_logits: Any, *, temperatu
 
 def run_teacher(teacher: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """A model's (first) output on ``x`` as (N, -1) float32, in inference mode, batch by batch."""
-    out = teacher.predict(x, batch_size=batch_size, verbose=0)
+    out = distribute.predict(teacher, x, batch_size=batch_size)
     out = out[0] if isinstance(out, (list, tuple)) else out
     return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
 
