@@ -163,6 +163,8 @@ def run_in_worker(job_fn: Callable[[dict[str, Any]], tuple[str, Any]], job: dict
     procs = list(getattr(executor, "_processes", {}).values())  # kept: the pool forgets them once it breaks
     try:
         future = executor.submit(job_fn, job)
+        # a fresh pool starts its process in submit: keep it too (its exit code names the signal of a crash)
+        procs += [p for p in getattr(executor, "_processes", {}).values() if p not in procs]
         status, value = future.result(timeout=limit)
     except concurrent.futures.TimeoutError:
         _discard_executor(kill=True)
