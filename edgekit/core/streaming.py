@@ -98,7 +98,7 @@ def is_tfrecord_spec(path: Path) -> bool:
 def load_spec(path: Path) -> tuple[TFRecordSpec, list[str]]:
     """The spec and its record files (globs expanded, relative to the spec's folder); raises a DataError naming the problem."""
     raw = load_bounded_file(path, "TFRecord spec", error=DataError)
-    hint = "a TFRecord spec has tfrecord (files), inputs and targets (feature name: {dtype, shape}); see edgekit docs data"
+    hint = "a TFRecord spec has tfrecord (files), inputs and targets (feature name: {dtype, shape}); see `edgekit docs data`"
     if not isinstance(raw, dict) or "tfrecord" not in raw:
         raise DataError(f"data {path} is YAML but not a TFRecord spec (no 'tfrecord' key)", hint=hint)
     if isinstance(raw.get("tfrecord"), str):
