@@ -82,3 +82,50 @@ ss -ltnH > {tmp_path}/listening.txt 2>/dev/null || true
     local = [line.split()[3] for line in (tmp_path / "listening.txt").read_text().splitlines() if len(line.split()) > 3]
     assert any(a.endswith(f"127.0.0.1:{port}") or a.endswith(f"127.0.0.1]:{port}") for a in local), local  # the cluster's GCS
     assert all("127.0.0.1" in a or a.startswith("[::1]") for a in local), local  # every socket of the cluster on loopback only
+
+
+def test_devices_are_ray_resources_of_the_nodes_they_are_attached_to(tmp_path):
+    """A fleet over Ray: the head offers device:local, a worker node device:pinned; each measurement is a
+    task asking for its device's resource, so it runs on that node (one at a time per device); a device
+    no node offers fails the command before anything runs (exit 7, the ray start hint)."""
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    (devices / "pinned.yaml").write_text("schema_version: 1\nname: pinned\ntransport: local\ncpu_affinity: [0]\n")
+    (devices / "elsewhere.yaml").write_text("schema_version: 1\nname: elsewhere\ntransport: local\n")
+    edgekit = f"{sys.executable} -m edgekit"
+    artifact = tmp_path / "m.tflite"
+    subprocess.run([sys.executable, "-m", "edgekit", "quantize", str(EXAMPLE / "model.keras"), "--mode", "float16", "-o", str(artifact)],
+                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    port = 6393
+    fleet = f"{edgekit} benchmark {artifact} --device local --device pinned --devices-dir {devices} --runs 5 --json --ray 127.0.0.1:{port}"
+    script = tmp_path / "cluster.sh"
+    script.write_text(f"""set -u
+ip link set lo up
+export RAY_USAGE_STATS_ENABLED=0 PYTHONPATH={REPO} TF_CPP_MIN_LOG_LEVEL=3
+trap '{RAY} stop --force >/dev/null 2>&1' EXIT
+{RAY} start --head --node-ip-address 127.0.0.1 --port {port} --num-cpus 1 --include-dashboard false --disable-usage-stats \\
+    --resources '{{"device:local": 1}}' > {tmp_path}/head.log 2>&1 || exit 90
+{RAY} start --address 127.0.0.1:{port} --node-ip-address 127.0.0.1 --num-cpus 1 --resources '{{"device:pinned": 1}}' \\
+    > {tmp_path}/worker.log 2>&1 || exit 91
+{sys.executable} -c "import json, ray; ray.init(address='127.0.0.1:{port}', logging_level='ERROR'); \\
+print(json.dumps({{k: n['NodeID'] for n in ray.nodes() if n['Alive'] for k in n['Resources'] if k.startswith('device:')}}))" \\
+    > {tmp_path}/nodes.json 2> {tmp_path}/nodes.err
+{fleet} > {tmp_path}/fleet.json 2> {tmp_path}/fleet.err
+{fleet.replace("--device pinned", "--device elsewhere")} > {tmp_path}/missing.json 2> {tmp_path}/missing.err
+echo $? > {tmp_path}/missing.rc
+""")
+    done = subprocess.run(["unshare", "--net", "bash", str(script)], capture_output=True, text=True, timeout=900)
+    logs = {p.name: p.read_text()[-1500:] for p in tmp_path.glob("*.err")} | {p.name: p.read_text()[-800:] for p in tmp_path.glob("*.log")}
+    assert done.returncode == 0, (done.stdout, done.stderr, logs)
+    nodes = json.loads((tmp_path / "nodes.json").read_text())
+    assert set(nodes) == {"device:local", "device:pinned"} and nodes["device:local"] != nodes["device:pinned"], nodes
+    result = json.loads((tmp_path / "fleet.json").read_text())
+    assert result["where"] == f"Ray cluster at 127.0.0.1:{port}" and result["failed"] == 0, logs
+    rows = {r["device"]: r for r in result["rows"]}
+    assert rows["local"]["node"] == nodes["device:local"] and rows["pinned"]["node"] == nodes["device:pinned"]
+    assert all(r["result"]["latency"]["p50_ms"] > 0 for r in rows.values())
+    assert (tmp_path / "missing.rc").read_text().strip() == "7"
+    error = json.loads((tmp_path / "missing.json").read_text())["error"]  # --json: the error as a JSON object
+    assert error["code"] == 7 and error["kind"] == "DeviceError"
+    assert "no node of the Ray cluster at 127.0.0.1" in error["message"] and "offers device elsewhere" in error["message"]
+    assert "--resources" in error["hint"]

@@ -28,8 +28,8 @@ from edgekit.cli.render import console, err_console, kv_table, memory_text, prin
 @timeout_option
 @ignore_manifest_option
 @json_option
-def benchmark(artifact, devices, runs, warmup, threads, runtime, target, accelerator, profile_ops, fleet_file, max_parallel, devices_dir,
-              timeout, ignore_manifest, as_json):
+def benchmark(artifact, devices, runs, warmup, threads, runtime, target, accelerator, profile_ops, fleet_file, max_parallel, ray_address,
+              devices_dir, timeout, ignore_manifest, as_json):
     """Run ARTIFACT (.tflite) on --device and report latency (p50/p90/p99, first inference, init,
     peak memory), the runtime that ran it, and the device's thermal state before and after
     (a throttled run is flagged). Linux devices run edgekit's runner; Android devices run the
@@ -44,11 +44,12 @@ def benchmark(artifact, devices, runs, warmup, threads, runtime, target, acceler
     from edgekit.workflows.benchmark import benchmark as run_benchmark
 
     counts = _thread_counts(threads)
-    if len(devices) > 1 or fleet_file is not None:
+    if len(devices) > 1 or fleet_file is not None or ray_address is not None:
         explicit = click.get_current_context().get_parameter_source("devices") != click.core.ParameterSource.DEFAULT
-        _benchmark_fleet(artifact, devices if explicit else (), fleet_file,
+        _benchmark_fleet(artifact, devices if explicit or fleet_file is None else (), fleet_file,
                          max_parallel, devices_dir, counts, runs=runs, warmup=warmup, runtime=runtime, target=target,
-                         accelerator=accelerator, profile_ops=profile_ops, timeout=timeout, ignore_manifest=ignore_manifest, as_json=as_json)
+                         accelerator=accelerator, profile_ops=profile_ops, timeout=timeout, ignore_manifest=ignore_manifest, as_json=as_json,
+                         ray_address=ray_address)
         return
     profile = load_profile(devices[0], devices_dir=devices_dir)
     with err_console.status(f"Benchmarking on {profile.name}...", spinner="dots") if not as_json else contextlib.nullcontext():
@@ -82,7 +83,7 @@ def benchmark(artifact, devices, runs, warmup, threads, runtime, target, acceler
 
 
 def _benchmark_fleet(artifact, devices, fleet_file, max_parallel, devices_dir, counts, *, runs, warmup, runtime, target, accelerator,
-                     profile_ops, timeout, ignore_manifest, as_json) -> None:
+                     profile_ops, timeout, ignore_manifest, as_json, ray_address=None) -> None:
     from edgekit.core.errors import InputError
     from edgekit.workflows.benchmark import benchmark_fleet
     for flag, given in (("--accelerator", accelerator is not None), ("--profile-ops", profile_ops), ("a --threads list", len(counts) > 1)):
@@ -91,7 +92,7 @@ def _benchmark_fleet(artifact, devices, fleet_file, max_parallel, devices_dir, c
     profiles, parallel = fleet_profiles(devices, fleet_file, max_parallel, devices_dir)
     with err_console.status(f"Benchmarking on {len(profiles)} devices...", spinner="dots") if not as_json else contextlib.nullcontext():
         fleet = benchmark_fleet(artifact, profiles, max_parallel=parallel, runs=runs, warmup=warmup, threads=counts[0] if counts else None,
-                                runtime=runtime, target=target, timeout=timeout, ignore_manifest=ignore_manifest)
+                                runtime=runtime, target=target, timeout=timeout, ignore_manifest=ignore_manifest, ray_address=ray_address)
     show_fleet(fleet, f"Latency of {artifact} on {len(fleet.rows)} devices", as_json)
 
 
@@ -140,6 +141,7 @@ def render_fleet(fleet, title: str) -> None:
     for row in failed:
         console.print(f"{row.device} failed (exit {row.exit_code}): {row.error.message}", highlight=False)
     console.print(f"{len(fleet.rows) - len(failed)} of {len(fleet.rows)} devices ran; at most {fleet.max_parallel} at once"
+                  + (f" on the {fleet.where}" if fleet.where != "this machine" else "")
                   + (f"; failed: {', '.join(r.device for r in failed)}" if failed else ""), highlight=False)
 
 

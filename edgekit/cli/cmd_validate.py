@@ -43,7 +43,8 @@ from edgekit.cli.render import console, err_console, fmt, human_bytes, kv_table,
 @ignore_manifest_option
 @json_option
 def validate(artifact, data, reference, runs, warmup, threads, samples, seed, report, runtime, scale, mean, std,
-             x_key, y_key, tasks, unsafe, custom_objects, devices, fleet_file, max_parallel, devices_dir, timeout, ignore_manifest, as_json):
+             x_key, y_key, tasks, unsafe, custom_objects, devices, fleet_file, max_parallel, ray_address, devices_dir, timeout, ignore_manifest,
+             as_json):
     """Run ARTIFACT (.tflite) with LiteRT on this machine and report accuracy against labels,
     agreement with --reference, latency (p50/p90/p99, first inference, init, peak memory) and size.
 
@@ -56,7 +57,7 @@ def validate(artifact, data, reference, runs, warmup, threads, samples, seed, re
     """
     from edgekit.workflows.validate import validate as run_validate
 
-    if len(devices) > 1 or fleet_file is not None:
+    if len(devices) > 1 or fleet_file is not None or ray_address is not None:
         from edgekit.cli.cmd_benchmark import fleet_profiles, show_fleet
         from edgekit.workflows.validate import validate_fleet
 
@@ -66,7 +67,8 @@ def validate(artifact, data, reference, runs, warmup, threads, samples, seed, re
             fleet = validate_fleet(
                 artifact, data, profiles, max_parallel=parallel, reference=reference, preprocessing=preprocessing_from_options(scale, mean, std),
                 runs=runs, warmup=warmup, threads=threads if given else None, samples=samples, seed=seed, x_key=x_key, y_key=y_key, tasks=tasks, report=report,
-                unsafe=unsafe, custom_objects=custom_objects, runtime=runtime, timeout=timeout, ignore_manifest=ignore_manifest)
+                unsafe=unsafe, custom_objects=custom_objects, runtime=runtime, timeout=timeout, ignore_manifest=ignore_manifest,
+                ray_address=ray_address)
         show_fleet(fleet, f"Validation of {artifact} on {len(fleet.rows)} devices", as_json)
         return
     device = devices[0] if devices else None

@@ -83,6 +83,9 @@ fleet_options = [
     click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False), default=None,
                  help="A YAML fleet file (devices: [NAME or PATH, ...], max_parallel: N): run on every device in parallel."),
     click.option("--max-parallel", type=int, default=None, help="With several devices: at most this many at once [default: all]."),
+    click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+                 help="Measure on a Ray cluster: each device is the resource device:NAME of the node it is attached to "
+                      "(ray start --resources '{\"device:NAME\": 1}'); auto: RAY_ADDRESS or the local cluster."),
 ]
 
 

@@ -168,7 +168,7 @@ def _accelerated(path: Any, profile: DeviceProfile, accelerator: str, *, threads
 
 def benchmark_fleet(artifact: str | os.PathLike[str], devices: Any, *, max_parallel: int | None = None, runs: int = 50, warmup: int = 5,
                     threads: int | None = None, runtime: str | None = None, target: str | None = None, timeout: float | None = None,
-                    ignore_manifest: bool = False) -> Any:
+                    ignore_manifest: bool = False, ray_address: str | None = None) -> Any:
     """:func:`benchmark` on several devices at once (``devices``: profiles from
     :func:`edgekit.workflows.fleet.load_fleet`); one row per device with its report or its error.
 
@@ -183,4 +183,4 @@ def benchmark_fleet(artifact: str | os.PathLike[str], devices: Any, *, max_paral
         return benchmark(path, device=profile, runs=runs, warmup=warmup, threads=threads, runtime=runtime,
                          target=target if profile.transport == "adb" else None, timeout=timeout, ignore_manifest=ignore_manifest)
 
-    return run_fleet(list(devices), measure, command="benchmark", max_parallel=max_parallel)
+    return run_fleet(list(devices), measure, command="benchmark", max_parallel=max_parallel, ray_address=ray_address)

@@ -21,16 +21,19 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgekit.core.errors import EdgekitError, InputError
+from edgekit.core import errors as error_types
+from edgekit.core.errors import DeviceError, EdgekitError, InputError
 from edgekit.core.safe_yaml import load_bounded_file
 from edgekit.devices.profiles import DeviceProfile, load_profile
+from edgekit.workflows.ray_builds import connect_ray
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class FleetRow:
     seconds: float
     result: Any = None
     error: EdgekitError | None = None
+    node: str | None = None  # with --ray: the cluster node that offered the device and ran it
 
     @property
     def ok(self) -> bool:
@@ -53,6 +57,8 @@ class FleetRow:
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"device": self.device, "transport": self.transport, "ok": self.ok, "seconds": round(self.seconds, 2)}
+        if self.node is not None:
+            row["node"] = self.node
         if self.error is not None:
             row["error"] = {"code": self.error.exit_code, "kind": type(self.error).__name__, "message": self.error.message,
                             "hint": self.error.hint}
@@ -68,6 +74,7 @@ class FleetResult:
     command: str
     rows: tuple[FleetRow, ...]
     max_parallel: int
+    where: str = "this machine"
 
     @property
     def failed(self) -> list[FleetRow]:
@@ -80,7 +87,7 @@ class FleetResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": self.command, "devices": len(self.rows), "failed": len(self.failed), "max_parallel": self.max_parallel,
-                "rows": [r.to_dict() for r in self.rows]}
+                "where": self.where, "rows": [r.to_dict() for r in self.rows]}
 
 
 def load_fleet(devices: Sequence[str], fleet_file: str | os.PathLike[str] | None = None,
@@ -130,23 +137,88 @@ def check_max_parallel(value: Any, what: str = "--max-parallel") -> int:
     return value
 
 
+def device_resource(name: str) -> str:
+    """The Ray custom resource a node offers for the device ``name`` (``ray start --resources '{"device:NAME": 1}'``)."""
+    return f"device:{name}"
+
+
+def _measure_row(measure: Callable[[DeviceProfile], Any], profile: DeviceProfile, on_ray: bool = False) -> FleetRow:
+    """One device's row: ``measure(profile)``'s result, or its edgekit error (sent from a Ray task as kind, message, hint)."""
+    started = time.perf_counter()
+    node = None
+    if on_ray:
+        import ray  # in a Ray task: the extra is installed on every node
+
+        node = ray.get_runtime_context().get_node_id()
+    try:
+        result = measure(profile)
+    except EdgekitError as exc:
+        error: Any = (type(exc).__name__, exc.message, exc.hint) if on_ray else exc
+        return FleetRow(profile.name, profile.transport, time.perf_counter() - started, error=error, node=node)
+    return FleetRow(profile.name, profile.transport, time.perf_counter() - started, result=result, node=node)
+
+
+def _error_back(row: FleetRow) -> FleetRow:
+    if not isinstance(row.error, tuple):
+        return row
+    kind, message, hint = row.error
+    cls = getattr(error_types, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, EdgekitError)):
+        cls = DeviceError
+    return replace(row, error=cls(message, hint=hint))
+
+
+def _run_on_ray(profiles: Sequence[DeviceProfile], measure: Callable[[DeviceProfile], Any], *, command: str, width: int,
+                address: str) -> FleetResult:
+    ray = connect_ray(address)
+    offered = ray.cluster_resources()
+    missing = [p.name for p in profiles if offered.get(device_resource(p.name), 0) < 1]
+    if missing:
+        example = json.dumps({device_resource(missing[0]): 1})
+        raise DeviceError(f"no node of the Ray cluster at {address} offers device {', '.join(missing)}",
+                          hint=f"start the node the device is attached to (or reaches it) with: ray start --address HEAD:PORT "
+                               f"--resources '{example}'")
+    remote = ray.remote(num_cpus=0, max_retries=0)(_measure_row)
+    pending = list(profiles)
+    running: dict[Any, DeviceProfile] = {}
+    rows: dict[str, FleetRow] = {}
+    started: dict[str, float] = {}
+    while pending or running:
+        while pending and len(running) < width:
+            profile = pending.pop(0)
+            started[profile.name] = time.perf_counter()
+            running[remote.options(resources={device_resource(profile.name): 1}).remote(measure, profile, True)] = profile
+        ready, _ = ray.wait(list(running), num_returns=1)
+        profile = running.pop(ready[0])
+        try:
+            rows[profile.name] = _error_back(ray.get(ready[0]))
+        except Exception as exc:  # noqa: BLE001 - the task or its node died: that device's row
+            rows[profile.name] = FleetRow(profile.name, profile.transport, time.perf_counter() - started[profile.name],
+                                          error=DeviceError(f"the Ray task measuring on {profile.name} failed: {' '.join(str(exc).split())[:200]}",
+                                                            hint="check the node has edgekit installed and the files at the same paths"))
+    return FleetResult(command=command, rows=tuple(rows[p.name] for p in profiles), max_parallel=width, where=f"Ray cluster at {address}")
+
+
 def run_fleet(profiles: Sequence[DeviceProfile], measure: Callable[[DeviceProfile], Any], *, command: str,
-              max_parallel: int | None = None) -> FleetResult:
+              max_parallel: int | None = None, ray_address: str | None = None) -> FleetResult:
     """Runs ``measure(profile)`` for every device, at most ``max_parallel`` at once (default: all).
 
     Each device gets one thread (its measurement is a child process, an SSH session or an adb
     shell, so the threads only wait); an edgekit error on one device becomes that device's row.
     An unexpected exception is a bug and is raised once every device has finished.
+
+    With ``ray_address``, every device is a Ray custom resource (:func:`device_resource`) offered by
+    the node it is attached to: each measurement is a Ray task that asks for its device's resource,
+    so it runs on that node and a device never runs two measurements at once, whatever else the
+    cluster is doing (builds, fine-tuning). The files a measurement reads must be at the same paths
+    on every node.
     """
     width = min(len(profiles), max_parallel or len(profiles))
+    if ray_address is not None:
+        return _run_on_ray(profiles, measure, command=command, width=width, address=ray_address)
 
     def one(profile: DeviceProfile) -> FleetRow:
-        started = time.perf_counter()
-        try:
-            result = measure(profile)
-        except EdgekitError as exc:
-            return FleetRow(profile.name, profile.transport, time.perf_counter() - started, error=exc)
-        return FleetRow(profile.name, profile.transport, time.perf_counter() - started, result=result)
+        return _measure_row(measure, profile)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=width, thread_name_prefix="edgekit-device") as pool:
         futures = [pool.submit(one, p) for p in profiles]

@@ -76,6 +76,23 @@ def build_remote(job: dict[str, Any], passes: list[dict[str, Any]]) -> tuple[str
         return "error", (type(exc).__name__, exc.message, exc.hint)
 
 
+def connect_ray(address: str) -> Any:
+    """The ``ray`` module, connected to the cluster at ``address`` (``auto``: ``RAY_ADDRESS`` or the local one).
+
+    Raises:
+        InputError: ray is not installed (the ``distributed`` extra).
+        DeviceError: no cluster answers at ``address``.
+    """
+    ray = import_extra("distributed", "ray")
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR", configure_logging=False)
+        except Exception as exc:  # noqa: BLE001 - any connection failure: one line
+            raise DeviceError(f"no Ray cluster answers at {address}: {' '.join(str(exc).split())[:200]}",
+                              hint="start one with `ray start --head` (or give its ADDRESS:PORT), or drop --ray") from None
+    return ray
+
+
 class RayBuilds:
     """Builds submitted to a Ray cluster, at most ``max_parallel`` in flight; results in submission order."""
 
@@ -96,14 +113,7 @@ class RayBuilds:
             InputError: ray is not installed.
             DeviceError: no cluster answers at ``address``.
         """
-        ray = import_extra("distributed", "ray")
-        if not ray.is_initialized():
-            try:
-                ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
-                         configure_logging=False)
-            except Exception as exc:  # noqa: BLE001 - any connection failure: one line
-                raise DeviceError(f"no Ray cluster answers at {address}: {' '.join(str(exc).split())[:200]}",
-                                  hint="start one with `ray start --head` (or give its ADDRESS:PORT), or drop --ray") from None
+        ray = connect_ray(address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         return cls(ray, job, max_parallel or max(1, cpus), address)
 

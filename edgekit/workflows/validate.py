@@ -339,6 +339,7 @@ def validate_fleet(
     runtime: str = "auto",
     timeout: float | None = None,
     ignore_manifest: bool = False,
+    ray_address: str | None = None,
 ) -> Any:
     """:func:`validate` on several devices at once (``devices``: profiles from
     :func:`edgekit.workflows.fleet.load_fleet`): the artifact, data and reference are checked and
@@ -354,7 +355,7 @@ def validate_fleet(
         return run_model(profile, prep.path, prep.feed, threads=threads if threads is not None else profile.threads, runs=runs, warmup=warmup, runtime=runtime,
                          with_probe=True, timeout_s=timeout)
 
-    ran = run_fleet(list(devices), measure, command="validate", max_parallel=max_parallel)
+    ran = run_fleet(list(devices), measure, command="validate", max_parallel=max_parallel, ray_address=ray_address)
     rows = []
     for row in ran.rows:  # accuracy and the reference comparison here, one device after the other (one reference run)
         if row.ok:
