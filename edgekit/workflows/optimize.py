@@ -411,7 +411,8 @@ def optimize(
                 ensure_loss(loaded.keras_model)
             work = optuna_search.work_dir_for(out)
             fingerprint = {"model": loaded.sha256, "data": train.sha256, "val": val_ds.sha256, "budget": budget.to_dict(), "epochs": epochs,
-                           "seed": seed, "device": profile.name, "max_float_layers": max_float_layers, "ranked_layers": ranked}
+                           "seed": seed, "device": profile.name, "max_float_layers": max_float_layers, "ranked_layers": ranked,
+                           "space": optuna_search.SPACE_VERSION}
             handle = optuna_search.open_study(study, work, fingerprint, seed)
             mixed = searcher.mixed
             optuna_report = optuna_search.run_optuna(

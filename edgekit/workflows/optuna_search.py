@@ -2,8 +2,9 @@
 
 After the fixed candidates (the reference, post-training quantization, per-layer errors), Optuna's
 NSGA-II sampler proposes trials over a wider space than the enumeration: the PTQ modes, int8 with
-the 1..N most sensitive layers kept in float, pruning (structure and a continuous sparsity) and QAT
-(its epochs) when the model can be trained. Each trial is built through the same pipeline and
+the 1..N most sensitive layers kept in float, and when the model can be trained pruning (structure
+and a continuous sparsity), weight clustering (4..64 clusters per channel), distillation into a
+narrower student (width 0.25..0.75 of the model's, its epochs) and QAT (its epochs). Each trial is built through the same pipeline and
 measured by the same bench as the enumeration (with ``--ray``, a batch of ``--max-parallel`` trials
 is asked at once and built on the cluster); its objectives are the accuracy drop against float32,
 the latency (a short timing, final numbers come from the interleaved rounds at the end) and the
@@ -39,6 +40,9 @@ from edgekit.workflows.search import Trial
 PTQ_MODES = ("float16", "dynamic", "int8", "int8 per-tensor", "int16x8")
 STUDY_NAME = "edgekit-optimize"
 
+
+#: the search space's version, part of a study's fingerprint (a study of another space is refused, not mixed)
+SPACE_VERSION = 2
 
 def work_dir_for(out: Path) -> Path:
     """Where the default study and the kept trial files live: ``OUT.optuna`` beside ``OUT``."""
@@ -81,7 +85,7 @@ def open_study(study: str | None, work: Path, fingerprint: dict[str, Any], seed:
 
 def _suggest(trial: Any, *, ranked: list[str], max_float_layers: int, can_train: bool, epochs: int) -> tuple[str, str, list[dict[str, Any]]]:
     """One point of the search space: ``(name, family, passes)``."""
-    families = ["ptq", *(["mixed"] if ranked else []), *(["prune", "qat"] if can_train else [])]
+    families = ["ptq", *(["mixed"] if ranked else []), *(["prune", "cluster", "distill", "qat"] if can_train else [])]
     family = trial.suggest_categorical("family", families)
     if family == "ptq":
         mode = trial.suggest_categorical("mode", list(PTQ_MODES))
@@ -96,6 +100,15 @@ def _suggest(trial: Any, *, ranked: list[str], max_float_layers: int, can_train:
         sparsity = round(trial.suggest_float("sparsity", 0.2, 0.85, step=0.05), 2)
         spec = {"pass": "prune", "structure": structure, "sparsity": sparsity, "epochs": epochs}
         return f"prune {structure} {int(round(sparsity * 100))}% + int8", "prune", [spec, {"pass": "quantize", "mode": "int8"}]
+    if family == "cluster":
+        clusters = trial.suggest_int("clusters", 4, 64, log=True)
+        spec = {"pass": "cluster", "clusters": clusters, "per_channel": True, "epochs": epochs}
+        return f"cluster {clusters} per channel + int8", "cluster", [spec, {"pass": "quantize", "mode": "int8"}]
+    if family == "distill":  # a student of the teacher's architecture at this width, distilled from it
+        width = round(trial.suggest_float("width", 0.25, 0.75, step=0.05), 2)
+        distill_epochs = trial.suggest_int("distill_epochs", 1, max(1, 3 * epochs))
+        spec = {"pass": "distill", "width": width, "epochs": distill_epochs}
+        return f"distill width {width:g} ({distill_epochs} epoch{'s' if distill_epochs > 1 else ''}) + int8", "distill", [spec, {"pass": "quantize", "mode": "int8"}]
     qat_epochs = trial.suggest_int("qat_epochs", 1, max(1, 3 * epochs))
     return f"QAT int8 {qat_epochs} epoch{'s' if qat_epochs > 1 else ''}", "qat", [{"pass": "qat", "epochs": qat_epochs}]
 
