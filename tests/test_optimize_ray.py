@@ -113,6 +113,9 @@ print(json.dumps({{k: n['NodeID'] for n in ray.nodes() if n['Alive'] for k in n[
 {fleet} > {tmp_path}/fleet.json 2> {tmp_path}/fleet.err
 {fleet.replace("--device pinned", "--device elsewhere")} > {tmp_path}/missing.json 2> {tmp_path}/missing.err
 echo $? > {tmp_path}/missing.rc
+{edgekit} optimize {EXAMPLE}/model.keras --data {EXAMPLE}/calib.npz --val {EXAMPLE}/val.npz --scale 1/255 --effort quick --runs 5 \
+    --rounds 1 --seed 1 --quiet --json --device pinned --devices-dir {devices} --ray 127.0.0.1:{port} -o {tmp_path}/opt \
+    > {tmp_path}/opt.json 2> {tmp_path}/opt.err
 """)
     done = subprocess.run(["unshare", "--net", "bash", str(script)], capture_output=True, text=True, timeout=900)
     logs = {p.name: p.read_text()[-1500:] for p in tmp_path.glob("*.err")} | {p.name: p.read_text()[-800:] for p in tmp_path.glob("*.log")}
@@ -129,3 +132,7 @@ echo $? > {tmp_path}/missing.rc
     assert error["code"] == 7 and error["kind"] == "DeviceError"
     assert "no node of the Ray cluster at 127.0.0.1" in error["message"] and "offers device elsewhere" in error["message"]
     assert "--resources" in error["hint"]
+    optimized = json.loads((tmp_path / "opt.json").read_text())  # optimize's measurements: tasks asking for device:pinned
+    assert optimized["search"]["measured"] == {"where": "Ray node offering device:pinned"}, logs
+    assert optimized["search"]["builds"]["where"] == f"Ray cluster at 127.0.0.1:{port}"
+    assert optimized["recommended"] is not None and optimized["device"]["name"] == "pinned"

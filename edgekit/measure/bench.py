@@ -167,6 +167,8 @@ class Bench:
         self.settings = settings or MeasureSettings()
         self.progress = progress or (lambda _m: None)
         self.count = 0
+        #: runs a file on the device (``run_model``'s signature); ``optimize --ray`` puts in a Ray task asking for the device
+        self.runner: Callable[..., Any] = run_model
         #: each output's task (None: detected from the first scored file's ops and the validation targets)
         self.tasks: list[OutputTask] | None = tasks
         self.reference_outputs: np.ndarray | None = None
@@ -218,7 +220,7 @@ class Bench:
         info = parse_tflite_bytes(path.read_bytes(), str(path))
         feed = feed_for(info, self.val)
         feed = _fit_channels(feed, path) if isinstance(feed, np.ndarray) else feed
-        done = run_model(self.device, path, feed, threads=self.threads, runs=1, warmup=0)
+        done = self.runner(self.device, path, feed, threads=self.threads, runs=1, warmup=0)
         outputs = in_model_order(info, done.run.outputs)
         if self.tasks is None:
             self.tasks = detect_tasks([(name, (None, *o.shape[1:])) for name, o in zip(self.output_names(len(outputs)), outputs, strict=True)],
@@ -249,7 +251,7 @@ class Bench:
         for r in range(s.rounds):
             for i, m in enumerate(measurements):
                 self.progress(f"latency round {r + 1}/{s.rounds}: {m.name}")
-                done = run_model(self.device, Path(m.path), None, threads=threads, runs=s.runs, warmup=s.warmup)
+                done = self.runner(self.device, Path(m.path), None, threads=threads, runs=s.runs, warmup=s.warmup)
                 pooled[i].append(done.run)
                 reports[i] = done.report
         timed = []

@@ -33,7 +33,7 @@ from edgekit.core import errors as error_types
 from edgekit.core.errors import DeviceError, EdgekitError, InputError
 from edgekit.core.safe_yaml import load_bounded_file
 from edgekit.devices.profiles import DeviceProfile, load_profile
-from edgekit.workflows.ray_builds import connect_ray
+from edgekit.workflows.ray_builds import connect_ray, device_resource
 
 
 @dataclass(frozen=True)
@@ -135,11 +135,6 @@ def check_max_parallel(value: Any, what: str = "--max-parallel") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{what} must be a whole number of at least 1, got {value!r}", hint="e.g. 4")
     return value
-
-
-def device_resource(name: str) -> str:
-    """The Ray custom resource a node offers for the device ``name`` (``ray start --resources '{"device:NAME": 1}'``)."""
-    return f"device:{name}"
 
 
 def _measure_row(measure: Callable[[DeviceProfile], Any], profile: DeviceProfile, on_ray: bool = False) -> FleetRow:

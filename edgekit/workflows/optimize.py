@@ -61,7 +61,7 @@ from edgekit.workflows import optuna_search
 from edgekit.workflows.inputs import classes_of, describe_device, ensure_loss, load_training_inputs
 from edgekit.workflows.optimize_recipe import write_recipe
 from edgekit.workflows.outdir import prepare_out_dir, staged_dir
-from edgekit.workflows.ray_builds import RayBuilds
+from edgekit.workflows.ray_builds import RayBuilds, RayDeviceRunner, device_resource
 from edgekit.workflows.search import Budget, Trial, check_options, closest_per_limit, mark_pareto, recommend, why_not
 
 CANDIDATES_DIR = "candidates"
@@ -382,6 +382,18 @@ def optimize(
     with staged_dir(out, force=force) as tmp, contextlib.ExitStack() as stack:
         (tmp / CANDIDATES_DIR).mkdir()
         bench = Bench(tmp / CANDIDATES_DIR, val=val_ds, calibration=calibration, device=profile, settings=settings)
+        builds = device_runner = None
+        if ray_address is not None:
+            say(f"connecting to the Ray cluster at {ray_address}", 0, 1)
+            job = {"key": f"{loaded.sha256}-{train.sha256}-{seed}", "model": str(Path(model).resolve()),
+                   "data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val is not None else None,
+                   "unsafe": unsafe, "custom_objects": str(Path(custom_objects).resolve()) if custom_objects else None,
+                   "tasks": list(tasks), "preprocessing": pre.to_dict(), "x_key": x_key, "y_key": y_key, "seed": seed}
+            builds = RayBuilds.connect(ray_address, job, max_parallel=max_parallel)
+            stack.callback(builds.close)
+            device_runner = RayDeviceRunner.offered(builds.ray, profile.name, ray_address)  # the device is a node's resource
+            if device_runner is not None:
+                bench.runner = device_runner
         t0 = time.perf_counter()
         ref_path = tmp / CANDIDATES_DIR / "00-float32.tflite"
         write_bytes_atomic(ref_path, convert_model(loaded, Conversion(mode=QuantMode.FLOAT32)).flatbuffer)
@@ -389,14 +401,7 @@ def optimize(
                     measurement=bench.add(Candidate("float32", path=ref_path), reference=True))
         ref = ref.with_(seconds=time.perf_counter() - t0)
         searcher = _Search(bench, state, ctx, budget, say, deadline)
-        if ray_address is not None:
-            say(f"connecting to the Ray cluster at {ray_address}", 0, 1)
-            job = {"key": f"{loaded.sha256}-{train.sha256}-{seed}", "model": str(Path(model).resolve()),
-                   "data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val is not None else None,
-                   "unsafe": unsafe, "custom_objects": str(Path(custom_objects).resolve()) if custom_objects else None,
-                   "tasks": list(tasks), "preprocessing": pre.to_dict(), "x_key": x_key, "y_key": y_key, "seed": seed}
-            searcher.builds = RayBuilds.connect(ray_address, job, max_parallel=max_parallel)
-            stack.callback(searcher.builds.close)
+        searcher.builds = builds
         layer_errors, ranked = _ptq_and_mixed(searcher, ref, loaded, calibration, effort=effort, try_equalize=try_equalize,
                                               max_float_layers=max_float_layers, notes=notes)
         if searcher.measured() and max_latency_ms is not None:  # a preliminary latency, to decide on training candidates
@@ -467,7 +472,9 @@ def optimize(
             "layer_errors": layer_errors,
             "search": {**(optuna_report or {"sampler": "enumeration"}),
                        "builds": ({"where": f"Ray cluster at {ray_address}", "max_parallel": searcher.builds.max_parallel}
-                                  if searcher.builds is not None else {"where": "this process"})},
+                                  if searcher.builds is not None else {"where": "this process"}),
+                       "measured": ({"where": f"Ray node offering {device_resource(profile.name)}"} if device_runner is not None
+                                    else {"where": "this process"})},
             "delegates": compat,
             "device": describe_device(profile, ref.measurement.device),  # type: ignore[union-attr]
             "latency_conditions": {"runs": runs, "warmup": warmup, "rounds": rounds, "threads": bench.threads, "where": profile.name},

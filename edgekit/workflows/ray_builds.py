@@ -22,7 +22,9 @@ Example:
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from edgekit.core import errors as error_types
@@ -30,6 +32,8 @@ from edgekit.core.datatypes import Preprocessing
 from edgekit.core.errors import DeviceError, EdgekitError, InputError
 from edgekit.core.extras import import_extra
 from edgekit.core.models import load_model
+from edgekit.devices.profiles import DeviceProfile
+from edgekit.devices.run import run_model
 from edgekit.passes.base import ModelState, PassContext
 from edgekit.passes.pipeline import run_passes
 from edgekit.passes.registry import build, pass_class
@@ -74,6 +78,49 @@ def build_remote(job: dict[str, Any], passes: list[dict[str, Any]]) -> tuple[str
         return "ok", bytes(result.state.tflite)
     except EdgekitError as exc:
         return "error", (type(exc).__name__, exc.message, exc.hint)
+
+
+def device_resource(name: str) -> str:
+    """The Ray custom resource a node offers for the device ``name`` (``ray start --resources '{"device:NAME": 1}'``)."""
+    return f"device:{name}"
+
+
+def run_remote(profile: DeviceProfile, name: str, data: bytes, feed: Any, options: dict[str, Any]) -> tuple[str, Any]:
+    """Runs in a Ray task on the node offering the device: the file's bytes run there with ``run_model``."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgekit-ray-") as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            return "ok", run_model(profile, path, feed, **options)
+    except EdgekitError as exc:
+        return "error", (type(exc).__name__, exc.message, exc.hint)
+
+
+class RayDeviceRunner:
+    """``run_model`` as a Ray task asking for the device's resource: the measurement runs on the node the device
+    is attached to, one at a time on that device, while builds run anywhere on the cluster."""
+
+    def __init__(self, ray: Any, device: str, address: str) -> None:
+        self.ray, self.device, self.address = ray, device, address
+        self._remote = ray.remote(num_cpus=0, max_retries=0)(run_remote).options(resources={device_resource(device): 1})
+
+    @classmethod
+    def offered(cls, ray: Any, device: str, address: str) -> RayDeviceRunner | None:
+        """A runner when a node of the cluster offers ``device:NAME``; None (measure from the driver) otherwise."""
+        return cls(ray, device, address) if ray.cluster_resources().get(device_resource(device), 0) >= 1 else None
+
+    def __call__(self, profile: DeviceProfile, path: str | os.PathLike[str], feed: Any, **options: Any) -> Any:
+        ref = self._remote.remote(profile, Path(path).name, Path(path).read_bytes(), feed, options)
+        try:
+            status, value = self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - the task or its node died
+            raise DeviceError(f"the Ray task measuring on {self.device} failed: {' '.join(str(exc).split())[:200]}",
+                              hint=f"check the node offering {device_resource(self.device)} has edgekit installed") from None
+        if status == "ok":
+            return value
+        kind, message, hint = value
+        cls = getattr(error_types, kind, None)
+        raise (cls if isinstance(cls, type) and issubclass(cls, EdgekitError) else DeviceError)(message, hint=hint)
 
 
 def connect_ray(address: str) -> Any:
