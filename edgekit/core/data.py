@@ -18,6 +18,7 @@ import hashlib
 import os
 import zipfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -279,8 +280,8 @@ def load_dataset(
         source = str(p) if len(xs) == 1 else f"{p} (input '{names[k]}')"
         if is_on_disk(raw) and raw.size * 4 > stream_threshold_bytes():  # larger than memory may hold: preprocessed on disk
             _check_channels(pre, _fit_shape(np.asarray(raw[:1]), spec.shape if spec is not None else None, source), source)
-            out_x.append(preprocess_to_disk(raw, lambda c, spec=spec, source=source: _prepared(c, spec, source, pre),
-                                            lambda c, source=source: _check_values(c, source)))
+            out_x.append(preprocess_to_disk(raw, partial(_prepared, spec=spec, source=source, pre=pre),
+                                            partial(_check_values, source=source)))
             continue
         a = np.asarray(raw)  # materialize a memory-mapped selection
         _check_values(a, source)

@@ -30,7 +30,7 @@ def stream_threshold_bytes() -> int:
     return int(max(0.0, mb) * 2**20)
 
 
-def disk_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+def disk_array(shape: tuple[int, ...], dtype: Any) -> np.memmap:
     """A writable ``np.memmap`` of ``shape`` on an unlinked temporary file (``EDGEKIT_TMPDIR`` or the system's)."""
     folder = os.environ.get("EDGEKIT_TMPDIR") or None
     with tempfile.TemporaryFile(dir=folder, prefix="edgekit-data-") as handle:  # unlinked: gone with the process

@@ -252,3 +252,21 @@ def graph_nodes(graph: Any) -> list[Any]:
     """The nodes of a Functional graph in execution order (deepest depth first; Keras' ``_nodes_by_depth``)."""
     by_depth = _require(graph, "_nodes_by_depth", "a Functional model's nodes by depth")
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def nested_models(model: Any) -> list[Any]:
+    """The Keras models nested anywhere inside ``model`` (Keras' private ``_flatten_layers``)."""
+    model_type = keras().Model
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, model_type)]
+
+
+def forget_distribution(model: Any) -> None:
+    """Makes a Keras model built under a ``tf.distribute`` strategy run (predict, evaluate) without it.
+
+    Keras 3 keeps the strategy of the scope a model was made in (private ``_distribute_strategy``)
+    and runs ``predict`` through it, and caches the compiled step functions that use it.
+    """
+    model._distribute_strategy = None
+    for name in ("predict_function", "test_function", "train_function"):
+        if hasattr(model, name):
+            setattr(model, name, None)

@@ -41,7 +41,7 @@ import numpy as np
 from edgekit.core import interrupts
 from edgekit.core.diskarray import is_on_disk, stream_threshold_bytes
 from edgekit.core.errors import InputError
-from edgekit.core.tfshim import keras, tensorflow
+from edgekit.core.tfshim import forget_distribution, keras, nested_models, tensorflow
 
 StrategyChoice = Literal["auto", "none", "mirrored", "multiworker"]
 STRATEGIES: tuple[str, ...] = ("auto", "none", "mirrored", "multiworker")
@@ -179,7 +179,7 @@ def _models_in(value: Any, depth: int = 0) -> Iterator[Any]:
     model_type = keras().Model
     if isinstance(value, model_type):
         yield value
-        yield from (layer for layer in value._flatten_layers(include_self=False) if isinstance(layer, model_type))
+        yield from nested_models(value)
     elif depth == 0 and isinstance(value, dict):
         for item in value.values():
             yield from _models_in(item, 1)
@@ -198,10 +198,7 @@ def release(*values: Any) -> None:
     """
     for value in values:
         for model in _models_in(value):
-            model._distribute_strategy = None
-            for name in ("predict_function", "test_function", "train_function"):
-                if hasattr(model, name):
-                    setattr(model, name, None)
+            forget_distribution(model)
 
 
 class History:
