@@ -223,7 +223,8 @@ def train(model: Any, x: Any, y: Any, *, batch_size: int, epochs: int, initial_e
     strategy = active()
     if strategy is None:
         if streams(x, y):  # arrays on disk: batches read as they are needed, not one tensor of everything
-            return model.fit(streamed(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed), epochs=epochs, initial_epoch=initial_epoch,
+            return model.fit(streamed(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, first_epoch=initial_epoch), epochs=epochs,
+                             initial_epoch=initial_epoch,
                              validation_data=validation_data, callbacks=list(callbacks), shuffle=False, verbose=0)  # shuffled above
         return model.fit(x, y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data,
                          callbacks=list(callbacks), shuffle=shuffle, verbose=0)
@@ -267,15 +268,17 @@ def _signature(value: Any) -> Any:
     return spec(value)
 
 
-def streamed(x: Any, y: Any, *, batch_size: int, shuffle: bool = True, seed: int = 0, drop_remainder: bool = False) -> Any:
+def streamed(x: Any, y: Any, *, batch_size: int, shuffle: bool = True, seed: int = 0, drop_remainder: bool = False,
+             first_epoch: int = 0) -> Any:
     """A ``tf.data`` pipeline of ``(x, y)`` batches read from the arrays as training asks for them (prefetched).
 
-    Each pass over it is one epoch: a new seeded order (``seed``, epoch) when ``shuffle``; a batch's rows
+    Each pass over it is one epoch (counted from ``first_epoch``, for training that goes on in stages): a new
+    seeded order (``seed``, epoch) when ``shuffle``; a batch's rows
     are read in file order, so a memory-mapped array is read mostly sequentially.
     """
     tf = tensorflow()
     n = _rows(x)
-    epochs = [0]
+    epochs = [first_epoch]
 
     def batches() -> Iterator[Any]:
         order = np.random.default_rng([seed, epochs[0]]).permutation(n) if shuffle else np.arange(n)
@@ -346,11 +349,11 @@ def _distributed_fit(strategy: Any, model: Any, x: Any, y: Any, *, batch_size: i
     # whole global batches only (when there is one): every replica gets a non-empty share of every step;
     # the same seed on every worker: the same order, which the data sharding then splits
     if streams(x, y):
-        data = streamed(x, y, batch_size=per_step, shuffle=shuffle, seed=seed, drop_remainder=True)
+        data = streamed(x, y, batch_size=per_step, shuffle=shuffle, seed=seed, drop_remainder=True, first_epoch=initial_epoch)
     else:
         data = tf.data.Dataset.from_tensor_slices((_as_tensors(x), _as_tensors(y)))
-        if shuffle:
-            data = data.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if shuffle:  # training in stages (initial_epoch > 0) goes on with new orders, not the first epoch's again
+            data = data.shuffle(n, seed=seed + 1009 * initial_epoch, reshuffle_each_iteration=True)
         data = data.batch(per_step, drop_remainder=n >= per_step)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
