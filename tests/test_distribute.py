@@ -224,3 +224,22 @@ def test_a_recipe_trains_its_steps_under_the_strategy_key(tiny, tmp_path):
                        "-o", str(tmp_path / "mixed-out"))
     assert refused.returncode == 9 and "different strategies" in refused.stderr, refused.stderr
     assert not (tmp_path / "mixed-out").exists()
+
+
+def _gpus() -> int:
+    """GPUs on this host, as nvidia-smi lists them (no TensorFlow start at collection time)."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU ")) if listed.returncode == 0 else 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_gpus() == 0, reason="needs a GPU (nvidia-smi lists none): --strategy mirrored then trains on every GPU of the host")
+def test_mirrored_trains_on_every_gpu_of_the_host(tiny, tmp_path):
+    done = _edgekit("qat", str(tiny["model"]), "--data", str(tiny["train"]), "--val", str(tiny["val"]), "--scale", "1/255", "--epochs", "1",
+                    "--no-ptq", "--strategy", "mirrored", "--json", "-o", str(tmp_path / "q.tflite"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["training"]["distribution"]["replicas"] == _gpus()
+    assert next(r for r in report["comparison"] if r["variant"] == "qat-int8")["top1"] >= 80.0

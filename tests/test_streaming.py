@@ -151,3 +151,24 @@ def test_bad_tfrecord_specs_are_one_line_data_errors(tiny, tmp_path):
         assert expect[name] in done.stderr and "Traceback" not in done.stderr, (name, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, (name, done.stderr)
         assert not (tmp_path / "out.keras").exists()
+
+
+def test_a_large_image_folder_is_decoded_to_disk(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from edgekit.core.data import load_dataset
+    from edgekit.core.datatypes import Preprocessing, Signature
+
+    rng = np.random.default_rng(3)
+    for cls in ("cat", "dog"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).save(tmp_path / "images" / cls / f"{i}.png")
+    signature = Signature.single((None, 12, 12, 1))
+    pre = Preprocessing(scale=1 / 255)
+    in_memory = load_dataset(tmp_path / "images", signature=signature, preprocessing=pre)
+    monkeypatch.setenv("EDGEKIT_STREAM_MB", "0.001")  # 12 images x 12 x 12 x 4 bytes = 6.9 KB
+    on_disk = load_dataset(tmp_path / "images", signature=signature, preprocessing=pre)
+    assert isinstance(on_disk.x, np.memmap) and not isinstance(in_memory.x, np.memmap)
+    assert np.array_equal(np.asarray(on_disk.x), in_memory.x) and np.array_equal(on_disk.y, in_memory.y)
+    assert on_disk.sha256 == in_memory.sha256 and on_disk.labels == ("cat", "dog")

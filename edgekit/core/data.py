@@ -26,7 +26,7 @@ import numpy as np
 
 from edgekit.core.archive_guard import scan_npz
 from edgekit.core.datatypes import Dataset, InputSpec, Preprocessing, Signature
-from edgekit.core.diskarray import is_on_disk, stream_threshold_bytes
+from edgekit.core.diskarray import disk_array, is_on_disk, stream_threshold_bytes
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.fsutil import require_file, sha256_file
 from edgekit.core.numexpr import eval_number
@@ -528,8 +528,14 @@ def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, l
     if limit is not None and limit < len(files):  # decode only the sampled images
         rng = np.random.default_rng(seed)
         files = [files[i] for i in np.sort(rng.choice(len(files), size=limit, replace=False))]
-    xs, ys = [], []
-    for f, label in files:
+    if not files:
+        raise DataError(f"image folder {p} contains no images ({', '.join(IMAGE_SUFFIXES)})", hint="add images under FOLDER/<class>/")
+    depth = channels or 3
+    # decoded into memory, or (more than EDGEKIT_STREAM_MB as float32) into a disk-backed memory map
+    make = disk_array if len(files) * height * width * depth * 4 > stream_threshold_bytes() else np.empty
+    xs = make((len(files), height, width, depth), np.uint8)
+    ys = np.empty(len(files), np.int64)
+    for row, (f, label) in enumerate(files):
         try:
             with Image.open(f) as opened:
                 w, h = opened.size  # from the header: nothing is decoded yet
@@ -540,11 +546,9 @@ def _load_image_folder(p: Path, input_shape: tuple[int | None, ...] | None, *, l
                 arr = np.asarray(fit_image(opened.convert(mode), width, height, resize), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"image {f} cannot be read ({type(exc).__name__})", hint="remove or replace the file") from None
-        xs.append(arr.reshape(height, width, -1))
-        ys.append(label)
-    if not xs:
-        raise DataError(f"image folder {p} contains no images ({', '.join(IMAGE_SUFFIXES)})", hint="add images under FOLDER/<class>/")
-    return np.stack(xs), np.asarray(ys, dtype=np.int64), tuple(classes)
+        xs[row] = arr.reshape(height, width, depth)
+        ys[row] = label
+    return xs, ys, tuple(classes)
 
 
 Calibration = np.ndarray | tuple[np.ndarray, ...]  # one array per model input (a bare array for one input)
