@@ -17,11 +17,13 @@ from edgekit.core.datatypes import AccuracyResult, Dataset, Preprocessing
 from edgekit.core.errors import DataError, EdgekitError, InputError
 from edgekit.core.fsutil import save_keras_atomic
 from edgekit.core.keras_graph import clone_model
+from edgekit.core.models import load_model
 from edgekit.core.tasks import OutputTask, Task, compiled_losses_of, detect_tasks, keras_output_activations, with_tasks
 from edgekit.devices.probe import probe_device
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.run import runs_here
 from edgekit.measure.task_metrics import evaluate
+from edgekit.passes.base import ModelState, PassContext
 from edgekit.passes.distill.outputs import compile_plain, detect_output_kind
 from edgekit.passes.training import loss_for_tasks
 
@@ -129,6 +131,36 @@ def load_training_inputs(loaded: Any, data: str | os.PathLike[str] | None, val: 
         if ds is not None:
             check_labels(ds, classes, what)
     return TrainingInputs(train=train, val=val_ds, notes=tuple(notes), calibration=calibration)
+
+
+@dataclass(frozen=True)
+class SearchInputs:
+    """What optimize's candidates are built from: the loaded model, its data, the starting state and the pass context."""
+
+    loaded: Any
+    inputs: TrainingInputs
+    state: ModelState
+    ctx: PassContext
+
+
+def load_search_inputs(model: str | os.PathLike[str], data: str | os.PathLike[str], val: str | os.PathLike[str] | None, *,
+                       preprocessing: Preprocessing, seed: int, unsafe: bool = False, custom_objects: str | os.PathLike[str] | None = None,
+                       tasks: tuple[str, ...] | list[str] = (), x_key: str = "x", y_key: str = "y",
+                       show_training: bool = False) -> SearchInputs:
+    """Loads the model and data of a search the same way wherever candidates are built (this process, a Ray worker):
+    a seeded 20% hold-out of ``data`` when there is no ``val`` (at least 50 samples), the context every candidate's
+    passes run in."""
+    loaded = load_model(model, unsafe=unsafe, custom_objects=custom_objects, compile=True)
+    if tasks:
+        loaded.choose_tasks(tuple(tasks))
+    inputs = load_training_inputs(loaded, data, val, preprocessing=preprocessing, x_key=x_key, y_key=y_key, seed=seed, hold_out=True,
+                                  val_fraction=0.2, min_hold_out=50)
+    train = inputs.train
+    assert train is not None
+    ctx = PassContext(train=train, val=inputs.val, calibration=inputs.calibration, preprocessing=preprocessing, labels=train.labels,
+                      seed=seed, teacher=loaded.keras_model, show_training=show_training)
+    state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=str(model))
+    return SearchInputs(loaded, inputs, state, ctx)
 
 
 def ensure_loss(keras_model: Any, loss: str | None = None, tasks: list[OutputTask] | None = None) -> None:

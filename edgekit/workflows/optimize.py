@@ -46,7 +46,7 @@ from edgekit.core.errors import DataError, EdgekitError, GateFailed, InputError
 from edgekit.core.extras import EXTRAS, has_extra, import_extra
 from edgekit.core.fsutil import write_bytes_atomic
 from edgekit.core.manifest import command_line, versions, write_artifact
-from edgekit.core.models import LoadedModel, load_model
+from edgekit.core.models import LoadedModel
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.export.convert import Conversion, convert_model
 from edgekit.export.delegates import check_bytes
@@ -58,7 +58,7 @@ from edgekit.passes.pipeline import run_passes
 from edgekit.passes.registry import build, pass_class
 from edgekit.report.files import REPORT_JSON, write_reports
 from edgekit.workflows import optuna_search
-from edgekit.workflows.inputs import classes_of, describe_device, ensure_loss, load_training_inputs
+from edgekit.workflows.inputs import classes_of, describe_device, ensure_loss, load_search_inputs
 from edgekit.workflows.optimize_recipe import write_recipe
 from edgekit.workflows.outdir import prepare_out_dir, staged_dir
 from edgekit.workflows.ray_builds import RayBuilds, RayDeviceRunner, device_resource
@@ -358,12 +358,10 @@ def optimize(
     settings = MeasureSettings(runs=runs, warmup=warmup, rounds=rounds, threads=threads)
     out = prepare_out_dir(out_dir, force=force, inputs=[model, data, val])
     say("loading the model and data", 0, 1)
-    loaded = load_model(model, unsafe=unsafe, custom_objects=custom_objects, compile=True)
-    if tasks:
-        loaded.choose_tasks(tasks)
     pre = preprocessing or Preprocessing()
-    inputs = load_training_inputs(loaded, data, val, preprocessing=pre, x_key=x_key, y_key=y_key, seed=seed, hold_out=True,
-                                  val_fraction=0.2, min_hold_out=50)
+    found = load_search_inputs(model, data, val, preprocessing=pre, seed=seed, unsafe=unsafe, custom_objects=custom_objects, tasks=tasks,
+                               x_key=x_key, y_key=y_key, show_training=training_progress)
+    loaded, inputs, state, ctx = found.loaded, found.inputs, found.state, found.ctx
     train, val_ds, notes = inputs.train, inputs.val, list(inputs.notes)
     assert train is not None
     if val_ds.y is None:
@@ -375,9 +373,6 @@ def optimize(
     assert inputs.calibration is not None
     # the same seeded draw from the whole --data as `quantize` (before any hold-out): same model, same bytes
     calibration = sample_rows(inputs.calibration, calibration_samples, seed)
-    ctx = PassContext(train=train, val=val_ds, calibration=inputs.calibration, preprocessing=pre, labels=train.labels, seed=seed,
-                      teacher=loaded.keras_model, show_training=training_progress)
-    state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=str(model))
 
     with staged_dir(out, force=force) as tmp, contextlib.ExitStack() as stack:
         (tmp / CANDIDATES_DIR).mkdir()

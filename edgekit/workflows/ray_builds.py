@@ -31,13 +31,11 @@ from edgekit.core import errors as error_types
 from edgekit.core.datatypes import Preprocessing
 from edgekit.core.errors import DeviceError, EdgekitError, InputError
 from edgekit.core.extras import import_extra
-from edgekit.core.models import load_model
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.run import run_model
-from edgekit.passes.base import ModelState, PassContext
 from edgekit.passes.pipeline import run_passes
 from edgekit.passes.registry import build, pass_class
-from edgekit.workflows.inputs import ensure_loss, load_training_inputs
+from edgekit.workflows.inputs import ensure_loss, load_search_inputs
 
 _prepared: dict[str, Any] = {}  # in a Ray worker: the job's (state, ctx), loaded once per job
 
@@ -46,21 +44,13 @@ def _state_and_context(job: dict[str, Any]) -> tuple[Any, Any]:
     """The model state and pass context of ``job``, as :func:`edgekit.workflows.optimize.optimize` makes them."""
     key = job["key"]
     if key not in _prepared:
-        loaded = load_model(job["model"], unsafe=job["unsafe"], custom_objects=job["custom_objects"], compile=True)
-        if job["tasks"]:
-            loaded.choose_tasks(tuple(job["tasks"]))
-        pre = Preprocessing.from_dict(job["preprocessing"])
-        inputs = load_training_inputs(loaded, job["data"], job["val"], preprocessing=pre, x_key=job["x_key"], y_key=job["y_key"],
-                                      seed=job["seed"], hold_out=True, val_fraction=0.2, min_hold_out=50)
-        train = inputs.train
-        assert train is not None
-        if loaded.keras_model is not None and train.y is not None:
-            ensure_loss(loaded.keras_model)
-        ctx = PassContext(train=train, val=inputs.val, calibration=inputs.calibration, preprocessing=pre, labels=train.labels,
-                          seed=job["seed"], teacher=loaded.keras_model, show_training=False)
-        state = ModelState(keras=loaded.keras_model if loaded.keras_model is not None else loaded, source=job["model"])
+        found = load_search_inputs(job["model"], job["data"], job["val"], preprocessing=Preprocessing.from_dict(job["preprocessing"]),
+                                   seed=job["seed"], unsafe=job["unsafe"], custom_objects=job["custom_objects"], tasks=job["tasks"],
+                                   x_key=job["x_key"], y_key=job["y_key"])
+        if found.loaded.keras_model is not None and found.ctx.train is not None and found.ctx.train.y is not None:
+            ensure_loss(found.loaded.keras_model)
         _prepared.clear()
-        _prepared[key] = (state, ctx)
+        _prepared[key] = (found.state, found.ctx)
     return _prepared[key]
 
 
