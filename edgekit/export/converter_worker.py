@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import signal
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -88,11 +89,20 @@ def _exit_signal(procs: list[Any] | None = None) -> str:
         with contextlib.suppress(Exception):
             proc.join(timeout=2)  # the pool may notice the death before the process is reaped
         code = getattr(proc, "exitcode", None)
+        # the pool's own thread may reap the process at the same moment (our wait then sees no child, and the
+        # status lands on the shared process object a moment later): look again for a little while
+        for _ in range(30):
+            if code is not None:
+                break
+            time.sleep(0.05)
+            code = getattr(proc, "exitcode", None)
         if isinstance(code, int) and code < 0:
             try:
                 return signal.Signals(-code).name
             except ValueError:
                 return f"signal {-code}"
+        if isinstance(code, int) and code > 0:
+            return f"exit code {code}"
     return "a native crash"
 
 
