@@ -243,3 +243,16 @@ def test_mirrored_trains_on_every_gpu_of_the_host(tiny, tmp_path):
     report = json.loads(done.stdout)
     assert report["training"]["distribution"]["replicas"] == _gpus()
     assert next(r for r in report["comparison"] if r["variant"] == "qat-int8")["top1"] >= 80.0
+
+
+@pytest.mark.slow
+def test_a_two_output_model_trains_under_mirrored_replicas(tmp_path):
+    """Several outputs: Keras builds a loss tracker per output on first use, outside the replicas' step."""
+    import model_zoo
+
+    model, data, _ = model_zoo.save("two_output", tmp_path / "m", n=300)
+    done = _edgekit("prune", str(model), "--data", str(data), "--sparsity", "0.5", "--epochs", "1", "--no-export", "--strategy", "mirrored",
+                    "--json", "-o", str(tmp_path / "pruned.keras"), env=_env(EDGEKIT_CPU_REPLICAS="2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["config"]["strategy"] == "mirrored" and len(report["history"]["loss"]) == 1

@@ -361,6 +361,10 @@ def _distributed_fit(strategy: Any, model: Any, x: Any, y: Any, *, batch_size: i
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     own_step = _own_train_step(model)
+    if not own_step:  # Keras builds the compiled loss (a tracker per output) on first use: here, not inside the replicas' step
+        first = np.arange(min(n, 2))
+        x0, y0 = _as_keras(_rows_of(x, first)), _as_keras(_rows_of(y, first))
+        model.compute_loss(x=x0, y=y0, y_pred=model(x0, training=False), training=False)
 
     def replica_step(xb: Any, yb: Any) -> Any:
         xb, yb = _as_keras(xb), _as_keras(yb)
