@@ -16,7 +16,9 @@ same seed on every worker). The step is the model's compiled loss (``compute_los
 scales per replica) and its optimizer, so QAT's fake-quant graph, knowledge distillation's packed
 loss, pruning masks and cluster constraints (callbacks after every batch) all train through it; a
 model with a ``train_step`` of its own (distillation with hints) runs that step per replica.
-``--batch-size`` is the batch per replica: the global batch is ``batch_size x replicas``.
+``--batch-size`` is the batch per replica: the global batch is ``batch_size x replicas``. Arrays kept
+on disk (data larger than memory, :mod:`edgekit.core.diskarray`) are read batch by batch through
+``tf.data`` under every strategy, ``none`` included (:func:`streamed`).
 
 The pipeline builds and compiles the model of a training pass inside :func:`scope`, so its
 variables are mirrored; the trained model converts and saves like a single-process one.
@@ -223,9 +225,9 @@ def train(model: Any, x: Any, y: Any, *, batch_size: int, epochs: int, initial_e
     strategy = active()
     if strategy is None:
         if streams(x, y):  # arrays on disk: batches read as they are needed, not one tensor of everything
-            return model.fit(streamed(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, first_epoch=initial_epoch), epochs=epochs,
-                             initial_epoch=initial_epoch,
-                             validation_data=validation_data, callbacks=list(callbacks), shuffle=False, verbose=0)  # shuffled above
+            batches = streamed(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, first_epoch=initial_epoch)
+            return model.fit(batches, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data, callbacks=list(callbacks),
+                             shuffle=False, verbose=0)  # the batches come shuffled
         return model.fit(x, y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data,
                          callbacks=list(callbacks), shuffle=shuffle, verbose=0)
     return _distributed_fit(strategy, model, x, y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
