@@ -30,7 +30,7 @@ from edgekit.core.diskarray import disk_array, is_on_disk, stream_threshold_byte
 from edgekit.core.errors import DataError, InputError
 from edgekit.core.fsutil import require_file, sha256_file
 from edgekit.core.numexpr import eval_number
-from edgekit.core.streaming import is_tfrecord_spec, load_spec, preprocess_to_disk, read_tfrecords
+from edgekit.core.streaming import is_tfrecord_spec, preprocess_to_disk, read_tfrecords
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -307,7 +307,7 @@ def _prepared(a: np.ndarray, spec: InputSpec | None, source: str, pre: Preproces
 
 def _load_tfrecords(p: Path, specs, out_names, need_labels: bool):
     """Inputs, targets, class names and a digest (spec + record files) from a TFRecord spec file."""
-    arrays, spec = read_tfrecords(p)
+    arrays, spec, files = read_tfrecords(p)
     names = [s.name for s in specs] if specs else [None]
     inputs = list(spec.inputs)
     if len(names) == 1:
@@ -332,7 +332,7 @@ def _load_tfrecords(p: Path, specs, out_names, need_labels: bool):
         ys = [arrays[targets[0]]]
     else:
         ys = [arrays.get(str(o), arrays.get(f"y_{o}")) for o in outs]
-    digest = hashlib.sha256(sha256_file(p).encode() + b"".join(sha256_file(f).encode() for f in load_spec(p)[1])).hexdigest()
+    digest = hashlib.sha256(sha256_file(p).encode() + b"".join(sha256_file(f).encode() for f in files)).hexdigest()
     return xs, ys, tuple(spec.labels) if spec.labels else None, digest
 
 

@@ -148,8 +148,9 @@ def _parser(spec: TFRecordSpec) -> Callable[[Any], Any]:
     return parse
 
 
-def read_tfrecords(path: Path, *, progress: Callable[[int, int | None], None] | None = None) -> tuple[dict[str, np.ndarray], TFRecordSpec]:
-    """Every record of the spec's files, parsed by ``tf.data`` (parallel, prefetched): ``{feature: array}``.
+def read_tfrecords(path: Path, *, progress: Callable[[int, int | None], None] | None = None
+                   ) -> tuple[dict[str, np.ndarray], TFRecordSpec, list[str]]:
+    """Every record of the spec's files, parsed by ``tf.data`` (parallel, prefetched): ``({feature: array}, spec, files)``.
 
     Features whose float32 size passes :func:`stream_threshold_bytes` go to disk arrays as they are
     read (the count comes from the spec's ``records`` or a first pass over the files).
@@ -192,4 +193,4 @@ def read_tfrecords(path: Path, *, progress: Callable[[int, int | None], None] | 
         raise DataError(f"TFRecord spec {path} says records: {count}, the files hold {done}", hint="fix or drop 'records'")
     if count == 0:
         raise DataError(f"TFRecord data {path} holds no records", hint="give files with at least one record")
-    return arrays, spec
+    return arrays, spec, files

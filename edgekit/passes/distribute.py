@@ -68,12 +68,6 @@ class Distribution:
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.name, "replicas": self.replicas, "workers": self.workers, "task_index": self.task_index}
 
-    def describe(self) -> str:
-        if self.strategy is None:
-            return "none (one process, model.fit)"
-        where = f"{self.workers} workers" if self.workers > 1 else "1 worker"
-        return f"{self.name}: {self.replicas} replica(s) in sync, {where}; this is worker {self.task_index}"
-
 
 NONE = Distribution()
 
